@@ -1,0 +1,35 @@
+# The two commands of the contract: `make demo` and `make test`. Each does its own set-up:
+# a .venv, the build tools, and the project installed editable (Cython core and protobuf
+# modules built by setup.py). The install is redone when the build inputs change.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.lockfleet-installed
+BUILD_INPUTS := pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd ext/*.pxi ext/*.h proto/lockfleet/v1/*.proto)
+
+.PHONY: demo test bench install clean annotate
+
+install: $(STAMP)
+
+$(STAMP): $(BUILD_INPUTS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "setuptools>=70,<90" "cython>=3.0,<4" "grpcio-tools>=1.60,<2" "numpy>=1.26,<3" wheel
+	$(BIN)/python -m pip install -q --no-build-isolation -e '.[test,bench]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/lockfleet demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+# Cython's annotated HTML (yellow = Python interaction) for the core, next to the sources.
+annotate: $(STAMP)
+	$(BIN)/cython -3 -a -I ext ext/_core.pyx -o build/annotate/_core.c
+
+clean:
+	rm -rf build dist service/*.egg-info service/lockfleet/v1 service/lockfleet/*.so ext/*.c

@@ -1,0 +1,13 @@
+"""lockfleet: the kernel's lockdep, fleet-wide.
+
+    >>> from lockfleet import Engine
+    >>> eng = Engine()
+    >>> eng.ingest(batch, host="web-1")   # -> the Alerts this batch raised
+"""
+
+from .alerts.model import Alert, Link, Occurrence, Usage
+from .engine import Engine
+from .events import EventError
+
+__all__ = ["Alert", "Engine", "EventError", "Link", "Occurrence", "Usage"]
+__version__ = "0.1.0"

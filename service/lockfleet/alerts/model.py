@@ -1,0 +1,151 @@
+"""The finding as users see it: plain, immutable values built by the engine from the core's
+evidence, rendered by `render.py`, serialised by `to_dict()`.
+
+Nothing here knows how findings are found; the engine fills these in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+KINDS = ("circular", "recursive", "bad_unlock", "irq_inversion", "inconsistent_state")
+
+# Lock modes, as in the `mode` column.
+EXCLUSIVE, SHARED, RECURSIVE_READ = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """One acquisition (or release) of a lock, as first seen: enough to print a lockdep line."""
+
+    lock: str                 # class name as printed: `name` or `name/subclass`
+    mode: int = EXCLUSIVE     # 0 exclusive, 1 shared, 2 recursive read
+    trylock: bool = False
+    instance: int = 0         # lock address, 0 when unknown
+    site: str = ""            # a frame or a stack, frames joined by "\n"; "" when unknown
+    host: str = ""
+    task: str = ""            # as a report shows it, e.g. "test_progs/246"; may be ""
+    tid: int = 0
+    ts_ns: int = 0
+    irq: int = 0              # the `irq` column's bit mask at that moment
+
+
+@dataclass(frozen=True)
+class Link:
+    """One lock-order dependency `held -> taken` with its first evidence and its counters."""
+
+    held: str
+    taken: str
+    kinds: tuple[str, ...]    # lockdep's edge kinds seen on this pair: "EN", "ER", "SN", "SR"
+    first_held: Occurrence    # the held lock, as held when the dependency was first made
+    first_taken: Occurrence   # the acquisition that made the dependency (host, task, time, site)
+    count: int = 1            # times the dependency was taken
+    hosts: tuple[str, ...] = ()  # sorted names of every host that took it
+    last_ts_ns: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "held": self.held,
+            "taken": self.taken,
+            "kinds": list(self.kinds),
+            "host": self.first_taken.host,
+            "task": self.first_taken.task,
+            "ts_ns": self.first_taken.ts_ns,
+            "held_site": self.first_held.site,
+            "taken_site": self.first_taken.site,
+            "count": self.count,
+            "hosts": list(self.hosts),
+            "last_ts_ns": self.last_ts_ns,
+        }
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A lock class's irq usage bit, lockdep style (e.g. `IN-HARDIRQ-W`, `HARDIRQ-ON-W`), with
+    the first acquisition that set it."""
+
+    lock: str
+    usage: str
+    first: Occurrence
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A finding. For `circular`, `locks[i]` is held while `locks[i+1]` is acquired and the last
+    is held while the first is acquired; `locks[0]` is the lock whose acquisition closed the
+    cycle (lockdep's `#0`) and `links[i]` is `locks[i] -> locks[i+1]`, the last link closing.
+
+    For the other kinds, `trigger` is the acquisition or release lockdep would have reported on,
+    `held` the task's held locks at that moment (outermost first), `links` the dependency path
+    (irq_inversion: safe lock ~> unsafe lock) and `usages` the irq usages that conflict.
+    """
+
+    id: str
+    kind: str
+    locks: tuple[str, ...]
+    hosts: tuple[str, ...]
+    links: tuple[Link, ...] = ()
+    trigger: Occurrence | None = None
+    held: tuple[Occurrence, ...] = ()
+    usages: tuple[Usage, ...] = ()
+    # lockdep's `{+.+.}` usage string per lock named in the report
+    usage_strings: dict[str, str] = field(default_factory=dict)
+    # irq_inversion / inconsistent_state: "HARDIRQ" or "SOFTIRQ"
+    irq_state: str = ""
+    count: int = 1            # occurrences of the finding (for a cycle: its closing edge's count)
+    first_ts_ns: int = 0
+    seq: int = 0              # order in which findings were raised, 1-based
+
+    def render(self) -> str:
+        from .render import render
+
+        return render(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "locks": list(self.locks),
+            "hosts": list(self.hosts),
+            "count": self.count,
+            "first_ts_ns": self.first_ts_ns,
+            "seq": self.seq,
+            "links": [link.to_dict() for link in self.links],
+            "single_host": self.single_host(),
+        }
+        if self.trigger is not None:
+            d["trigger"] = _occ_dict(self.trigger)
+        if self.held:
+            d["held"] = [_occ_dict(o) for o in self.held]
+        if self.usages:
+            d["usages"] = [
+                {"lock": u.lock, "usage": u.usage, **{"first": _occ_dict(u.first)}} for u in self.usages
+            ]
+        if self.irq_state:
+            d["irq_state"] = self.irq_state
+        return d
+
+    def single_host(self) -> str | None:
+        """The one host that took every link of the finding by itself, if there is one."""
+        if not self.links:
+            return self.hosts[0] if len(self.hosts) == 1 else None
+        common = set(self.links[0].hosts)
+        for link in self.links[1:]:
+            common &= set(link.hosts)
+        return min(common) if common else None
+
+
+def _occ_dict(o: Occurrence) -> dict[str, Any]:
+    return {
+        "lock": o.lock,
+        "mode": o.mode,
+        "trylock": o.trylock,
+        "instance": o.instance,
+        "site": o.site,
+        "host": o.host,
+        "task": o.task,
+        "tid": o.tid,
+        "ts_ns": o.ts_ns,
+        "irq": o.irq,
+    }
