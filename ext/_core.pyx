@@ -1,1 +1,1015 @@
-def _placeholder(): pass
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The lockdep core: held-lock stacks, dependencies, the class graph and its cycle search.
+
+Per event (lockdep's __lock_acquire / __lock_release), all in C over the batch's columns:
+  - The thread's held stack lives in flat arrays (max_depth slots per thread). Each slot keeps the
+    chain key of the stack up to it, so a push costs one hash and a pop none (lockdep's chain_key).
+  - A chain key already seen (a hash of host, held classes with their modes, trylock and irq
+    flags, and the new lock) means the same checks on the same stack: one probe, a counter bump,
+    done (lockdep's lookup_chain_cache). Only a new chain is validated: usage bits
+    (mark_usage), recursion (check_deadlock), and dependencies from the top held lock down through
+    trylocks (check_prevs_add) into an open-addressing table of edges.
+  - A new dependency, or a new kind on a known one, is an *arrival*, numbered in row order.
+
+Per batch, the arrivals reach the graph (graph.pxi): a topological order of the strongly
+connected components is kept incrementally (Pearce & Kelly, "A dynamic topological sort
+algorithm for directed acyclic graphs", JEA 2006, over components; abseil's GraphCycles is the
+same idea over nodes). An arrival that agrees with the order needs no search; one that does not
+moves the order; one that closes a cycle in the plain graph, or a batch with many disagreeing
+arrivals, triggers a linear-time recomputation of the components (Tarjan) instead, which is the
+cheaper way to absorb a large batch. Only arrivals inside a component can close a cycle, and only
+a strong one is a deadlock: a breadth-first search over (class, does the path end in a recursive
+read) states, limited to the component and to the kinds that had arrived by then, finds it, and
+a bounded exhaustive search keeps the reported cycle simple when the state path repeats a class.
+irq usage reachability (safe ~> unsafe) is propagated over the same states and only grows.
+
+Invariants: classes, edges, chains, occurrences only grow (ids are dense int32 and never reused);
+every edge's endpoints are in different classes; for components A != B with an edge A -> B,
+ord[A] < ord[B] holds between batches; reach bits and usage bits only grow.
+No Python object is touched inside the row loop or the graph algorithms (all nogil).
+"""
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport malloc, calloc, realloc, free, qsort
+from libc.string cimport memset, memcpy
+
+import numpy as np
+cimport numpy as cnp
+
+from hashmap cimport (U64Map, mix64, u64map_init, u64map_free, u64map_get, u64map_get_h,
+                      u64map_put, u64map_put_h)
+
+cnp.import_array()
+
+cdef uint64_t TOP = (<uint64_t>1) << 63
+# finding kinds, as the engine names them
+DEF F_CIRCULAR = 1
+DEF F_RECURSIVE = 2
+DEF F_BAD_UNLOCK = 3
+DEF F_IRQ_INVERSION = 4
+DEF F_INCONSISTENT = 5
+# edge kinds (bit index): held exclusive/shared x taken non-recursive/recursive-read
+DEF K_EN = 0
+DEF K_ER = 1
+DEF K_SN = 2
+DEF K_SR = 3
+DEF KM_E = 3        # EN | ER: kinds whose held side is exclusive
+DEF KM_N = 5        # EN | SN: kinds whose taken side is not a recursive read
+# search budget of the exhaustive simple-path search, in edge steps
+DEF DFS_BUDGET = 2000000
+# recompute the components instead of moving the order when a batch brings more disagreeing arrivals
+DEF RECOMPUTE_AT = 48
+
+cdef int _grow(void** p, int64_t n, size_t elem) noexcept nogil:
+    cdef void* q = realloc(p[0], n * elem)
+    if q == NULL:
+        return -1
+    p[0] = q
+    return 0
+
+
+cdef class Core:
+    """One fleet's lock state. Methods named without an underscore are the Python surface;
+    everything else runs without the GIL."""
+
+    # configuration
+    cdef int32_t max_depth
+    cdef bint oom
+    # classes
+    cdef int64_t n_cls, cap_cls
+    cdef int32_t* cls_name
+    cdef uint8_t* cls_sub
+    cdef uint8_t* cls_usage
+    cdef uint8_t* cls_flags
+    cdef uint8_t* cls_reach
+    cdef int32_t* cls_usage_occ
+    cdef int32_t* rep
+    cdef int32_t* ordv
+    cdef int32_t* mnext
+    cdef int32_t** out_e
+    cdef int32_t* out_n
+    cdef int32_t* out_c
+    cdef int32_t** in_e
+    cdef int32_t* in_n
+    cdef int32_t* in_c
+    cdef int32_t* mark_a
+    cdef int32_t* mark_b
+    cdef int32_t ord_next
+    cdef U64Map cls_map
+    # threads and their held stacks
+    cdef int64_t n_thr, cap_thr
+    cdef int32_t* thr_host
+    cdef int64_t* thr_tid
+    cdef int32_t* thr_depth
+    cdef int32_t* thr_over
+    cdef uint64_t* thr_seed
+    cdef int32_t* st_cls
+    cdef int32_t* st_name
+    cdef int32_t* st_site
+    cdef int32_t* st_task
+    cdef uint64_t* st_inst
+    cdef int64_t* st_ts
+    cdef uint64_t* st_key
+    cdef uint8_t* st_mode
+    cdef uint8_t* st_try
+    cdef uint8_t* st_irq
+    cdef U64Map thr_map
+    # occurrences: one acquisition or release, kept as evidence
+    cdef int64_t n_occ, cap_occ
+    cdef int32_t* oc_cls
+    cdef int32_t* oc_site
+    cdef int32_t* oc_host
+    cdef int32_t* oc_task
+    cdef int64_t* oc_tid
+    cdef int64_t* oc_ts
+    cdef uint64_t* oc_inst
+    cdef uint8_t* oc_mode
+    cdef uint8_t* oc_try
+    cdef uint8_t* oc_irq
+    # edges (dependencies) and the hosts that took them
+    cdef int64_t n_edge, cap_edge
+    cdef int32_t* e_src
+    cdef int32_t* e_dst
+    cdef uint8_t* e_kinds
+    cdef uint32_t* e_kseq
+    cdef int32_t* e_occ_h
+    cdef int32_t* e_occ_t
+    cdef int32_t* e_hosts
+    cdef uint64_t* e_count
+    cdef int64_t* e_last
+    cdef U64Map edge_map
+    cdef int64_t n_pair, cap_pair
+    cdef int32_t* ph_host
+    cdef int32_t* ph_next
+    cdef U64Map pair_map
+    cdef uint32_t arrival_seq
+    # chains
+    cdef int64_t n_chain, cap_chain
+    cdef uint64_t* ch_count
+    cdef int64_t* ch_last
+    cdef int64_t* ch_eoff
+    cdef int32_t* ch_en
+    cdef U64Map chain_map
+    cdef int64_t n_ce, cap_ce
+    cdef int32_t* ce_edge
+    cdef bint counts_dirty
+    # per batch: arrivals, classes whose usage changed, findings
+    cdef int64_t n_ar, cap_ar
+    cdef int32_t* ar_edge
+    cdef uint8_t* ar_kind
+    cdef uint8_t* ar_new
+    cdef uint32_t* ar_seq
+    cdef int32_t* ar_row
+    cdef int64_t n_uc, cap_uc
+    cdef int32_t* uc_cls
+    cdef int64_t n_f, cap_f
+    cdef int32_t* f_kind
+    cdef int32_t* f_row
+    cdef int32_t* f_a
+    cdef int32_t* f_b
+    cdef int32_t* f_c
+    cdef int32_t* f_d
+    cdef int32_t* f_occ
+    cdef int64_t* f_hoff
+    cdef int32_t* f_hn
+    cdef int64_t* f_poff
+    cdef int32_t* f_pn
+    cdef int64_t n_fh, cap_fh
+    cdef int32_t* fh
+    cdef int64_t n_fp, cap_fp
+    cdef int32_t* fp
+    cdef int64_t n_ov
+    cdef int32_t ov_host[64]
+    cdef int64_t ov_tid[64]
+    # search scratch (sized to 2 x classes)
+    cdef int64_t cap_scratch
+    cdef int32_t* vis
+    cdef int32_t* par_e
+    cdef uint8_t* par_s
+    cdef int32_t* queue
+    cdef int32_t gen
+    cdef int32_t* path
+    cdef int64_t path_n, cap_path
+    cdef int32_t* wl
+    cdef int64_t n_wl, cap_wl
+    cdef bint any_safe
+    # reacquire scratch
+    cdef int32_t* ra_cls
+    cdef int32_t* ra_name
+    cdef int32_t* ra_site
+    cdef int32_t* ra_task
+    cdef uint64_t* ra_inst
+    cdef int64_t* ra_ts
+    cdef uint8_t* ra_mode
+    cdef uint8_t* ra_try
+    cdef uint8_t* ra_irq
+    # counters
+    cdef public int64_t events, acquires, releases, depth_overflows, chain_hits, chain_misses
+    cdef public int64_t recomputes, reorders, searches, search_budget_exhausted
+
+    def __cinit__(self, int max_depth=48):
+        if max_depth < 1 or max_depth > 1024:
+            raise ValueError("max_lock_depth must be between 1 and 1024")
+        self.max_depth = max_depth
+        if (u64map_init(&self.cls_map, 1024) or u64map_init(&self.thr_map, 1024)
+                or u64map_init(&self.edge_map, 4096) or u64map_init(&self.pair_map, 4096)
+                or u64map_init(&self.chain_map, 4096)):
+            raise MemoryError()
+        self.ra_cls = <int32_t*>malloc(max_depth * sizeof(int32_t))
+        self.ra_name = <int32_t*>malloc(max_depth * sizeof(int32_t))
+        self.ra_site = <int32_t*>malloc(max_depth * sizeof(int32_t))
+        self.ra_task = <int32_t*>malloc(max_depth * sizeof(int32_t))
+        self.ra_inst = <uint64_t*>malloc(max_depth * sizeof(uint64_t))
+        self.ra_ts = <int64_t*>malloc(max_depth * sizeof(int64_t))
+        self.ra_mode = <uint8_t*>malloc(max_depth)
+        self.ra_try = <uint8_t*>malloc(max_depth)
+        self.ra_irq = <uint8_t*>malloc(max_depth)
+        self.gen = 1
+
+    def __dealloc__(self):
+        cdef int64_t i
+        u64map_free(&self.cls_map)
+        u64map_free(&self.thr_map)
+        u64map_free(&self.edge_map)
+        u64map_free(&self.pair_map)
+        u64map_free(&self.chain_map)
+        for i in range(self.n_cls):
+            free(self.out_e[i])
+            free(self.in_e[i])
+        free(self.cls_name)
+        free(self.cls_sub)
+        free(self.cls_usage)
+        free(self.cls_flags)
+        free(self.cls_reach)
+        free(self.cls_usage_occ)
+        free(self.rep)
+        free(self.ordv)
+        free(self.mnext)
+        free(self.out_e)
+        free(self.out_n)
+        free(self.out_c)
+        free(self.in_e)
+        free(self.in_n)
+        free(self.in_c)
+        free(self.mark_a)
+        free(self.mark_b)
+        free(self.thr_host)
+        free(self.thr_tid)
+        free(self.thr_depth)
+        free(self.thr_over)
+        free(self.thr_seed)
+        free(self.st_cls)
+        free(self.st_name)
+        free(self.st_site)
+        free(self.st_task)
+        free(self.st_inst)
+        free(self.st_ts)
+        free(self.st_key)
+        free(self.st_mode)
+        free(self.st_try)
+        free(self.st_irq)
+        free(self.oc_cls)
+        free(self.oc_site)
+        free(self.oc_host)
+        free(self.oc_task)
+        free(self.oc_tid)
+        free(self.oc_ts)
+        free(self.oc_inst)
+        free(self.oc_mode)
+        free(self.oc_try)
+        free(self.oc_irq)
+        free(self.e_src)
+        free(self.e_dst)
+        free(self.e_kinds)
+        free(self.e_kseq)
+        free(self.e_occ_h)
+        free(self.e_occ_t)
+        free(self.e_hosts)
+        free(self.e_count)
+        free(self.e_last)
+        free(self.ph_host)
+        free(self.ph_next)
+        free(self.ch_count)
+        free(self.ch_last)
+        free(self.ch_eoff)
+        free(self.ch_en)
+        free(self.ce_edge)
+        free(self.ar_edge)
+        free(self.ar_kind)
+        free(self.ar_new)
+        free(self.ar_seq)
+        free(self.ar_row)
+        free(self.uc_cls)
+        free(self.f_kind)
+        free(self.f_row)
+        free(self.f_a)
+        free(self.f_b)
+        free(self.f_c)
+        free(self.f_d)
+        free(self.f_occ)
+        free(self.f_hoff)
+        free(self.f_hn)
+        free(self.f_poff)
+        free(self.f_pn)
+        free(self.fh)
+        free(self.fp)
+        free(self.vis)
+        free(self.par_e)
+        free(self.par_s)
+        free(self.queue)
+        free(self.path)
+        free(self.wl)
+        free(self.ra_cls)
+        free(self.ra_name)
+        free(self.ra_site)
+        free(self.ra_task)
+        free(self.ra_inst)
+        free(self.ra_ts)
+        free(self.ra_mode)
+        free(self.ra_try)
+        free(self.ra_irq)
+
+    # ------------------------------------------------------------------ storage growth
+
+    cdef int _ensure_cls(self, int64_t need) noexcept nogil:
+        cdef int64_t cap = self.cap_cls, i
+        if need <= cap:
+            return 0
+        cap = max(need, cap * 2, 256)
+        if (_grow(<void**>&self.cls_name, cap, 4) or _grow(<void**>&self.cls_sub, cap, 1)
+                or _grow(<void**>&self.cls_usage, cap, 1) or _grow(<void**>&self.cls_flags, cap, 1)
+                or _grow(<void**>&self.cls_reach, cap, 1) or _grow(<void**>&self.cls_usage_occ, cap, 32)
+                or _grow(<void**>&self.rep, cap, 4) or _grow(<void**>&self.ordv, cap, 4)
+                or _grow(<void**>&self.mnext, cap, 4) or _grow(<void**>&self.out_e, cap, sizeof(int32_t*))
+                or _grow(<void**>&self.out_n, cap, 4) or _grow(<void**>&self.out_c, cap, 4)
+                or _grow(<void**>&self.in_e, cap, sizeof(int32_t*)) or _grow(<void**>&self.in_n, cap, 4)
+                or _grow(<void**>&self.in_c, cap, 4) or _grow(<void**>&self.mark_a, cap, 4)
+                or _grow(<void**>&self.mark_b, cap, 4)):
+            self.oom = True
+            return -1
+        for i in range(self.cap_cls, cap):
+            self.mark_a[i] = 0
+            self.mark_b[i] = 0
+        self.cap_cls = cap
+        return 0
+
+    cdef int _ensure_scratch(self) noexcept nogil:
+        cdef int64_t need = 2 * self.n_cls + 2
+        if need <= self.cap_scratch:
+            return 0
+        need = max(need, self.cap_scratch * 2)
+        if (_grow(<void**>&self.vis, need, 4) or _grow(<void**>&self.par_e, need, 4)
+                or _grow(<void**>&self.par_s, need, 1) or _grow(<void**>&self.queue, need, 4)):
+            self.oom = True
+            return -1
+        memset(self.vis, 0, need * 4)
+        self.gen = 1
+        self.cap_scratch = need
+        return 0
+
+    cdef int32_t _class(self, int32_t name, int32_t sub) noexcept nogil:
+        cdef uint64_t key = ((<uint64_t>name) << 8) | <uint64_t>sub | TOP
+        cdef int32_t c = u64map_get(&self.cls_map, key)
+        if c >= 0:
+            return c
+        if self._ensure_cls(self.n_cls + 1):
+            return -1
+        c = <int32_t>self.n_cls
+        self.n_cls += 1
+        self.cls_name[c] = name
+        self.cls_sub[c] = <uint8_t>sub
+        self.cls_usage[c] = 0
+        self.cls_flags[c] = 0
+        self.cls_reach[c] = 0
+        memset(&self.cls_usage_occ[c * 8], 0xff, 32)
+        self.rep[c] = c
+        self.ordv[c] = self.ord_next
+        self.ord_next += 1
+        self.mnext[c] = -1
+        self.out_e[c] = NULL
+        self.out_n[c] = 0
+        self.out_c[c] = 0
+        self.in_e[c] = NULL
+        self.in_n[c] = 0
+        self.in_c[c] = 0
+        if u64map_put(&self.cls_map, key, c):
+            self.oom = True
+        return c
+
+    cdef int32_t _thread(self, int32_t host, int64_t tid) noexcept nogil:
+        # a 64-bit hash of (host, tid) identifies the thread; a collision between two live
+        # threads needs ~2^32 of them
+        cdef uint64_t key = mix64(mix64(<uint64_t>tid) ^ (<uint64_t>host * <uint64_t>0x9e3779b97f4a7c15)) | 1
+        cdef int32_t t = u64map_get_h(&self.thr_map, key, key)
+        cdef int64_t cap, d = self.max_depth
+        if t >= 0:
+            return t
+        if self.n_thr + 1 > self.cap_thr:
+            cap = max(self.cap_thr * 2, 64)
+            if (_grow(<void**>&self.thr_host, cap, 4) or _grow(<void**>&self.thr_tid, cap, 8)
+                    or _grow(<void**>&self.thr_depth, cap, 4) or _grow(<void**>&self.thr_over, cap, 4)
+                    or _grow(<void**>&self.thr_seed, cap, 8) or _grow(<void**>&self.st_cls, cap * d, 4)
+                    or _grow(<void**>&self.st_name, cap * d, 4) or _grow(<void**>&self.st_site, cap * d, 4)
+                    or _grow(<void**>&self.st_task, cap * d, 4) or _grow(<void**>&self.st_inst, cap * d, 8)
+                    or _grow(<void**>&self.st_ts, cap * d, 8) or _grow(<void**>&self.st_key, cap * d, 8)
+                    or _grow(<void**>&self.st_mode, cap * d, 1) or _grow(<void**>&self.st_try, cap * d, 1)
+                    or _grow(<void**>&self.st_irq, cap * d, 1)):
+                self.oom = True
+                return -1
+            self.cap_thr = cap
+        t = <int32_t>self.n_thr
+        self.n_thr += 1
+        self.thr_host[t] = host
+        self.thr_tid[t] = tid
+        self.thr_depth[t] = 0
+        self.thr_over[t] = 0
+        self.thr_seed[t] = mix64(<uint64_t>host + <uint64_t>0x51ed270b27f4a7c1)
+        if u64map_put_h(&self.thr_map, key, key, t, True):
+            self.oom = True
+        return t
+
+    cdef int32_t _occ(self, int32_t cls, uint8_t mode, uint8_t trylock, uint64_t inst, int32_t site,
+                      int32_t host, int32_t task, int64_t tid, int64_t ts, uint8_t irq) noexcept nogil:
+        cdef int64_t cap
+        cdef int32_t o
+        if self.n_occ + 1 > self.cap_occ:
+            cap = max(self.cap_occ * 2, 1024)
+            if (_grow(<void**>&self.oc_cls, cap, 4) or _grow(<void**>&self.oc_site, cap, 4)
+                    or _grow(<void**>&self.oc_host, cap, 4) or _grow(<void**>&self.oc_task, cap, 4)
+                    or _grow(<void**>&self.oc_tid, cap, 8) or _grow(<void**>&self.oc_ts, cap, 8)
+                    or _grow(<void**>&self.oc_inst, cap, 8) or _grow(<void**>&self.oc_mode, cap, 1)
+                    or _grow(<void**>&self.oc_try, cap, 1) or _grow(<void**>&self.oc_irq, cap, 1)):
+                self.oom = True
+                return -1
+            self.cap_occ = cap
+        o = <int32_t>self.n_occ
+        self.n_occ += 1
+        self.oc_cls[o] = cls
+        self.oc_site[o] = site
+        self.oc_host[o] = host
+        self.oc_task[o] = task
+        self.oc_tid[o] = tid
+        self.oc_ts[o] = ts
+        self.oc_inst[o] = inst
+        self.oc_mode[o] = mode
+        self.oc_try[o] = trylock
+        self.oc_irq[o] = irq
+        return o
+
+    cdef int32_t _held_occ(self, int32_t th, int64_t slot) noexcept nogil:
+        return self._occ(self.st_cls[slot], self.st_mode[slot], self.st_try[slot], self.st_inst[slot],
+                         self.st_site[slot], self.thr_host[th], self.st_task[slot], self.thr_tid[th],
+                         self.st_ts[slot], self.st_irq[slot])
+
+    cdef int _finding(self, int32_t kind, int32_t row, int32_t a, int32_t b, int32_t c, int32_t d,
+                      int32_t occ, int32_t th) noexcept nogil:
+        """Record a finding; with th >= 0, snapshot that thread's held locks as evidence."""
+        cdef int64_t cap, j, base
+        cdef int32_t f
+        if self.n_f + 1 > self.cap_f:
+            cap = max(self.cap_f * 2, 64)
+            if (_grow(<void**>&self.f_kind, cap, 4) or _grow(<void**>&self.f_row, cap, 4)
+                    or _grow(<void**>&self.f_a, cap, 4) or _grow(<void**>&self.f_b, cap, 4)
+                    or _grow(<void**>&self.f_c, cap, 4) or _grow(<void**>&self.f_d, cap, 4)
+                    or _grow(<void**>&self.f_occ, cap, 4) or _grow(<void**>&self.f_hoff, cap, 8)
+                    or _grow(<void**>&self.f_hn, cap, 4) or _grow(<void**>&self.f_poff, cap, 8)
+                    or _grow(<void**>&self.f_pn, cap, 4)):
+                self.oom = True
+                return -1
+            self.cap_f = cap
+        f = <int32_t>self.n_f
+        self.n_f += 1
+        self.f_kind[f] = kind
+        self.f_row[f] = row
+        self.f_a[f] = a
+        self.f_b[f] = b
+        self.f_c[f] = c
+        self.f_d[f] = d
+        self.f_occ[f] = occ
+        self.f_hoff[f] = self.n_fh
+        self.f_hn[f] = 0
+        self.f_poff[f] = self.n_fp
+        self.f_pn[f] = 0
+        if th >= 0:
+            base = <int64_t>th * self.max_depth
+            for j in range(self.thr_depth[th]):
+                if self._push_i32(&self.fh, &self.n_fh, &self.cap_fh, self._held_occ(th, base + j)):
+                    return -1
+                self.f_hn[f] += 1
+        return 0
+
+    cdef int _push_i32(self, int32_t** arr, int64_t* n, int64_t* cap, int32_t v) noexcept nogil:
+        cdef int64_t c
+        if n[0] + 1 > cap[0]:
+            c = max(cap[0] * 2, 256)
+            if _grow(<void**>arr, c, 4):
+                self.oom = True
+                return -1
+            cap[0] = c
+        arr[0][n[0]] = v
+        n[0] += 1
+        return 0
+
+    # ------------------------------------------------------------------ per event
+
+    cdef int32_t _edge(self, int32_t src, int32_t dst, int k, int32_t th, int64_t slot, int32_t* occ_t,
+                       int32_t cls, uint8_t mode, uint64_t inst, int32_t site, int32_t task,
+                       int64_t ts, uint8_t irq, int32_t row) noexcept nogil:
+        """Record the dependency src -> dst of kind k (lockdep's check_prev_add, without the search:
+        that happens per batch on the arrivals)."""
+        cdef uint64_t key = ((<uint64_t>src) << 32) | <uint64_t><uint32_t>dst | TOP
+        cdef int32_t e = u64map_get(&self.edge_map, key)
+        cdef int32_t host = self.thr_host[th]
+        cdef int64_t cap, p
+        cdef bint new_pair = False
+        if e < 0:
+            if self.n_edge + 1 > self.cap_edge:
+                cap = max(self.cap_edge * 2, 1024)
+                if (_grow(<void**>&self.e_src, cap, 4) or _grow(<void**>&self.e_dst, cap, 4)
+                        or _grow(<void**>&self.e_kinds, cap, 1) or _grow(<void**>&self.e_kseq, cap, 16)
+                        or _grow(<void**>&self.e_occ_h, cap, 4) or _grow(<void**>&self.e_occ_t, cap, 4)
+                        or _grow(<void**>&self.e_hosts, cap, 4) or _grow(<void**>&self.e_count, cap, 8)
+                        or _grow(<void**>&self.e_last, cap, 8)):
+                    self.oom = True
+                    return -1
+                self.cap_edge = cap
+            e = <int32_t>self.n_edge
+            self.n_edge += 1
+            self.e_src[e] = src
+            self.e_dst[e] = dst
+            self.e_kinds[e] = 0
+            memset(&self.e_kseq[e * 4], 0, 16)
+            if occ_t[0] < 0:
+                occ_t[0] = self._occ(cls, mode, 0, inst, site, host, task, self.thr_tid[th], ts, irq)
+            self.e_occ_h[e] = self._held_occ(th, slot)
+            self.e_occ_t[e] = occ_t[0]
+            self.e_hosts[e] = -1
+            self.e_count[e] = 0
+            self.e_last[e] = ts
+            if u64map_put(&self.edge_map, key, e):
+                self.oom = True
+            new_pair = True
+        if not (self.e_kinds[e] >> k) & 1:
+            self.e_kinds[e] |= <uint8_t>(1 << k)
+            self.arrival_seq += 1
+            self.e_kseq[e * 4 + k] = self.arrival_seq
+            if self.n_ar + 1 > self.cap_ar:
+                cap = max(self.cap_ar * 2, 256)
+                if (_grow(<void**>&self.ar_edge, cap, 4) or _grow(<void**>&self.ar_kind, cap, 1)
+                        or _grow(<void**>&self.ar_new, cap, 1) or _grow(<void**>&self.ar_seq, cap, 4)
+                        or _grow(<void**>&self.ar_row, cap, 4)):
+                    self.oom = True
+                    return -1
+                self.cap_ar = cap
+            self.ar_edge[self.n_ar] = e
+            self.ar_kind[self.n_ar] = <uint8_t>k
+            self.ar_new[self.n_ar] = new_pair
+            self.ar_seq[self.n_ar] = self.arrival_seq
+            self.ar_row[self.n_ar] = row
+            self.n_ar += 1
+        key = ((<uint64_t>e) << 32) | <uint64_t><uint32_t>host | TOP
+        if u64map_get(&self.pair_map, key) < 0:
+            if self.n_pair + 1 > self.cap_pair:
+                cap = max(self.cap_pair * 2, 1024)
+                if _grow(<void**>&self.ph_host, cap, 4) or _grow(<void**>&self.ph_next, cap, 4):
+                    self.oom = True
+                    return -1
+                self.cap_pair = cap
+            p = self.n_pair
+            self.n_pair += 1
+            self.ph_host[p] = host
+            self.ph_next[p] = self.e_hosts[e]
+            self.e_hosts[e] = <int32_t>p
+            if u64map_put(&self.pair_map, key, <int32_t>p):
+                self.oom = True
+        return e
+
+    cdef void _mark_usage(self, int32_t c, uint8_t mode, uint8_t irq, int32_t th, int32_t* occ_t,
+                          uint8_t trylock, uint64_t inst, int32_t site, int32_t task, int64_t ts,
+                          int32_t row) noexcept nogil:
+        """lockdep's mark_usage + valid_state: set the class's irq usage bits; a conflict between
+        in-irq and irq-enabled use of one class is an inconsistent_state finding."""
+        cdef uint8_t rd = 1 if mode != 0 else 0
+        cdef uint8_t new = 0, added, old, u
+        cdef int x, bit, b_in_w, b_in_r, b_on_w, b_on_r, earlier, later
+        if irq & 1:
+            new |= <uint8_t>(1 << (0 + rd))
+        if irq & 2:
+            new |= <uint8_t>(1 << (4 + rd))
+        if not (irq & 5):
+            new |= <uint8_t>(1 << (2 + rd))
+            if not (irq & 10):
+                new |= <uint8_t>(1 << (6 + rd))
+        old = self.cls_usage[c]
+        added = new & ~old
+        if not added:
+            return
+        if occ_t[0] < 0:
+            occ_t[0] = self._occ(c, mode, trylock, inst, site, self.thr_host[th], task,
+                                 self.thr_tid[th], ts, irq)
+        for bit in range(8):
+            if (added >> bit) & 1:
+                self.cls_usage_occ[c * 8 + bit] = occ_t[0]
+        u = old | added
+        self.cls_usage[c] = u
+        for x in range(2):
+            b_in_w, b_in_r, b_on_w, b_on_r = 4 * x, 4 * x + 1, 4 * x + 2, 4 * x + 3
+            if self.cls_flags[c] & (1 << x):
+                continue
+            if not (((u >> b_in_w) & 1 and ((u >> b_on_w) & 1 or (u >> b_on_r) & 1))
+                    or ((u >> b_in_r) & 1 and (u >> b_on_w) & 1)):
+                continue
+            # the bit this acquisition added, against the conflicting one registered before
+            later = -1
+            for bit in range(4 * x, 4 * x + 4):
+                if (added >> bit) & 1:
+                    later = bit
+            if later < 0:
+                continue
+            earlier = -1
+            for bit in range(4 * x, 4 * x + 4):
+                if (old >> bit) & 1 and (bit & 2) != (later & 2) and not ((bit & 1) and (later & 1)):
+                    earlier = bit
+                    break
+            if earlier < 0:
+                continue
+            self.cls_flags[c] |= <uint8_t>(1 << x)
+            self._finding(F_INCONSISTENT, row, c, x, earlier, later, occ_t[0], th)
+        if not (self.cls_flags[c] & 16):
+            self.cls_flags[c] |= 16
+            self._push_i32(&self.uc_cls, &self.n_uc, &self.cap_uc, c)
+
+    cdef void _validate(self, int32_t th, int32_t c, uint8_t mode, uint8_t trylock, uint8_t irq,
+                        uint64_t inst, int32_t site, int32_t task, int64_t ts, int32_t row,
+                        uint64_t key, bint reacquire) noexcept nogil:
+        """A chain not seen before: lockdep's validate_chain."""
+        cdef int64_t cap, base = <int64_t>th * self.max_depth
+        cdef int32_t d = self.thr_depth[th], j, hc, e, ci
+        cdef int32_t occ_t = -1
+        cdef int k
+        cdef uint8_t ctx = irq & 3
+        if self.n_chain + 1 > self.cap_chain:
+            cap = max(self.cap_chain * 2, 1024)
+            if (_grow(<void**>&self.ch_count, cap, 8) or _grow(<void**>&self.ch_last, cap, 8)
+                    or _grow(<void**>&self.ch_eoff, cap, 8) or _grow(<void**>&self.ch_en, cap, 4)):
+                self.oom = True
+                return
+            self.cap_chain = cap
+        ci = <int32_t>self.n_chain
+        self.n_chain += 1
+        self.ch_count[ci] = 1
+        self.ch_last[ci] = ts
+        self.ch_eoff[ci] = self.n_ce
+        self.ch_en[ci] = 0
+        if u64map_put_h(&self.chain_map, key, key, ci, True):
+            self.oom = True
+        if not reacquire:
+            self._mark_usage(c, mode, irq, th, &occ_t, trylock, inst, site, task, ts, row)
+        if trylock:
+            return
+        if not reacquire:
+            for j in range(d):
+                if self.st_cls[base + j] == c and not (mode == 2 and self.st_mode[base + j] != 0):
+                    if occ_t < 0:
+                        occ_t = self._occ(c, mode, 0, inst, site, self.thr_host[th], task,
+                                          self.thr_tid[th], ts, irq)
+                    self._finding(F_RECURSIVE, row, c, -1, -1, -1, occ_t, th)
+                    return
+        j = d - 1
+        while j >= 0:
+            if (self.st_irq[base + j] & 3) != ctx:
+                break
+            hc = self.st_cls[base + j]
+            if hc != c:
+                k = (2 if self.st_mode[base + j] != 0 else 0) + (1 if mode == 2 else 0)
+                e = self._edge(hc, c, k, th, base + j, &occ_t, c, mode, inst, site, task, ts, irq, row)
+                if e < 0:
+                    return
+                if self._push_i32(&self.ce_edge, &self.n_ce, &self.cap_ce, e):
+                    return
+                self.ch_en[ci] += 1
+            if not self.st_try[base + j]:
+                break
+            j -= 1
+
+    cdef void _acquire(self, int32_t th, int32_t c, int32_t name, uint8_t mode, uint8_t trylock,
+                       uint8_t irq, uint64_t inst, int32_t site, int32_t task, int64_t ts,
+                       int32_t row, bint reacquire) noexcept nogil:
+        cdef int32_t d = self.thr_depth[th], ci
+        cdef int64_t slot = <int64_t>th * self.max_depth + d
+        cdef uint64_t key
+        if d >= self.max_depth:
+            self.depth_overflows += 1
+            self.thr_over[th] += 1
+            if self.n_ov < 64:
+                self.ov_host[self.n_ov] = self.thr_host[th]
+                self.ov_tid[self.n_ov] = self.thr_tid[th]
+                self.n_ov += 1
+            return
+        key = self.st_key[slot - 1] if d > 0 else self.thr_seed[th]
+        key = mix64(key ^ ((<uint64_t>c << 8) | mode | (<uint64_t>trylock << 2) | (<uint64_t>irq << 3)
+                           | (<uint64_t>reacquire << 7))) | 1
+        ci = u64map_get_h(&self.chain_map, key, key)
+        if ci >= 0:
+            self.chain_hits += 1
+            self.ch_count[ci] += 1
+            self.ch_last[ci] = ts
+        else:
+            self.chain_misses += 1
+            self._validate(th, c, mode, trylock, irq, inst, site, task, ts, row, key, reacquire)
+        self.st_cls[slot] = c
+        self.st_name[slot] = name
+        self.st_site[slot] = site
+        self.st_task[slot] = task
+        self.st_inst[slot] = inst
+        self.st_ts[slot] = ts
+        self.st_key[slot] = key
+        self.st_mode[slot] = mode
+        self.st_try[slot] = trylock
+        self.st_irq[slot] = irq
+        self.thr_depth[th] = d + 1
+
+    cdef void _release(self, int32_t th, int32_t name, int32_t sub, uint64_t inst, int32_t site,
+                       int32_t task, int64_t ts, uint8_t irq, int32_t row) noexcept nogil:
+        """lockdep's __lock_release: find the held lock, drop it, re-acquire what was above it."""
+        cdef int64_t base = <int64_t>th * self.max_depth, s
+        cdef int32_t d = self.thr_depth[th], j, i, n, c, occ
+        j = d - 1
+        while j >= 0:
+            s = base + j
+            if self.st_name[s] == name and (inst == 0 or self.st_inst[s] == 0 or self.st_inst[s] == inst):
+                break
+            j -= 1
+        if j < 0:
+            if self.thr_over[th] > 0:
+                self.thr_over[th] -= 1
+                return
+            c = self._class(name, sub)
+            if c < 0:
+                return
+            occ = self._occ(c, 0, 0, inst, site, self.thr_host[th], task, self.thr_tid[th], ts, irq)
+            self._finding(F_BAD_UNLOCK, row, c, -1, -1, -1, occ, th)
+            return
+        if j == d - 1:
+            self.thr_depth[th] = d - 1
+            return
+        n = d - 1 - j
+        for i in range(n):
+            s = base + j + 1 + i
+            self.ra_cls[i] = self.st_cls[s]
+            self.ra_name[i] = self.st_name[s]
+            self.ra_site[i] = self.st_site[s]
+            self.ra_task[i] = self.st_task[s]
+            self.ra_inst[i] = self.st_inst[s]
+            self.ra_ts[i] = self.st_ts[s]
+            self.ra_mode[i] = self.st_mode[s]
+            self.ra_try[i] = self.st_try[s]
+            self.ra_irq[i] = self.st_irq[s]
+        self.thr_depth[th] = j
+        for i in range(n):
+            self._acquire(th, self.ra_cls[i], self.ra_name[i], self.ra_mode[i], self.ra_try[i],
+                          self.ra_irq[i], self.ra_inst[i], self.ra_site[i], self.ra_task[i],
+                          self.ra_ts[i], row, True)
+
+    cdef int _run(self, Py_ssize_t n, const int64_t* ts, const int64_t* tid, const uint8_t* op,
+                  const int32_t* lk, const int32_t* lk_map, int32_t* cls_cache,
+                  const uint8_t* mode, const uint8_t* sub, const uint64_t* inst, const uint8_t* irq,
+                  const int32_t* site, const int32_t* site_map, const int32_t* task,
+                  const int32_t* task_map, const int32_t* host, const int32_t* host_map,
+                  int32_t default_host) noexcept nogil:
+        cdef Py_ssize_t r
+        cdef int32_t th = -1, h, lh = -1, li, nm, c, si, tk
+        cdef int64_t t, lt = 0
+        cdef uint8_t o, m, s, iq
+        cdef uint64_t ins
+        for r in range(n):
+            h = default_host
+            if host != NULL and host[r] >= 0:
+                h = host_map[host[r]]
+            t = tid[r]
+            if th < 0 or h != lh or t != lt:
+                th = self._thread(h, t)
+                if th < 0:
+                    return -1
+                lh = h
+                lt = t
+            o = op[r]
+            li = lk[r]
+            nm = lk_map[li]
+            m = mode[r] if mode != NULL else 0
+            s = sub[r] if sub != NULL else 0
+            iq = irq[r] if irq != NULL else 0
+            ins = inst[r] if inst != NULL else 0
+            si = site_map[site[r]] if (site != NULL and site[r] >= 0) else -1
+            tk = task_map[task[r]] if (task != NULL and task[r] >= 0) else -1
+            if o == 1:
+                self.releases += 1
+                self._release(th, nm, s, ins, si, tk, ts[r], iq, <int32_t>r)
+                continue
+            self.acquires += 1
+            if s == 0:
+                c = cls_cache[li]
+                if c < 0:
+                    c = self._class(nm, 0)
+                    cls_cache[li] = c
+            else:
+                c = self._class(nm, s)
+            if c < 0:
+                return -1
+            self._acquire(th, c, nm, m, 1 if o == 2 else 0, iq, ins, si, tk, ts[r], <int32_t>r, False)
+            if self.oom:
+                return -1
+        return -1 if self.oom else 0
+
+    # ------------------------------------------------------------------ Python surface
+
+    def ingest(self, const int64_t[::1] ts, const int64_t[::1] tid, const uint8_t[::1] op,
+               const int32_t[::1] lock, const int32_t[::1] lock_map,
+               mode=None, subclass=None, instance=None, irq=None,
+               site=None, site_map=None, task=None, task_map=None, host=None, host_map=None,
+               int default_host=0):
+        """Apply one validated batch (flat columns; string columns as per-row dictionary indices
+        plus per-batch maps from dictionary index to global id). Returns the number of findings;
+        read them with findings()."""
+        cdef Py_ssize_t n = ts.shape[0]
+        cdef const uint8_t[::1] v_mode, v_sub, v_irq
+        cdef const uint64_t[::1] v_inst
+        cdef const int32_t[::1] v_site, v_site_map, v_task, v_task_map, v_host, v_host_map
+        cdef const uint8_t* p_mode = NULL
+        cdef const uint8_t* p_sub = NULL
+        cdef const uint8_t* p_irq = NULL
+        cdef const uint64_t* p_inst = NULL
+        cdef const int32_t* p_site = NULL
+        cdef const int32_t* p_site_map = NULL
+        cdef const int32_t* p_task = NULL
+        cdef const int32_t* p_task_map = NULL
+        cdef const int32_t* p_host = NULL
+        cdef const int32_t* p_host_map = NULL
+        cdef int rc
+        cdef cnp.ndarray[int32_t, ndim=1] cache = np.full(max(lock_map.shape[0], 1), -1, dtype=np.int32)
+        cdef int32_t* p_cache = <int32_t*>cache.data
+        if n == 0:
+            return 0
+        if tid.shape[0] != n or op.shape[0] != n or lock.shape[0] != n:
+            raise ValueError("columns differ in length")
+        if mode is not None:
+            v_mode = mode
+            p_mode = &v_mode[0]
+        if subclass is not None:
+            v_sub = subclass
+            p_sub = &v_sub[0]
+        if irq is not None:
+            v_irq = irq
+            p_irq = &v_irq[0]
+        if instance is not None:
+            v_inst = instance
+            p_inst = &v_inst[0]
+        if site is not None:
+            v_site = site
+            p_site = &v_site[0]
+            v_site_map = site_map
+            p_site_map = &v_site_map[0] if v_site_map.shape[0] else NULL
+        if task is not None:
+            v_task = task
+            p_task = &v_task[0]
+            v_task_map = task_map
+            p_task_map = &v_task_map[0] if v_task_map.shape[0] else NULL
+        if host is not None:
+            v_host = host
+            p_host = &v_host[0]
+            v_host_map = host_map
+            p_host_map = &v_host_map[0] if v_host_map.shape[0] else NULL
+        self.n_f = 0
+        self.n_fh = 0
+        self.n_fp = 0
+        self.n_ov = 0
+        with nogil:
+            rc = self._run(n, &ts[0], &tid[0], &op[0], &lock[0], &lock_map[0], p_cache,
+                           p_mode, p_sub, p_inst, p_irq, p_site, p_site_map, p_task, p_task_map,
+                           p_host, p_host_map, default_host)
+            if rc == 0:
+                rc = _finish_batch(self)
+        self.events += n
+        self.counts_dirty = True
+        if rc != 0:
+            raise MemoryError("lockfleet core: out of memory")
+        return self.n_f
+
+    def findings(self):
+        """This batch's findings, in row order: (kind, row, a, b, c, d, occ, held occs, path edges)."""
+        out = []
+        cdef int64_t f, j
+        for f in range(self.n_f):
+            held = [self.fh[self.f_hoff[f] + j] for j in range(self.f_hn[f])]
+            path = [self.fp[self.f_poff[f] + j] for j in range(self.f_pn[f])]
+            out.append((self.f_kind[f], self.f_row[f], self.f_a[f], self.f_b[f], self.f_c[f],
+                        self.f_d[f], self.f_occ[f], held, path))
+        out.sort(key=lambda t: t[1])
+        return out
+
+    def overflows(self):
+        """(host id, tid) of this batch's first depth overflows, for the log."""
+        return [(self.ov_host[i], self.ov_tid[i]) for i in range(self.n_ov)]
+
+    def class_count(self):
+        return self.n_cls
+
+    def edge_count(self):
+        return self.n_edge
+
+    def thread_count(self):
+        return self.n_thr
+
+    def chain_count(self):
+        return self.n_chain
+
+    def class_info(self, int32_t c):
+        """(name id, subclass, usage bits) of class c."""
+        return (self.cls_name[c], self.cls_sub[c], self.cls_usage[c])
+
+    def class_usage_occ(self, int32_t c, int bit):
+        return self.cls_usage_occ[c * 8 + bit]
+
+    def find_class(self, int32_t name, int32_t sub):
+        return u64map_get(&self.cls_map, ((<uint64_t>name) << 8) | <uint64_t>sub | TOP)
+
+    def occurrence(self, int32_t o):
+        """(class, mode, trylock, instance, site id, host id, task id, tid, ts, irq)."""
+        return (self.oc_cls[o], self.oc_mode[o], self.oc_try[o], self.oc_inst[o], self.oc_site[o],
+                self.oc_host[o], self.oc_task[o], self.oc_tid[o], self.oc_ts[o], self.oc_irq[o])
+
+    cdef void _refresh_counts(self) noexcept nogil:
+        cdef int64_t ci, j
+        cdef int32_t e
+        if not self.counts_dirty:
+            return
+        memset(self.e_count, 0, self.n_edge * 8)
+        for ci in range(self.n_chain):
+            for j in range(self.ch_en[ci]):
+                e = self.ce_edge[self.ch_eoff[ci] + j]
+                self.e_count[e] += self.ch_count[ci]
+                if self.ch_last[ci] > self.e_last[e]:
+                    self.e_last[e] = self.ch_last[ci]
+        self.counts_dirty = False
+
+    def edge_info(self, int32_t e):
+        """(src, dst, kinds bits, held occ, taken occ, count, last ts, [host ids])."""
+        cdef int32_t p
+        with nogil:
+            self._refresh_counts()
+        hosts = []
+        p = self.e_hosts[e]
+        while p >= 0:
+            hosts.append(self.ph_host[p])
+            p = self.ph_next[p]
+        return (self.e_src[e], self.e_dst[e], self.e_kinds[e], self.e_occ_h[e], self.e_occ_t[e],
+                self.e_count[e], self.e_last[e], hosts)
+
+    def find_edge(self, int32_t src, int32_t dst):
+        return u64map_get(&self.edge_map, ((<uint64_t>src) << 32) | <uint64_t><uint32_t>dst | TOP)
+
+    def edges(self):
+        """(src, dst, kinds) arrays of every dependency."""
+        n = self.n_edge
+        src = np.empty(n, dtype=np.int32)
+        dst = np.empty(n, dtype=np.int32)
+        kinds = np.empty(n, dtype=np.uint8)
+        cdef int32_t[::1] vs = src
+        cdef int32_t[::1] vd = dst
+        cdef uint8_t[::1] vk = kinds
+        cdef int64_t i
+        for i in range(n):
+            vs[i] = self.e_src[i]
+            vd[i] = self.e_dst[i]
+            vk[i] = self.e_kinds[i]
+        return src, dst, kinds
+
+    def shortest_path(self, int32_t a, int32_t b):
+        """Edges of a shortest dependency path a ~> b (any kinds), or None."""
+        cdef int found
+        if a < 0 or b < 0 or a >= self.n_cls or b >= self.n_cls:
+            return None
+        with nogil:
+            found = _plain_bfs(self, a, b)
+        if found <= 0:
+            return None
+        return [self.path[i] for i in range(self.path_n)]
+
+    def memory_bytes(self):
+        """Bytes held by the core's tables (capacities, not sizes)."""
+        cdef int64_t b = 0, i
+        b += self.cap_cls * (4 + 1 + 1 + 1 + 1 + 32 + 4 * 3 + 2 * sizeof(void*) + 4 * 6)
+        for i in range(self.n_cls):
+            b += 4 * (self.out_c[i] + self.in_c[i])
+        b += self.cap_thr * (4 + 8 + 4 + 4 + 8) + self.cap_thr * self.max_depth * (4 * 4 + 8 * 3 + 3)
+        b += self.cap_occ * (4 * 4 + 8 * 3 + 3)
+        b += self.cap_edge * (4 + 4 + 1 + 16 + 4 + 4 + 4 + 8 + 8) + self.cap_pair * 8
+        b += self.cap_chain * (8 + 8 + 8 + 4) + self.cap_ce * 4
+        b += self.cap_scratch * (4 + 4 + 1 + 4)
+        for m in (self.cls_map.mask, self.thr_map.mask, self.edge_map.mask, self.pair_map.mask,
+                  self.chain_map.mask):
+            b += (m + 1) * 12
+        return b
+
+
+include "graph.pxi"

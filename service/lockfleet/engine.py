@@ -1,0 +1,298 @@
+"""`Engine`: the Python face of the core. It validates batches (events.py), interns names once per
+batch, runs the Cython core over the columns, and turns the core's findings (ids of classes,
+edges and occurrences) into deduplicated `Alert`s with their evidence.
+
+The engine knows nothing of gRPC or files. One Engine is not thread-safe: callers serialise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from ._core import Core
+from .alerts.model import Alert, Link, Occurrence, Usage
+from .events import Events, normalize
+
+log = logging.getLogger("lockfleet.engine")
+
+_F_KIND = {1: "circular", 2: "recursive", 3: "bad_unlock", 4: "irq_inversion", 5: "inconsistent_state"}
+_EDGE_KINDS = ("EN", "ER", "SN", "SR")
+_IRQ = ("HARDIRQ", "SOFTIRQ")
+_USAGE_NAMES = ("IN-HARDIRQ-W", "IN-HARDIRQ-R", "HARDIRQ-ON-W", "HARDIRQ-ON-R",
+                "IN-SOFTIRQ-W", "IN-SOFTIRQ-R", "SOFTIRQ-ON-W", "SOFTIRQ-ON-R")
+_SUBCLASS_NAME = re.compile(r"^(.*)/([0-7])$")
+DEFAULT_HOST = "localhost"
+
+
+class _Interner:
+    """Strings <-> dense int ids; a batch's dictionary is mapped once, not its rows."""
+
+    __slots__ = ("ids", "names")
+
+    def __init__(self) -> None:
+        self.ids: dict[str, int] = {}
+        self.names: list[str] = []
+
+    def get(self, s: str) -> int:
+        i = self.ids.get(s)
+        if i is None:
+            i = self.ids[s] = len(self.names)
+            self.names.append(s)
+        return i
+
+    def map(self, values: list[str]) -> np.ndarray:
+        return np.fromiter((self.get(v) for v in values), dtype=np.int32, count=len(values))
+
+    def name(self, i: int) -> str:
+        return self.names[i] if i >= 0 else ""
+
+
+@dataclass
+class _Record:
+    """What the engine keeps of one finding; Alerts are built from it with current evidence."""
+
+    id: str
+    kind: str
+    seq: int
+    edges: tuple[int, ...] = ()      # circular: the cycle from #0; irq_inversion: the path
+    cls: int = -1                    # recursive, bad_unlock, inconsistent_state, irq_inversion: the class
+    irq: int = -1                    # inconsistent_state, irq_inversion: 0 hardirq, 1 softirq
+    bits: tuple[int, ...] = ()       # usage bits shown (inconsistent_state, irq_inversion)
+    safe_cls: int = -1               # irq_inversion: the safe end of the path
+    occ: int = -1                    # the trigger occurrence
+    held: tuple[int, ...] = ()       # held locks at the trigger
+    hosts: set[str] = field(default_factory=set)
+    count: int = 1
+
+
+class Engine:
+    """One fleet's lock-dependency state, in memory (writes no files)."""
+
+    def __init__(self, *, max_lock_depth: int = 48) -> None:
+        self.max_lock_depth = max_lock_depth
+        self._core = Core(max_lock_depth)
+        self._locks = _Interner()
+        self._sites = _Interner()
+        self._tasks = _Interner()
+        self._hosts = _Interner()
+        self._records: dict[str, _Record] = {}
+        self._batches = 0
+
+    # ------------------------------------------------------------------ ingest
+
+    def ingest(self, batch: pa.RecordBatch | pa.Table, host: str | None = None) -> list[Alert]:
+        """Apply a batch of events in row order; return the Alerts it raised for the first time.
+        A bad batch raises EventError and applies nothing."""
+        ev = normalize(batch)
+        if ev.n == 0:
+            return []
+        return self._apply(ev, host or DEFAULT_HOST)
+
+    def _apply(self, ev: Events, host: str) -> list[Alert]:
+        core = self._core
+        kw = {}
+        if ev.mode is not None:
+            kw["mode"] = ev.mode
+        if ev.subclass is not None:
+            kw["subclass"] = ev.subclass
+        if ev.instance is not None:
+            kw["instance"] = ev.instance
+        if ev.irq is not None:
+            kw["irq"] = ev.irq
+        for col, interner in (("site", self._sites), ("task", self._tasks), ("host", self._hosts)):
+            s = getattr(ev, col)
+            if s is not None:
+                kw[col] = s.index
+                kw[col + "_map"] = interner.map(s.values)
+        core.ingest(ev.ts_ns, ev.tid, ev.op, ev.lock.index, self._locks.map(ev.lock.values),
+                    default_host=self._hosts.get(host), **kw)
+        self._batches += 1
+        for h, tid in core.overflows():
+            log.warning("held-lock stack overflow (max_lock_depth=%d) on host %s thread %d: "
+                        "acquisition not tracked", self.max_lock_depth, self._hosts.name(h), tid)
+        new: list[_Record] = []
+        for f in core.findings():
+            rec = self._record(f)
+            if rec is not None:
+                new.append(rec)
+        return [self._alert(r) for r in new]
+
+    def _record(self, f: tuple) -> _Record | None:
+        """Fold one core finding into the records; return the record if the finding is new."""
+        code, _row, a, b, c, d, occ, held, path = f
+        kind = _F_KIND[code]
+        core = self._core
+        if kind == "circular":
+            edges = tuple(path)
+            ident = "\n".join(sorted(f"{self._edge_names(e)[0]}\0{self._edge_names(e)[1]}" for e in edges))
+            rec = _Record(id="", kind=kind, seq=0, edges=edges, occ=occ)
+        elif kind in ("recursive", "bad_unlock"):
+            ident = self._class_name(a)
+            rec = _Record(id="", kind=kind, seq=0, cls=a, occ=occ, held=tuple(held))
+        elif kind == "inconsistent_state":
+            ident = f"{_IRQ[b]}\0{self._class_name(a)}"
+            rec = _Record(id="", kind=kind, seq=0, cls=a, irq=b, bits=(c, d), occ=occ, held=tuple(held))
+        else:  # irq_inversion: a = unsafe class, b = irq, c = safe class, d = its irq-on bit
+            ident = f"{_IRQ[b]}\0{self._class_name(a)}"
+            safe_bits = core.class_info(c)[2]
+            in_bit = 4 * b if (safe_bits >> (4 * b)) & 1 else 4 * b + 1
+            rec = _Record(id="", kind=kind, seq=0, edges=tuple(path), cls=a, irq=b, bits=(in_bit, d),
+                          safe_cls=c, occ=occ)
+        rid = kind + "-" + hashlib.sha1(f"{kind}\n{ident}".encode()).hexdigest()[:16]
+        host = self._hosts.name(core.occurrence(occ)[5]) if occ >= 0 else ""
+        old = self._records.get(rid)
+        if old is not None:
+            old.count += 1
+            if host:
+                old.hosts.add(host)
+            return None
+        rec.id = rid
+        rec.seq = len(self._records) + 1
+        if host:
+            rec.hosts.add(host)
+        self._records[rid] = rec
+        return rec
+
+    # ------------------------------------------------------------------ evidence
+
+    def _class_name(self, c: int) -> str:
+        name_id, sub, _usage = self._core.class_info(c)
+        name = self._locks.name(name_id)
+        return f"{name}/{sub}" if sub else name
+
+    def _edge_names(self, e: int) -> tuple[str, str]:
+        src, dst = self._core.edge_info(e)[:2]
+        return self._class_name(src), self._class_name(dst)
+
+    def _occurrence(self, o: int) -> Occurrence:
+        cls, mode, trylock, inst, site, host, task, tid, ts, irq = self._core.occurrence(o)
+        return Occurrence(lock=self._class_name(cls), mode=mode, trylock=bool(trylock), instance=inst,
+                          site=self._sites.name(site), host=self._hosts.name(host),
+                          task=self._tasks.name(task), tid=tid, ts_ns=ts, irq=irq)
+
+    def _link(self, e: int) -> Link:
+        src, dst, kinds, occ_h, occ_t, count, last, hosts = self._core.edge_info(e)
+        return Link(held=self._class_name(src), taken=self._class_name(dst),
+                    kinds=tuple(k for i, k in enumerate(_EDGE_KINDS) if (kinds >> i) & 1),
+                    first_held=self._occurrence(occ_h), first_taken=self._occurrence(occ_t),
+                    count=count, hosts=tuple(sorted(self._hosts.name(h) for h in hosts)),
+                    last_ts_ns=last)
+
+    def _usage_string(self, c: int) -> str:
+        """lockdep's get_usage_chars: per irq state, the write then the read character."""
+        u = self._core.class_info(c)[2]
+        out = []
+        for x in range(2):
+            for rd in range(2):
+                in_bit, on_bit = (u >> (4 * x + rd)) & 1, (u >> (4 * x + 2 + rd)) & 1
+                out.append("?" if in_bit and on_bit else "+" if on_bit else "-" if in_bit else ".")
+        return "".join(out)
+
+    def _alert(self, r: _Record) -> Alert:
+        core = self._core
+        links = tuple(self._link(e) for e in r.edges)
+        classes: list[int] = []
+        usages: tuple[Usage, ...] = ()
+        if r.kind == "circular":
+            classes = [core.edge_info(e)[0] for e in r.edges]
+        elif r.kind == "irq_inversion":
+            classes = [core.edge_info(e)[0] for e in r.edges] + [r.cls]
+        else:
+            classes = [r.cls]
+        if r.bits:
+            owners = (r.safe_cls if r.kind == "irq_inversion" else r.cls, r.cls)
+            usages = tuple(Usage(lock=self._class_name(c), usage=_USAGE_NAMES[bit],
+                                 first=self._occurrence(core.class_usage_occ(c, bit)))
+                           for c, bit in zip(owners, r.bits) if core.class_usage_occ(c, bit) >= 0)
+        hosts = set(r.hosts)
+        for link in links:
+            hosts.update(link.hosts)
+        trigger = self._occurrence(r.occ) if r.occ >= 0 else None
+        names = [self._class_name(c) for c in classes]
+        return Alert(
+            id=r.id, kind=r.kind, locks=tuple(names), hosts=tuple(sorted(h for h in hosts if h)),
+            links=links, trigger=trigger, held=tuple(self._occurrence(o) for o in r.held),
+            usages=usages, usage_strings={n: self._usage_string(c) for n, c in zip(names, classes)},
+            irq_state=_IRQ[r.irq] if r.irq >= 0 else "", count=r.count,
+            first_ts_ns=trigger.ts_ns if trigger else 0, seq=r.seq)
+
+    # ------------------------------------------------------------------ queries
+
+    def alerts(self) -> list[Alert]:
+        """Every finding so far, deduplicated, in the order they were raised."""
+        return [self._alert(r) for r in self._records.values()]
+
+    def alert(self, alert_id: str) -> Alert | None:
+        r = self._records.get(alert_id)
+        return self._alert(r) if r is not None else None
+
+    def _class_id(self, name: str) -> int:
+        name_id = self._locks.ids.get(name)
+        if name_id is not None:
+            c = self._core.find_class(name_id, 0)
+            if c >= 0:
+                return c
+        m = _SUBCLASS_NAME.match(name)
+        if m:
+            name_id = self._locks.ids.get(m.group(1))
+            if name_id is not None:
+                return self._core.find_class(name_id, int(m.group(2)))
+        return -1
+
+    def _path(self, a: str, b: str) -> list[int] | None:
+        ca, cb = self._class_id(a), self._class_id(b)
+        if ca < 0 or cb < 0 or ca == cb:
+            return None
+        return self._core.shortest_path(ca, cb)
+
+    def chain(self, a: str, b: str) -> list[str] | None:
+        """The shortest dependency path a ~> b, as lock names (a first, b last), or None."""
+        path = self._path(a, b)
+        if path is None:
+            return None
+        return [self._edge_names(path[0])[0]] + [self._edge_names(e)[1] for e in path]
+
+    def chain_links(self, a: str, b: str) -> list[Link] | None:
+        """The same path as chain(), with each link's evidence."""
+        path = self._path(a, b)
+        return None if path is None else [self._link(e) for e in path]
+
+    def edges(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """Every dependency: (held, taken, kinds seen)."""
+        src, dst, kinds = self._core.edges()
+        names = [self._class_name(c) for c in range(self._core.class_count())]
+        return [(names[s], names[d], tuple(k for i, k in enumerate(_EDGE_KINDS) if (kb >> i) & 1))
+                for s, d, kb in zip(src.tolist(), dst.tolist(), kinds.tolist())]
+
+    def stats(self) -> dict[str, int]:
+        core = self._core
+        by_kind = {k: 0 for k in _F_KIND.values()}
+        for r in self._records.values():
+            by_kind[r.kind] += 1
+        return {
+            "events": core.events,
+            "acquires": core.acquires,
+            "releases": core.releases,
+            "locks": core.class_count(),
+            "edges": core.edge_count(),
+            "alerts": len(self._records),
+            **{f"alerts_{k}": v for k, v in by_kind.items()},
+            "hosts": len(self._hosts.names),
+            "threads": core.thread_count(),
+            "chains": core.chain_count(),
+            "chain_hits": core.chain_hits,
+            "chain_misses": core.chain_misses,
+            "depth_overflows": core.depth_overflows,
+            "batches": self._batches,
+            "graph_recomputes": core.recomputes,
+            "graph_reorders": core.reorders,
+            "cycle_searches": core.searches,
+            "search_budget_exhausted": core.search_budget_exhausted,
+            "core_bytes": core.memory_bytes(),
+        }

@@ -1,0 +1,162 @@
+"""The lock-event schema (CONTRACT section 2): validation and normalisation of one Arrow batch.
+
+`normalize(batch)` checks a batch whole (a refused batch raises `EventError` naming the column and
+row, and nothing of it may be applied) and returns `Events`: flat numpy views of the columns, with
+every string column dictionary-encoded so that each distinct name is handed to the engine once per
+batch, never once per row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+ACQUIRE, RELEASE, TRY_ACQUIRE = 0, 1, 2
+EXCLUSIVE, SHARED, RECURSIVE_READ = 0, 1, 2
+MAX_SUBCLASS = 7  # lockdep's MAX_LOCKDEP_SUBCLASSES is 8
+
+REQUIRED = ("ts_ns", "tid", "op", "lock")
+_INT_COLUMNS = {"ts_ns": pa.int64(), "tid": pa.int64(), "op": pa.uint8(), "mode": pa.uint8(),
+                "subclass": pa.uint8(), "instance": pa.uint64(), "irq": pa.uint8()}
+_STRING_COLUMNS = ("lock", "site", "task", "host")
+# column -> (largest value, what the values mean)
+_RANGES = {
+    "op": (2, "is not an operation (0 acquire, 1 release, 2 try_acquire)"),
+    "mode": (2, "is not a mode (0 exclusive, 1 shared read, 2 recursive read)"),
+    "subclass": (MAX_SUBCLASS, f"is not a subclass (0..{MAX_SUBCLASS}, as lockdep's MAX_LOCKDEP_SUBCLASSES)"),
+    "irq": (15, "is not an irq mask (bits 1 hardirq, 2 softirq, 4 hardirqs off, 8 softirqs off)"),
+}
+
+
+class EventError(ValueError):
+    """A batch of events that does not follow the schema; the message names the column and row."""
+
+
+@dataclass(frozen=True)
+class Strings:
+    """A dictionary-encoded string column: per-row index into `values`, -1 where null."""
+
+    index: np.ndarray  # int32
+    values: list[str]
+
+
+@dataclass(frozen=True)
+class Events:
+    """One validated batch, as flat arrays. Optional numeric columns absent are None (= 0)."""
+
+    n: int
+    ts_ns: np.ndarray
+    tid: np.ndarray
+    op: np.ndarray
+    lock: Strings
+    mode: np.ndarray | None
+    subclass: np.ndarray | None
+    instance: np.ndarray | None
+    irq: np.ndarray | None
+    site: Strings | None
+    task: Strings | None
+    host: Strings | None
+
+
+def normalize(batch: pa.RecordBatch | pa.Table, row_offset: int = 0) -> Events:
+    """Validate `batch` whole and return its columns as flat arrays; raise EventError if bad."""
+    if isinstance(batch, pa.Table):
+        batch = _table_to_batch(batch)
+    elif not isinstance(batch, pa.RecordBatch):
+        raise EventError(f"expected a pyarrow RecordBatch or Table, got {type(batch).__name__}")
+    names = batch.schema.names
+    for col in REQUIRED:
+        if col not in names:
+            raise EventError(f"column '{col}' is missing (required: {', '.join(REQUIRED)})")
+    for col in names:
+        if names.count(col) > 1:
+            raise EventError(f"column '{col}' appears {names.count(col)} times")
+    n = batch.num_rows
+    cols = {}
+    for col, typ in _INT_COLUMNS.items():
+        if col in names:
+            cols[col] = _int_column(batch.column(col), col, typ, col in REQUIRED, row_offset)
+        else:
+            cols[col] = None
+    strings = {}
+    for col in _STRING_COLUMNS:
+        if col in names:
+            strings[col] = _string_column(batch.column(col), col, col in REQUIRED, row_offset)
+        else:
+            strings[col] = None
+    return Events(n=n, ts_ns=cols["ts_ns"], tid=cols["tid"], op=cols["op"], lock=strings["lock"],
+                  mode=cols["mode"], subclass=cols["subclass"], instance=cols["instance"],
+                  irq=cols["irq"], site=strings["site"], task=strings["task"], host=strings["host"])
+
+
+def _table_to_batch(table: pa.Table) -> pa.RecordBatch:
+    table = table.combine_chunks()
+    arrays = []
+    for col in table.columns:
+        if col.num_chunks == 1:
+            arrays.append(col.chunk(0))
+        elif col.num_chunks == 0:
+            arrays.append(pa.array([], type=col.type))
+        else:  # dictionary columns whose chunks have different dictionaries stay chunked
+            arrays.append(pa.concat_arrays(col.chunks) if not pa.types.is_dictionary(col.type)
+                          else col.cast(col.type.value_type).combine_chunks())
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(
+        [pa.field(f.name, a.type) for f, a in zip(table.schema, arrays)]))
+
+
+def _first(mask: pa.Array) -> int:
+    return pc.index(mask, True).as_py()
+
+
+def _int_column(arr: pa.Array, col: str, typ: pa.DataType, required: bool, off: int) -> np.ndarray:
+    if arr.type != typ:
+        raise EventError(f"column '{col}' has type {arr.type}; expected {typ}")
+    if arr.null_count:
+        if required:
+            row = _first(pc.is_null(arr))
+            raise EventError(f"column '{col}' row {row + off}: null in a required column")
+        arr = pc.fill_null(arr, 0)
+    if col in _RANGES and len(arr):
+        top, meaning = _RANGES[col]
+        if pc.max(arr).as_py() > top:
+            row = _first(pc.greater(arr, top))
+            raise EventError(f"column '{col}' row {row + off}: value {arr[row].as_py()} {meaning}")
+    return arr.to_numpy(zero_copy_only=False)
+
+
+def _string_column(arr: pa.Array, col: str, required: bool, off: int) -> Strings:
+    typ = arr.type
+    if pa.types.is_dictionary(typ):
+        if not (pa.types.is_string(typ.value_type) or pa.types.is_large_string(typ.value_type)):
+            raise EventError(f"column '{col}' is a dictionary of {typ.value_type}; expected utf8 values")
+        if not pa.types.is_integer(typ.index_type):
+            raise EventError(f"column '{col}' has dictionary indices of type {typ.index_type}")
+        dictionary, indices = arr.dictionary, arr.indices
+        if dictionary.null_count:  # a null value in the dictionary is a null row
+            null_codes = pc.indices_nonzero(pc.is_null(dictionary))
+            indices = pc.if_else(pc.is_in(indices, null_codes), None, indices)
+    elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        enc = pc.dictionary_encode(arr)
+        dictionary, indices = enc.dictionary, enc.indices
+    else:
+        raise EventError(f"column '{col}' has type {typ}; expected utf8, large_utf8 or a dictionary of them")
+    if indices.null_count:
+        if required:
+            row = _first(pc.is_null(indices))
+            raise EventError(f"column '{col}' row {row + off}: null in a required column")
+        indices = pc.fill_null(indices, -1)
+    if len(indices) and (pc.max(indices).as_py() >= len(dictionary) or pc.min(indices).as_py() < -1):
+        row = _first(pc.or_(pc.greater_equal(indices, len(dictionary)), pc.less(indices, -1)))
+        raise EventError(f"column '{col}' row {row + off}: dictionary index out of range")
+    values = dictionary.to_pylist()
+    if required and len(indices):
+        empty = [i for i, v in enumerate(values) if not v]
+        if empty:
+            hit = pc.is_in(indices, pa.array(empty, type=indices.type))
+            if pc.any(hit).as_py():
+                raise EventError(f"column '{col}' row {_first(hit) + off}: empty lock name")
+    index = indices.cast(pa.int32()).to_numpy(zero_copy_only=False)
+    return Strings(index=index, values=[v if v is not None else "" for v in values])
