@@ -11,27 +11,27 @@ Per event (lockdep's __lock_acquire / __lock_release), all in C over the batch's
     trylocks (check_prevs_add) into an open-addressing table of edges.
   - A new dependency, or a new kind on a known one, is an *arrival*, numbered in row order.
 
-Per batch, the arrivals reach the graph (graph.pxi): a topological order of the strongly
-connected components is kept incrementally (Pearce & Kelly, "A dynamic topological sort
-algorithm for directed acyclic graphs", JEA 2006, over components; abseil's GraphCycles is the
-same idea over nodes). An arrival that agrees with the order needs no search; one that does not
-moves the order; one that closes a cycle in the plain graph, or a batch with many disagreeing
-arrivals, triggers a linear-time recomputation of the components (Tarjan) instead, which is the
-cheaper way to absorb a large batch. Only arrivals inside a component can close a cycle, and only
-a strong one is a deadlock: a breadth-first search over (class, does the path end in a recursive
-read) states, limited to the component and to the kinds that had arrived by then, finds it, and
-a bounded exhaustive search keeps the reported cycle simple when the state path repeats a class.
+Per batch, the arrivals reach the graph (graph.pxi): the strongly connected components carry
+levels that every edge between components climbs (longest-path depths, the pseudo-topological
+levels of Bender, Fineman, Gilbert & Tarjan 2016). An arrival that climbs needs no search; one
+that does not lifts its target and the region above it; one that closes a cycle in the plain
+graph, or a batch with many disagreeing arrivals, triggers a linear-time recomputation of the
+components (Tarjan) instead, the cheaper way to absorb a large batch. Only arrivals inside a
+component can close a cycle, and only a strong one is a deadlock: a breadth-first search over
+(class, does the path end in a recursive read) states, limited to the component and to the kinds
+that had arrived by then, finds it, and a bounded exhaustive search keeps the reported cycle simple when the state path repeats a class.
 irq usage reachability (safe ~> unsafe) is propagated over the same states and only grows.
 
 Invariants: classes, edges, chains, occurrences only grow (ids are dense int32 and never reused);
 every edge's endpoints are in different classes; for components A != B with an edge A -> B,
-ord[A] < ord[B] holds between batches; reach bits and usage bits only grow.
+lvl[A] < lvl[B] holds between batches; reach bits and usage bits only grow.
 No Python object is touched inside the row loop or the graph algorithms (all nogil).
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, calloc, realloc, free, qsort
 from libc.string cimport memset, memcpy
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 import numpy as np
 cimport numpy as cnp
@@ -59,6 +59,7 @@ DEF KM_N = 5        # EN | SN: kinds whose taken side is not a recursive read
 DEF DFS_BUDGET = 2000000
 # recompute the components instead of moving the order when a batch brings more disagreeing arrivals
 DEF RECOMPUTE_AT = 48
+DEF RECOMPUTE_RATIO = 64
 
 cdef int _grow(void** p, int64_t n, size_t elem) noexcept nogil:
     cdef void* q = realloc(p[0], n * elem)
@@ -84,7 +85,7 @@ cdef class Core:
     cdef uint8_t* cls_reach
     cdef int32_t* cls_usage_occ
     cdef int32_t* rep
-    cdef int32_t* ordv
+    cdef int32_t* lvl
     cdef int32_t* mnext
     cdef int32_t** out_e
     cdef int32_t* out_n
@@ -94,7 +95,6 @@ cdef class Core:
     cdef int32_t* in_c
     cdef int32_t* mark_a
     cdef int32_t* mark_b
-    cdef int32_t ord_next
     cdef U64Map cls_map
     # threads and their held stacks
     cdef int64_t n_thr, cap_thr
@@ -205,7 +205,7 @@ cdef class Core:
     cdef uint8_t* ra_irq
     # counters
     cdef public int64_t events, acquires, releases, depth_overflows, chain_hits, chain_misses
-    cdef public int64_t recomputes, reorders, searches, search_budget_exhausted
+    cdef public int64_t recomputes, reorders, searches, search_budget_exhausted, last_violating, graph_ns
 
     def __cinit__(self, int max_depth=48):
         if max_depth < 1 or max_depth > 1024:
@@ -243,7 +243,7 @@ cdef class Core:
         free(self.cls_reach)
         free(self.cls_usage_occ)
         free(self.rep)
-        free(self.ordv)
+        free(self.lvl)
         free(self.mnext)
         free(self.out_e)
         free(self.out_n)
@@ -339,7 +339,7 @@ cdef class Core:
         if (_grow(<void**>&self.cls_name, cap, 4) or _grow(<void**>&self.cls_sub, cap, 1)
                 or _grow(<void**>&self.cls_usage, cap, 1) or _grow(<void**>&self.cls_flags, cap, 1)
                 or _grow(<void**>&self.cls_reach, cap, 1) or _grow(<void**>&self.cls_usage_occ, cap, 32)
-                or _grow(<void**>&self.rep, cap, 4) or _grow(<void**>&self.ordv, cap, 4)
+                or _grow(<void**>&self.rep, cap, 4) or _grow(<void**>&self.lvl, cap, 4)
                 or _grow(<void**>&self.mnext, cap, 4) or _grow(<void**>&self.out_e, cap, sizeof(int32_t*))
                 or _grow(<void**>&self.out_n, cap, 4) or _grow(<void**>&self.out_c, cap, 4)
                 or _grow(<void**>&self.in_e, cap, sizeof(int32_t*)) or _grow(<void**>&self.in_n, cap, 4)
@@ -383,8 +383,7 @@ cdef class Core:
         self.cls_reach[c] = 0
         memset(&self.cls_usage_occ[c * 8], 0xff, 32)
         self.rep[c] = c
-        self.ordv[c] = self.ord_next
-        self.ord_next += 1
+        self.lvl[c] = 0
         self.mnext[c] = -1
         self.out_e[c] = NULL
         self.out_n[c] = 0
@@ -846,6 +845,7 @@ cdef class Core:
         cdef const int32_t* p_host = NULL
         cdef const int32_t* p_host_map = NULL
         cdef int rc
+        cdef timespec t0, t1
         cdef cnp.ndarray[int32_t, ndim=1] cache = np.full(max(lock_map.shape[0], 1), -1, dtype=np.int32)
         cdef int32_t* p_cache = <int32_t*>cache.data
         if n == 0:
@@ -888,7 +888,10 @@ cdef class Core:
                            p_mode, p_sub, p_inst, p_irq, p_site, p_site_map, p_task, p_task_map,
                            p_host, p_host_map, default_host)
             if rc == 0:
+                clock_gettime(CLOCK_MONOTONIC, &t0)
                 rc = _finish_batch(self)
+                clock_gettime(CLOCK_MONOTONIC, &t1)
+                self.graph_ns += (t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec)
         self.events += n
         self.counts_dirty = True
         if rc != 0:
@@ -1000,7 +1003,7 @@ cdef class Core:
         cdef int64_t b = 0, i
         b += self.cap_cls * (4 + 1 + 1 + 1 + 1 + 32 + 4 * 3 + 2 * sizeof(void*) + 4 * 6)
         for i in range(self.n_cls):
-            b += 4 * (self.out_c[i] + self.in_c[i])
+            b += 8 * (self.out_c[i] + self.in_c[i])
         b += self.cap_thr * (4 + 8 + 4 + 4 + 8) + self.cap_thr * self.max_depth * (4 * 4 + 8 * 3 + 3)
         b += self.cap_occ * (4 * 4 + 8 * 3 + 3)
         b += self.cap_edge * (4 + 4 + 1 + 16 + 4 + 4 + 4 + 8 + 8) + self.cap_pair * 8

@@ -1,13 +1,15 @@
 # The class graph of _core.pyx, run once per batch on that batch's arrivals: adjacency, the
 # topological order of strongly connected components, the strong-cycle search, irq reachability.
 #
-# Order (Pearce & Kelly 2006, over components): every component r has ordv[r]; an edge between
-# components goes from lower to higher ord. An arrival u -> v with ord[u] > ord[v] is repaired by
-# a forward search from v over ords <= ord[u] and a backward search from u over ords >= ord[v],
-# after which the two visited sets swap into the pool of their old ords. If the forward search
-# reaches u the plain graph has a new cycle: components must merge, and a Tarjan pass over the
-# whole graph rebuilds components and order in O(V + E) (also used directly for a batch with many
-# disagreeing arrivals, where one linear pass beats many searches).
+# Order: every component r has a level lvl[r], and an edge between components climbs: lvl[A] <
+# lvl[B] for A -> B (a pseudo-topological numbering, as the levels of Bender, Fineman, Gilbert and
+# Tarjan, "A new approach to incremental cycle detection", 2016, kept here as longest-path depths).
+# An arrival u -> v that climbs needs no search. One that does not lifts v above u and pushes
+# the lift forward; levels only grow and are bounded by the depth of the graph, so on the layered
+# graphs lock orders form the total work stays near linear. If the lift comes back to u the plain
+# graph has a new cycle: components must merge, and a Tarjan pass over the whole graph rebuilds
+# components and levels in O(V + E). That pass is also used directly for a batch that disagrees
+# in many places (a first load, a burst of new code paths), where one linear pass beats many lifts.
 #
 # Strong search (lockdep's check_noncircular with the read/write rules of lockdep-design.rst):
 # breadth-first over (class, state) where state R means "the path so far ends in a recursive-read
@@ -15,14 +17,17 @@
 # visited once per state, not once overall, so no strong cycle is missed. N dominates R (every
 # continuation allowed from R is allowed from N), so reaching a class in N makes R moot.
 
-cdef int _adj_add(int32_t** lst, int32_t* n, int32_t* cap, int32_t e) noexcept nogil:
+cdef int _adj_add(int32_t** lst, int32_t* n, int32_t* cap, int32_t node, int32_t e) noexcept nogil:
+    # entries are (neighbour, edge) pairs: the order and component searches read only the
+    # neighbour, from the same cache line, instead of chasing the edge table
     cdef int32_t c
     if n[0] == cap[0]:
-        c = cap[0] * 2 if cap[0] else 4
-        if _grow(<void**>lst, c, 4):
+        c = cap[0] * 2 if cap[0] else 2
+        if _grow(<void**>lst, c, 8):
             return -1
         cap[0] = c
-    lst[0][n[0]] = e
+    lst[0][2 * n[0]] = node
+    lst[0][2 * n[0] + 1] = e
     n[0] += 1
     return 0
 
@@ -124,7 +129,7 @@ cdef int _simple_dfs(Core self, int32_t v, int32_t u, int kclose, uint32_t tlim,
                 onpath[x] = 0
                 top -= 1
                 continue
-            e = self.out_e[x][s_pos[top - 1]]
+            e = self.out_e[x][2 * s_pos[top - 1] + 1]
             s_pos[top - 1] += 1
             budget -= 1
             if budget <= 0:
@@ -186,7 +191,7 @@ cdef int _strong_path(Core self, int32_t v, int32_t u, int kclose, uint32_t tlim
         x = x2 >> 1
         st = x2 & 1
         for i in range(self.out_n[x]):
-            e = self.out_e[x][i]
+            e = self.out_e[x][2 * i + 1]
             y = self.e_dst[e]
             if comp >= 0 and self.rep[y] != comp:
                 continue
@@ -228,7 +233,7 @@ cdef int _plain_bfs(Core self, int32_t a, int32_t b) noexcept nogil:
         x = self.queue[qh] >> 1
         qh += 1
         for i in range(self.out_n[x]):
-            e = self.out_e[x][i]
+            e = self.out_e[x][2 * i + 1]
             y = self.e_dst[e]
             if self.vis[y * 2] == g:
                 continue
@@ -242,82 +247,33 @@ cdef int _plain_bfs(Core self, int32_t a, int32_t b) noexcept nogil:
     return 0
 
 
-cdef int _cmp_i64(const void* a, const void* b) noexcept nogil:
-    cdef int64_t x = (<int64_t*>a)[0], y = (<int64_t*>b)[0]
-    return (x > y) - (x < y)
-
-
-cdef int _pk(Core self, int32_t ru, int32_t rv) noexcept nogil:
-    """Pearce-Kelly repair for a new edge from component ru to rv with ord[ru] > ord[rv].
-    1: the edge closes a cycle of components (nothing moved); 0: order repaired; -1: error."""
-    cdef int32_t ub = self.ordv[ru], lb = self.ordv[rv], g = _next_gen(self), r, m, y, e
-    cdef int64_t nf = 0, nb = 0, i, j, bb = self.n_cls
-    cdef int64_t* kb
-    cdef int64_t* kf
-    cdef int64_t* pool
+cdef int _raise(Core self, int32_t ru, int32_t rv) noexcept nogil:
+    """A new edge from component ru to rv with lvl[ru] >= lvl[rv]: lift rv above ru and push the
+    lift forward until every edge climbs again. 1: the lift came back to ru, so the edge closes a
+    cycle of components (levels are then left inconsistent: the caller recomputes); 0: done."""
+    cdef int64_t sp = 0
+    cdef int32_t r, m, y, lv, j
     self.reorders += 1
-    self.queue[nf] = rv
-    nf += 1
-    self.mark_a[rv] = g
-    i = 0
-    while i < nf:
-        r = self.queue[i]
-        i += 1
+    self.lvl[rv] = self.lvl[ru] + 1
+    self.queue[sp] = rv
+    sp += 1
+    while sp > 0:
+        sp -= 1
+        r = self.queue[sp]
+        lv = self.lvl[r]
         m = r
         while m >= 0:
             for j in range(self.out_n[m]):
-                y = self.rep[self.e_dst[self.out_e[m][j]]]
+                y = self.rep[self.out_e[m][2 * j]]
                 if y == ru:
                     return 1
-                if self.mark_a[y] != g and self.ordv[y] < ub:
-                    self.mark_a[y] = g
-                    self.queue[nf] = y
-                    nf += 1
+                if y != r and self.lvl[y] <= lv:
+                    self.lvl[y] = lv + 1
+                    if sp >= self.cap_scratch:
+                        return 1    # cannot happen in a DAG of components; recompute to be safe
+                    self.queue[sp] = y
+                    sp += 1
             m = self.mnext[m]
-    self.queue[bb] = ru
-    nb = 1
-    self.mark_b[ru] = g
-    i = 0
-    while i < nb:
-        r = self.queue[bb + i]
-        i += 1
-        m = r
-        while m >= 0:
-            for j in range(self.in_n[m]):
-                y = self.rep[self.e_src[self.in_e[m][j]]]
-                if self.mark_b[y] != g and self.ordv[y] > lb:
-                    self.mark_b[y] = g
-                    self.queue[bb + nb] = y
-                    nb += 1
-            m = self.mnext[m]
-    kb = <int64_t*>malloc(nb * 8)
-    kf = <int64_t*>malloc(nf * 8)
-    pool = <int64_t*>malloc((nb + nf) * 8)
-    if kb == NULL or kf == NULL or pool == NULL:
-        free(kb)
-        free(kf)
-        free(pool)
-        self.oom = True
-        return -1
-    for i in range(nb):
-        r = self.queue[bb + i]
-        kb[i] = ((<int64_t>self.ordv[r]) << 32) | r
-        pool[i] = self.ordv[r]
-    for i in range(nf):
-        r = self.queue[i]
-        kf[i] = ((<int64_t>self.ordv[r]) << 32) | r
-        pool[nb + i] = self.ordv[r]
-    qsort(kb, nb, 8, _cmp_i64)
-    qsort(kf, nf, 8, _cmp_i64)
-    qsort(pool, nb + nf, 8, _cmp_i64)
-    # everything that reaches u goes before everything v reaches, each keeping its inner order
-    for i in range(nb):
-        self.ordv[<int32_t>(kb[i] & <int64_t>0xffffffff)] = <int32_t>pool[i]
-    for i in range(nf):
-        self.ordv[<int32_t>(kf[i] & <int64_t>0xffffffff)] = <int32_t>pool[nb + i]
-    free(kb)
-    free(kf)
-    free(pool)
     return 0
 
 
@@ -353,7 +309,7 @@ cdef int _tarjan(Core self) noexcept nogil:
         while cp > 0:
             x = cs_node[cp - 1]
             if cs_pos[cp - 1] < self.out_n[x]:
-                y = self.e_dst[self.out_e[x][cs_pos[cp - 1]]]
+                y = self.out_e[x][2 * cs_pos[cp - 1]]
                 cs_pos[cp - 1] += 1
                 if index[y] < 0:
                     index[y] = low[y] = <int32_t>idx
@@ -385,12 +341,20 @@ cdef int _tarjan(Core self) noexcept nogil:
                     if w == x:
                         break
                 self.mnext[x] = head
-                self.ordv[x] = <int32_t>ncomp   # completion number; flipped below
+                stk[n - 1 - ncomp] = x   # components fill the stack's free end, sources last
                 ncomp += 1
-    for s in range(n):
-        if self.rep[s] == s:
-            self.ordv[s] = <int32_t>(ncomp - 1 - self.ordv[s])
-    self.ord_next = <int32_t>ncomp
+    # levels: longest path over components, in topological order (reverse completion order)
+    for s in range(n - ncomp, n):
+        self.lvl[stk[s]] = 0
+    for s in range(n - ncomp, n):
+        x = stk[s]
+        w = x
+        while w >= 0:
+            for p in range(self.out_n[w]):
+                y = self.rep[self.out_e[w][2 * p]]
+                if y != x and self.lvl[y] <= self.lvl[x]:
+                    self.lvl[y] = self.lvl[x] + 1
+            w = self.mnext[w]
     free(index); free(low); free(stk); free(cs_node); free(cs_pos); free(onst)
     return 0
 
@@ -427,9 +391,12 @@ cdef int _finish_batch(Core self) noexcept nogil:
             e = self.ar_edge[i]
             ru = self.rep[self.e_src[e]]
             rv = self.rep[self.e_dst[e]]
-            if ru == rv or self.ordv[ru] > self.ordv[rv]:
+            if ru == rv or self.lvl[ru] >= self.lvl[rv]:
                 violating += 1
-    if violating > RECOMPUTE_AT:
+    self.last_violating = violating
+    # a lift costs about the region it moves, a recomputation the whole graph: recompute when
+    # the batch disagrees in many places relative to the graph's size
+    if violating > RECOMPUTE_AT and violating * RECOMPUTE_RATIO > self.n_cls + self.n_edge:
         recompute_from = 0
     else:
         for i in range(self.n_ar):
@@ -437,8 +404,8 @@ cdef int _finish_batch(Core self) noexcept nogil:
             u = self.e_src[e]
             v = self.e_dst[e]
             if self.ar_new[i]:
-                if (_adj_add(&self.out_e[u], &self.out_n[u], &self.out_c[u], e)
-                        or _adj_add(&self.in_e[v], &self.in_n[v], &self.in_c[v], e)):
+                if (_adj_add(&self.out_e[u], &self.out_n[u], &self.out_c[u], v, e)
+                        or _adj_add(&self.in_e[v], &self.in_n[v], &self.in_c[v], u, e)):
                     self.oom = True
                     return -1
                 added = i + 1
@@ -447,8 +414,8 @@ cdef int _finish_batch(Core self) noexcept nogil:
             if ru == rv:
                 if _check_cycle(self, i) < 0:
                     return -1
-            elif self.ar_new[i] and self.ordv[ru] > self.ordv[rv]:
-                rc = _pk(self, ru, rv)
+            elif self.ar_new[i] and self.lvl[ru] >= self.lvl[rv]:
+                rc = _raise(self, ru, rv)
                 if rc < 0:
                     return -1
                 if rc == 1:
@@ -460,8 +427,8 @@ cdef int _finish_batch(Core self) noexcept nogil:
                 e = self.ar_edge[j]
                 u = self.e_src[e]
                 v = self.e_dst[e]
-                if (_adj_add(&self.out_e[u], &self.out_n[u], &self.out_c[u], e)
-                        or _adj_add(&self.in_e[v], &self.in_n[v], &self.in_c[v], e)):
+                if (_adj_add(&self.out_e[u], &self.out_n[u], &self.out_c[u], v, e)
+                        or _adj_add(&self.in_e[v], &self.in_n[v], &self.in_c[v], u, e)):
                     self.oom = True
                     return -1
         if _tarjan(self):
@@ -532,7 +499,7 @@ cdef int _irq_path(Core self, int32_t target, int x, bint need_w) noexcept nogil
         xn = x2 >> 1
         st = x2 & 1
         for i in range(self.out_n[xn]):
-            e = self.out_e[xn][i]
+            e = self.out_e[xn][2 * i + 1]
             km = self.e_kinds[e]
             if st:
                 km &= KM_E
@@ -598,7 +565,7 @@ cdef int _irq_prop(Core self, int32_t e, int x, int w, int st) noexcept nogil:
 cdef int _irq_from_class(Core self, int32_t c, int x, int w, int st) noexcept nogil:
     cdef int32_t i
     for i in range(self.out_n[c]):
-        if _irq_prop(self, self.out_e[c][i], x, w, st):
+        if _irq_prop(self, self.out_e[c][2 * i + 1], x, w, st):
             return -1
     return 0
 

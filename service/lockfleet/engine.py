@@ -33,11 +33,12 @@ DEFAULT_HOST = "localhost"
 class _Interner:
     """Strings <-> dense int ids; a batch's dictionary is mapped once, not its rows."""
 
-    __slots__ = ("ids", "names")
+    __slots__ = ("ids", "names", "_last")
 
     def __init__(self) -> None:
         self.ids: dict[str, int] = {}
         self.names: list[str] = []
+        self._last: dict[int, tuple[list[str], np.ndarray]] = {}
 
     def get(self, s: str) -> int:
         i = self.ids.get(s)
@@ -47,7 +48,15 @@ class _Interner:
         return i
 
     def map(self, values: list[str]) -> np.ndarray:
-        return np.fromiter((self.get(v) for v in values), dtype=np.int32, count=len(values))
+        # events.py hands out the same list object for a repeated dictionary: map it once
+        hit = self._last.get(id(values))
+        if hit is not None and hit[0] is values:
+            return hit[1]
+        mapped = np.fromiter((self.get(v) for v in values), dtype=np.int32, count=len(values))
+        if len(self._last) >= 16:
+            self._last.pop(next(iter(self._last)))
+        self._last[id(values)] = (values, mapped)
+        return mapped
 
     def name(self, i: int) -> str:
         return self.names[i] if i >= 0 else ""

@@ -151,7 +151,7 @@ def _string_column(arr: pa.Array, col: str, required: bool, off: int) -> Strings
     if len(indices) and (pc.max(indices).as_py() >= len(dictionary) or pc.min(indices).as_py() < -1):
         row = _first(pc.or_(pc.greater_equal(indices, len(dictionary)), pc.less(indices, -1)))
         raise EventError(f"column '{col}' row {row + off}: dictionary index out of range")
-    values = dictionary.to_pylist()
+    values = _dictionary_values(dictionary)
     if required and len(indices):
         empty = [i for i, v in enumerate(values) if not v]
         if empty:
@@ -159,4 +159,25 @@ def _string_column(arr: pa.Array, col: str, required: bool, off: int) -> Strings
             if pc.any(hit).as_py():
                 raise EventError(f"column '{col}' row {_first(hit) + off}: empty lock name")
     index = indices.cast(pa.int32()).to_numpy(zero_copy_only=False)
-    return Strings(index=index, values=[v if v is not None else "" for v in values])
+    return Strings(index=index, values=values)
+
+
+# Agents and archives send one dictionary for many batches (an IPC stream repeats it, a Parquet
+# file's row groups share it); converting it to Python strings once per batch would cost more
+# than the batch itself. Arrow buffers are immutable, so the same buffers mean the same values;
+# the cache keeps the array alive so that its addresses cannot be reused meanwhile.
+_DICT_CACHE: dict[tuple, tuple[pa.Array, list[str]]] = {}
+_DICT_CACHE_SIZE = 16
+
+
+def _dictionary_values(dictionary: pa.Array) -> list[str]:
+    key = (dictionary.offset, len(dictionary),
+           tuple((b.address, b.size) if b is not None else None for b in dictionary.buffers()))
+    hit = _DICT_CACHE.get(key)
+    if hit is not None:
+        return hit[1]
+    values = [v if v is not None else "" for v in dictionary.to_pylist()]
+    if len(_DICT_CACHE) >= _DICT_CACHE_SIZE:
+        _DICT_CACHE.pop(next(iter(_DICT_CACHE)))
+    _DICT_CACHE[key] = (dictionary, values)
+    return values
