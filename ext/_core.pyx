@@ -37,7 +37,7 @@ import numpy as np
 cimport numpy as cnp
 
 from hashmap cimport (U64Map, mix64, u64map_init, u64map_free, u64map_get, u64map_get_h,
-                      u64map_put, u64map_put_h)
+                      u64map_put, u64map_put_h, PairIndex, pairidx_init, pairidx_find, pairidx_add)
 
 cnp.import_array()
 
@@ -137,7 +137,8 @@ cdef class Core:
     cdef int32_t* e_hosts
     cdef uint64_t* e_count
     cdef int64_t* e_last
-    cdef U64Map edge_map
+    cdef PairIndex edge_idx
+    cdef int32_t* e_host0
     cdef int64_t n_pair, cap_pair
     cdef int32_t* ph_host
     cdef int32_t* ph_next
@@ -212,7 +213,7 @@ cdef class Core:
             raise ValueError("max_lock_depth must be between 1 and 1024")
         self.max_depth = max_depth
         if (u64map_init(&self.cls_map, 1024) or u64map_init(&self.thr_map, 1024)
-                or u64map_init(&self.edge_map, 4096) or u64map_init(&self.pair_map, 4096)
+                or pairidx_init(&self.edge_idx, 4096) or u64map_init(&self.pair_map, 4096)
                 or u64map_init(&self.chain_map, 4096)):
             raise MemoryError()
         self.ra_cls = <int32_t*>malloc(max_depth * sizeof(int32_t))
@@ -230,7 +231,8 @@ cdef class Core:
         cdef int64_t i
         u64map_free(&self.cls_map)
         u64map_free(&self.thr_map)
-        u64map_free(&self.edge_map)
+        free(self.edge_idx.slots)
+        free(self.e_host0)
         u64map_free(&self.pair_map)
         u64map_free(&self.chain_map)
         for i in range(self.n_cls):
@@ -516,8 +518,8 @@ cdef class Core:
                        int64_t ts, uint8_t irq, int32_t row) noexcept nogil:
         """Record the dependency src -> dst of kind k (lockdep's check_prev_add, without the search:
         that happens per batch on the arrivals)."""
-        cdef uint64_t key = ((<uint64_t>src) << 32) | <uint64_t><uint32_t>dst | TOP
-        cdef int32_t e = u64map_get(&self.edge_map, key)
+        cdef uint64_t key
+        cdef int32_t e = pairidx_find(&self.edge_idx, self.e_src, self.e_dst, src, dst)
         cdef int32_t host = self.thr_host[th]
         cdef int64_t cap, p
         cdef bint new_pair = False
@@ -528,6 +530,7 @@ cdef class Core:
                         or _grow(<void**>&self.e_kinds, cap, 1) or _grow(<void**>&self.e_kseq, cap, 16)
                         or _grow(<void**>&self.e_occ_h, cap, 4) or _grow(<void**>&self.e_occ_t, cap, 4)
                         or _grow(<void**>&self.e_hosts, cap, 4) or _grow(<void**>&self.e_count, cap, 8)
+                        or _grow(<void**>&self.e_host0, cap, 4)
                         or _grow(<void**>&self.e_last, cap, 8)):
                     self.oom = True
                     return -1
@@ -543,9 +546,10 @@ cdef class Core:
             self.e_occ_h[e] = self._held_occ(th, slot)
             self.e_occ_t[e] = occ_t[0]
             self.e_hosts[e] = -1
+            self.e_host0[e] = host
             self.e_count[e] = 0
             self.e_last[e] = ts
-            if u64map_put(&self.edge_map, key, e):
+            if pairidx_add(&self.edge_idx, self.e_src, self.e_dst, e):
                 self.oom = True
             new_pair = True
         if not (self.e_kinds[e] >> k) & 1:
@@ -566,6 +570,8 @@ cdef class Core:
             self.ar_seq[self.n_ar] = self.arrival_seq
             self.ar_row[self.n_ar] = row
             self.n_ar += 1
+        if self.e_host0[e] == host:      # the first host is inline: one host costs no pair entry
+            return e
         key = ((<uint64_t>e) << 32) | <uint64_t><uint32_t>host | TOP
         if u64map_get(&self.pair_map, key) < 0:
             if self.n_pair + 1 > self.cap_pair:
@@ -960,7 +966,7 @@ cdef class Core:
         cdef int32_t p
         with nogil:
             self._refresh_counts()
-        hosts = []
+        hosts = [self.e_host0[e]]
         p = self.e_hosts[e]
         while p >= 0:
             hosts.append(self.ph_host[p])
@@ -969,7 +975,7 @@ cdef class Core:
                 self.e_count[e], self.e_last[e], hosts)
 
     def find_edge(self, int32_t src, int32_t dst):
-        return u64map_get(&self.edge_map, ((<uint64_t>src) << 32) | <uint64_t><uint32_t>dst | TOP)
+        return pairidx_find(&self.edge_idx, self.e_src, self.e_dst, src, dst)
 
     def edges(self):
         """(src, dst, kinds) arrays of every dependency."""
@@ -1006,10 +1012,10 @@ cdef class Core:
             b += 8 * (self.out_c[i] + self.in_c[i])
         b += self.cap_thr * (4 + 8 + 4 + 4 + 8) + self.cap_thr * self.max_depth * (4 * 4 + 8 * 3 + 3)
         b += self.cap_occ * (4 * 4 + 8 * 3 + 3)
-        b += self.cap_edge * (4 + 4 + 1 + 16 + 4 + 4 + 4 + 8 + 8) + self.cap_pair * 8
+        b += self.cap_edge * (4 + 4 + 1 + 16 + 4 + 4 + 4 + 4 + 8 + 8) + self.cap_pair * 8 + (self.edge_idx.mask + 1) * 4
         b += self.cap_chain * (8 + 8 + 8 + 4) + self.cap_ce * 4
         b += self.cap_scratch * (4 + 4 + 1 + 4)
-        for m in (self.cls_map.mask, self.thr_map.mask, self.edge_map.mask, self.pair_map.mask,
+        for m in (self.cls_map.mask, self.thr_map.mask, self.pair_map.mask,
                   self.chain_map.mask):
             b += (m + 1) * 12
         return b

@@ -6,8 +6,9 @@
 # as lockdep's tables do), which keeps probing free of tombstones.
 # All functions are nogil and touch no Python object.
 
-from libc.stdint cimport int32_t, int64_t, uint64_t
-from libc.stdlib cimport calloc, free
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memset
 
 
 cdef inline uint64_t mix64(uint64_t x) noexcept nogil:
@@ -105,3 +106,74 @@ cdef inline int u64map_put_h(U64Map* m, uint64_t key, uint64_t h, int32_t val, b
 
 cdef inline int u64map_put(U64Map* m, uint64_t key, int32_t val) noexcept nogil:
     return u64map_put_h(m, key, mix64(key), val, False)
+
+
+# An index over rows of the caller's two int32 columns (a[i], b[i]): slots hold only row ids
+# (4 bytes, -1 empty), and a probe compares against the columns themselves. A third of the
+# memory of a key/value map, for tables probed off the hot path (the edge table: a repeated
+# dependency never gets here, its chain is cached).
+
+cdef struct PairIndex:
+    int32_t* slots
+    int64_t mask
+    int64_t size
+
+
+cdef inline uint64_t _pair_hash(int32_t a, int32_t b) noexcept nogil:
+    return mix64(((<uint64_t><uint32_t>a) << 32) | <uint64_t><uint32_t>b)
+
+
+cdef inline int pairidx_init(PairIndex* t, int64_t cap) noexcept nogil:
+    cdef int64_t c = 16
+    while c < cap:
+        c <<= 1
+    t.slots = <int32_t*>malloc(c * sizeof(int32_t))
+    if t.slots == NULL:
+        return -1
+    memset(t.slots, 0xff, c * sizeof(int32_t))
+    t.mask = c - 1
+    t.size = 0
+    return 0
+
+
+cdef inline int32_t pairidx_find(const PairIndex* t, const int32_t* a, const int32_t* b,
+                                 int32_t x, int32_t y) noexcept nogil:
+    cdef int64_t i = <int64_t>(_pair_hash(x, y) & <uint64_t>t.mask)
+    cdef int32_t r
+    while True:
+        r = t.slots[i]
+        if r < 0:
+            return -1
+        if a[r] == x and b[r] == y:
+            return r
+        i = (i + 1) & t.mask
+
+
+cdef inline int pairidx_add(PairIndex* t, const int32_t* a, const int32_t* b, int32_t row) noexcept nogil:
+    """Index a row whose pair is known to be absent."""
+    cdef int64_t i, j, c, new_mask
+    cdef int32_t* slots
+    cdef int32_t r
+    if (t.size + 1) * 2 > t.mask + 1:
+        c = (t.mask + 1) * 2
+        new_mask = c - 1
+        slots = <int32_t*>malloc(c * sizeof(int32_t))
+        if slots == NULL:
+            return -1
+        memset(slots, 0xff, c * sizeof(int32_t))
+        for i in range(t.mask + 1):
+            r = t.slots[i]
+            if r >= 0:
+                j = <int64_t>(_pair_hash(a[r], b[r]) & <uint64_t>new_mask)
+                while slots[j] >= 0:
+                    j = (j + 1) & new_mask
+                slots[j] = r
+        free(t.slots)
+        t.slots = slots
+        t.mask = new_mask
+    i = <int64_t>(_pair_hash(a[row], b[row]) & <uint64_t>t.mask)
+    while t.slots[i] >= 0:
+        i = (i + 1) & t.mask
+    t.slots[i] = row
+    t.size += 1
+    return 0

@@ -1,0 +1,272 @@
+"""The `lockfleet` command: serve, push, alerts, stats, chain, demo.
+
+Exit status: 0 on success, 2 on bad usage or bad input (a one-line reason on stderr), 1 on any
+other failure (the service unreachable, a refused push, a service that cannot start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from .agent.files import BATCH_ROWS
+from .alerts.model import KINDS
+
+DEFAULT_TARGET = "127.0.0.1:50551"
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+HEADLINE = ("events", "locks", "edges", "alerts", "hosts", "threads")  # stats shown first
+
+
+class CliError(Exception):
+    """A failure to report in one line, with its exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _hostport(text: str) -> str:
+    from .server.address import parse_hostport
+
+    try:
+        parse_hostport(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _target_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", metavar="HOST:PORT", type=_hostport, default=DEFAULT_TARGET,
+                   help=f"address of the lockfleet service (default: {DEFAULT_TARGET})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lockfleet",
+        description="The kernel's lockdep, fleet-wide: agents stream lock events from many hosts into one "
+                    "service, which keeps one lock-dependency graph and reports deadlocks no single host saw.",
+        epilog="Exit status: 0 success, 2 bad usage or bad input, 1 any other failure.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("serve", help="run the service (gRPC: Ingest, Query, health, reflection)",
+                       description="Run the lockfleet service until SIGTERM/SIGINT. Every acknowledged batch is "
+                                   "in the segment log under --data-dir and is replayed on restart. Without TLS "
+                                   "it listens only on loopback. Logs go to stderr.")
+    p.add_argument("--listen", metavar="HOST:PORT", type=_hostport, default=DEFAULT_TARGET,
+                   help=f"address to listen on, loopback only; port 0 picks a free one (default: {DEFAULT_TARGET})")
+    p.add_argument("--data-dir", metavar="DIR", required=True,
+                   help="where the segment log lives; created if missing; one service per dir (required)")
+
+    p = sub.add_parser("push", help="send event files (Parquet or Arrow IPC) and wait for every ack",
+                       description="Send lock-event files (Parquet, or Arrow IPC file or stream format, with the "
+                                   "columns ts_ns, tid, op, lock and optionally mode, subclass, instance, irq, "
+                                   "site, task, host) as an agent would: checked locally first, then cut into "
+                                   f"batches of {BATCH_ROWS} rows sent on one Push stream, and the command waits "
+                                   "until every batch is acknowledged. Idempotent: the same file pushed again "
+                                   "for the same host applies nothing twice.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="event files to send, in order")
+    p.add_argument("--host", required=True, metavar="NAME",
+                   help="the host whose events these are; a row's `host` column value, if any, overrides it (required)")
+    _target_option(p)
+
+    p = sub.add_parser("alerts", help="print the current alerts",
+                       description="Print the service's current alerts as lockdep-style reports, separated by "
+                                   "blank lines, or as one JSON document with --json.")
+    _target_option(p)
+    p.add_argument("--json", action="store_true", help='print {"alerts": [alert.to_dict(), ...]} instead')
+    p.add_argument("--kind", default="", choices=KINDS, metavar="KIND",
+                   help=f"only alerts of this kind: {', '.join(KINDS)} (default: every kind)")
+    p.add_argument("--lock", default="", metavar="NAME", help="only alerts involving this lock (default: any)")
+    p.add_argument("--host", default="", metavar="NAME", help="only alerts involving this host (default: any)")
+
+    p = sub.add_parser("stats", help="print the service's counters",
+                       description="Print the service's counters (events, locks, edges, alerts, ...; ingest.* "
+                                   "are the gateway's) as a table, or as one JSON document with --json.")
+    _target_option(p)
+    p.add_argument("--json", action="store_true", help="print the counters as one JSON object instead")
+
+    p = sub.add_parser("chain", help="print the dependency path A ~> B with each edge's evidence",
+                       description="Print the shortest lock-dependency path from lock A to lock B, each "
+                                   "dependency with its first evidence (host, task, time, sites), or as one "
+                                   "JSON document with --json. Exits 0 also when there is no path.")
+    p.add_argument("src", metavar="A", help="lock class name to start from, e.g. tracepoints_mutex")
+    p.add_argument("dst", metavar="B", help="lock class name to reach, e.g. bpf_event_mutex")
+    _target_option(p)
+    p.add_argument("--json", action="store_true", help='print {"found": ..., "locks": [...], "links": [...]} instead')
+
+    p = sub.add_parser("demo", help="what `make demo` runs: the seed deadlock found across a simulated fleet",
+                       description="Start the service in-process on 127.0.0.1 (a free port, a temporary data "
+                                   "dir), push a simulated fleet of 4 hosts over gRPC whose events hold the "
+                                   "seed report's five-lock cycle spread so that no host saw all of it, and "
+                                   "print the resulting alert as a lockdep-style report. Exits 0 when the "
+                                   "cycle is found.")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the background traffic (default: 0)")
+    p.add_argument("--events", type=int, default=3000, metavar="N",
+                   help="background lock events per host (default: 3000)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    handler = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except CliError as exc:
+        print(f"lockfleet {args.command}: {exc}", file=sys.stderr)
+        return exc.status
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # e.g. `lockfleet alerts | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
+
+
+def _agent_errors(fn: Any) -> Any:
+    """Map the agent's errors to exit statuses: a refused batch of bad input is 2, the rest 1."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        from .agent import AgentError, FileError, Refused
+
+        try:
+            result: int = fn(args)
+            return result
+        except FileError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
+        except Refused as exc:
+            raise CliError(str(exc), EXIT_USAGE if exc.code == "INVALID_ARGUMENT" else EXIT_FAILURE) from None
+        except AgentError as exc:
+            raise CliError(str(exc)) from None
+
+    return wrapped
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import ServiceError, UsageError, serve_forever
+
+    try:
+        serve_forever(args.listen, args.data_dir)
+    except UsageError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    except ServiceError as exc:
+        raise CliError(str(exc)) from None
+    return EXIT_OK
+
+
+@_agent_errors
+def cmd_push(args: argparse.Namespace) -> int:
+    from .agent import Stream, push_streams, read_event_file
+
+    files = [read_event_file(path) for path in args.files]  # all checked before anything is sent
+    streams = [Stream(f.stream_id(args.host), f.batches, label=str(f.path)) for f in files]
+    result = push_streams(args.target, args.host, streams)
+    rows = sum(f.rows for f in files)
+    print(f"pushed {len(files)} file(s), {rows} events in {result.batches} batches for host {args.host} "
+          f"to {args.target}" + (f" ({result.duplicates} already there)" if result.duplicates else "")
+          + (f"; new alerts: {', '.join(result.new_alerts)}" if result.new_alerts else ""))
+    return EXIT_OK
+
+
+@_agent_errors
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from .agent import fetch_alerts
+
+    alerts = fetch_alerts(args.target, kind=args.kind, lock=args.lock, host=args.host)
+    if args.json:
+        print(json.dumps({"alerts": [a.data for a in alerts]}, indent=2))
+    elif not alerts:
+        print("no alerts")
+    else:
+        print("\n\n".join(a.report.rstrip("\n") for a in alerts))
+    return EXIT_OK
+
+
+@_agent_errors
+def cmd_stats(args: argparse.Namespace) -> int:
+    from .agent import fetch_stats
+
+    stats = fetch_stats(args.target)
+    if args.json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+        return EXIT_OK
+    flat = dict(_flatten(stats))
+    first = [k for k in HEADLINE if k in flat]
+    flat = {k: flat[k] for k in [*first, *(k for k in flat if k not in first)]}
+    width = max((len(k) for k in flat), default=0)
+    for key, value in flat.items():
+        print(f"{key:<{width}}  {value}")
+    return EXIT_OK
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for key in sorted(d, key=lambda k: (isinstance(d[k], dict), k)):
+        if isinstance(d[key], dict):
+            items += _flatten(d[key], f"{prefix}{key}.")
+        else:
+            items.append((prefix + key, d[key]))
+    return items
+
+
+@_agent_errors
+def cmd_chain(args: argparse.Namespace) -> int:
+    from .agent import fetch_chain
+
+    chain = fetch_chain(args.target, args.src, args.dst)
+    if args.json:
+        print(json.dumps({"found": chain.found, "locks": chain.locks, "links": chain.links}, indent=2))
+        return EXIT_OK
+    if not chain.found:
+        print(f"no dependency path {args.src} ~> {args.dst}")
+        return EXIT_OK
+    print(" -> ".join(chain.locks) + f"   ({len(chain.links)} dependencies)")
+    for link in chain.links:
+        print(f"\n{link['held']} -> {link['taken']}  [{', '.join(link['kinds'])}]")
+        print(f"  first taken on {link['host']} by {link['task'] or '?'} at {_when(link['ts_ns'])}; "
+              f"seen {link['count']} time(s) on {', '.join(link['hosts']) or link['host']}")
+        _print_site("held at", link["held_site"])
+        _print_site("taken at", link["taken_site"])
+    return EXIT_OK
+
+
+def _print_site(label: str, site: str) -> None:
+    frames = [f for f in site.split("\n") if f]
+    if not frames:
+        print(f"  {label}: (unknown)")
+    elif len(frames) == 1:
+        print(f"  {label}: {frames[0]}")
+    else:
+        print(f"  {label}:")
+        for frame in frames:
+            print(f"       {frame}")
+
+
+def _when(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f UTC")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .agent import AgentError
+    from .demo import run_demo
+    from .server import ServiceError
+
+    if args.events < 0:
+        raise CliError("--events must be >= 0", EXIT_USAGE)
+    try:
+        return run_demo(seed=args.seed, events=args.events)
+    except (AgentError, ServiceError) as exc:
+        raise CliError(str(exc)) from None
+
+
+COMMANDS = {"serve": cmd_serve, "push": cmd_push, "alerts": cmd_alerts, "stats": cmd_stats,
+            "chain": cmd_chain, "demo": cmd_demo}
+
+if __name__ == "__main__":
+    sys.exit(main())
