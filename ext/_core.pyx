@@ -61,6 +61,15 @@ DEF DFS_BUDGET = 2000000
 DEF RECOMPUTE_AT = 48
 DEF RECOMPUTE_RATIO = 64
 
+cdef struct Chain:
+    # one validated held-lock stack (lockdep's lock_chain); 32 bytes, one cache line's quarter
+    uint64_t key        # the chain key (a hash), nonzero
+    uint64_t count      # times this exact stack was taken
+    int64_t last        # when last taken
+    int32_t edges       # -1 none; >= 0 the one dependency it made; <= -2: -(offset + 2) into ce_edge
+    int32_t _pad
+
+
 cdef int _grow(void** p, int64_t n, size_t elem) noexcept nogil:
     cdef void* q = realloc(p[0], n * elem)
     if q == NULL:
@@ -110,6 +119,7 @@ cdef class Core:
     cdef uint64_t* st_inst
     cdef int64_t* st_ts
     cdef uint64_t* st_key
+    cdef int32_t* st_occ
     cdef uint8_t* st_mode
     cdef uint8_t* st_try
     cdef uint8_t* st_irq
@@ -146,11 +156,9 @@ cdef class Core:
     cdef uint32_t arrival_seq
     # chains
     cdef int64_t n_chain, cap_chain
-    cdef uint64_t* ch_count
-    cdef int64_t* ch_last
-    cdef int64_t* ch_eoff
-    cdef int32_t* ch_en
-    cdef U64Map chain_map
+    cdef Chain* chains
+    cdef int32_t* chain_slots
+    cdef int64_t chain_mask
     cdef int64_t n_ce, cap_ce
     cdef int32_t* ce_edge
     cdef bint counts_dirty
@@ -204,6 +212,8 @@ cdef class Core:
     cdef uint8_t* ra_mode
     cdef uint8_t* ra_try
     cdef uint8_t* ra_irq
+    cdef int32_t* ra_occ
+    cdef int32_t* ra_edges
     # counters
     cdef public int64_t events, acquires, releases, depth_overflows, chain_hits, chain_misses
     cdef public int64_t recomputes, reorders, searches, search_budget_exhausted, last_violating, graph_ns
@@ -214,7 +224,7 @@ cdef class Core:
         self.max_depth = max_depth
         if (u64map_init(&self.cls_map, 1024) or u64map_init(&self.thr_map, 1024)
                 or pairidx_init(&self.edge_idx, 4096) or u64map_init(&self.pair_map, 4096)
-                or u64map_init(&self.chain_map, 4096)):
+):
             raise MemoryError()
         self.ra_cls = <int32_t*>malloc(max_depth * sizeof(int32_t))
         self.ra_name = <int32_t*>malloc(max_depth * sizeof(int32_t))
@@ -225,6 +235,11 @@ cdef class Core:
         self.ra_mode = <uint8_t*>malloc(max_depth)
         self.ra_try = <uint8_t*>malloc(max_depth)
         self.ra_irq = <uint8_t*>malloc(max_depth)
+        self.ra_occ = <int32_t*>malloc(max_depth * sizeof(int32_t))
+        self.ra_edges = <int32_t*>malloc(max_depth * sizeof(int32_t))
+        self.chain_slots = <int32_t*>malloc(4096 * sizeof(int32_t))
+        memset(self.chain_slots, 0xff, 4096 * sizeof(int32_t))
+        self.chain_mask = 4095
         self.gen = 1
 
     def __dealloc__(self):
@@ -234,7 +249,6 @@ cdef class Core:
         free(self.edge_idx.slots)
         free(self.e_host0)
         u64map_free(&self.pair_map)
-        u64map_free(&self.chain_map)
         for i in range(self.n_cls):
             free(self.out_e[i])
             free(self.in_e[i])
@@ -291,10 +305,10 @@ cdef class Core:
         free(self.e_last)
         free(self.ph_host)
         free(self.ph_next)
-        free(self.ch_count)
-        free(self.ch_last)
-        free(self.ch_eoff)
-        free(self.ch_en)
+        free(self.chains)
+        free(self.chain_slots)
+        free(self.st_occ)
+        free(self.ra_occ)
         free(self.ce_edge)
         free(self.ar_edge)
         free(self.ar_kind)
@@ -397,6 +411,46 @@ cdef class Core:
             self.oom = True
         return c
 
+    cdef inline int32_t _chain_find(self, uint64_t key) noexcept nogil:
+        # the chain key is already a hash: its low bits pick the slot
+        cdef int64_t i = <int64_t>(key & <uint64_t>self.chain_mask)
+        cdef int32_t r
+        while True:
+            r = self.chain_slots[i]
+            if r < 0:
+                return -1
+            if self.chains[r].key == key:
+                return r
+            i = (i + 1) & self.chain_mask
+
+    cdef int _chain_index(self, int32_t ci) noexcept nogil:
+        cdef int64_t i, c, mask
+        cdef int32_t* slots
+        cdef int32_t r
+        if (self.n_chain + 1) * 2 > self.chain_mask + 1:
+            c = (self.chain_mask + 1) * 2
+            mask = c - 1
+            slots = <int32_t*>malloc(c * 4)
+            if slots == NULL:
+                self.oom = True
+                return -1
+            memset(slots, 0xff, c * 4)
+            for r in range(<int32_t>self.n_chain):
+                if r == ci:
+                    continue
+                i = <int64_t>(self.chains[r].key & <uint64_t>mask)
+                while slots[i] >= 0:
+                    i = (i + 1) & mask
+                slots[i] = r
+            free(self.chain_slots)
+            self.chain_slots = slots
+            self.chain_mask = mask
+        i = <int64_t>(self.chains[ci].key & <uint64_t>self.chain_mask)
+        while self.chain_slots[i] >= 0:
+            i = (i + 1) & self.chain_mask
+        self.chain_slots[i] = ci
+        return 0
+
     cdef int32_t _thread(self, int32_t host, int64_t tid) noexcept nogil:
         # a 64-bit hash of (host, tid) identifies the thread; a collision between two live
         # threads needs ~2^32 of them
@@ -409,7 +463,7 @@ cdef class Core:
             cap = max(self.cap_thr * 2, 64)
             if (_grow(<void**>&self.thr_host, cap, 4) or _grow(<void**>&self.thr_tid, cap, 8)
                     or _grow(<void**>&self.thr_depth, cap, 4) or _grow(<void**>&self.thr_over, cap, 4)
-                    or _grow(<void**>&self.thr_seed, cap, 8) or _grow(<void**>&self.st_cls, cap * d, 4)
+                    or _grow(<void**>&self.thr_seed, cap, 8) or _grow(<void**>&self.st_cls, cap * d, 4) or _grow(<void**>&self.st_occ, cap * d, 4)
                     or _grow(<void**>&self.st_name, cap * d, 4) or _grow(<void**>&self.st_site, cap * d, 4)
                     or _grow(<void**>&self.st_task, cap * d, 4) or _grow(<void**>&self.st_inst, cap * d, 8)
                     or _grow(<void**>&self.st_ts, cap * d, 8) or _grow(<void**>&self.st_key, cap * d, 8)
@@ -543,7 +597,9 @@ cdef class Core:
             memset(&self.e_kseq[e * 4], 0, 16)
             if occ_t[0] < 0:
                 occ_t[0] = self._occ(cls, mode, 0, inst, site, host, task, self.thr_tid[th], ts, irq)
-            self.e_occ_h[e] = self._held_occ(th, slot)
+            if self.st_occ[slot] < 0:
+                self.st_occ[slot] = self._held_occ(th, slot)
+            self.e_occ_h[e] = self.st_occ[slot]
             self.e_occ_t[e] = occ_t[0]
             self.e_hosts[e] = -1
             self.e_host0[e] = host
@@ -644,34 +700,35 @@ cdef class Core:
             self.cls_flags[c] |= 16
             self._push_i32(&self.uc_cls, &self.n_uc, &self.cap_uc, c)
 
-    cdef void _validate(self, int32_t th, int32_t c, uint8_t mode, uint8_t trylock, uint8_t irq,
-                        uint64_t inst, int32_t site, int32_t task, int64_t ts, int32_t row,
-                        uint64_t key, bint reacquire) noexcept nogil:
-        """A chain not seen before: lockdep's validate_chain."""
+    cdef int32_t _validate(self, int32_t th, int32_t c, uint8_t mode, uint8_t trylock, uint8_t irq,
+                           uint64_t inst, int32_t site, int32_t task, int64_t ts, int32_t row,
+                           uint64_t key, bint reacquire) noexcept nogil:
+        """A chain not seen before: lockdep's validate_chain. Returns the occurrence it recorded
+        for this acquisition, if any (-1), so that dependencies out of it can share it."""
         cdef int64_t cap, base = <int64_t>th * self.max_depth
         cdef int32_t d = self.thr_depth[th], j, hc, e, ci
         cdef int32_t occ_t = -1
         cdef int k
         cdef uint8_t ctx = irq & 3
+        cdef int32_t ne = 0
         if self.n_chain + 1 > self.cap_chain:
             cap = max(self.cap_chain * 2, 1024)
-            if (_grow(<void**>&self.ch_count, cap, 8) or _grow(<void**>&self.ch_last, cap, 8)
-                    or _grow(<void**>&self.ch_eoff, cap, 8) or _grow(<void**>&self.ch_en, cap, 4)):
+            if _grow(<void**>&self.chains, cap, sizeof(Chain)):
                 self.oom = True
-                return
+                return -1
             self.cap_chain = cap
         ci = <int32_t>self.n_chain
         self.n_chain += 1
-        self.ch_count[ci] = 1
-        self.ch_last[ci] = ts
-        self.ch_eoff[ci] = self.n_ce
-        self.ch_en[ci] = 0
-        if u64map_put_h(&self.chain_map, key, key, ci, True):
-            self.oom = True
+        self.chains[ci].key = key
+        self.chains[ci].count = 1
+        self.chains[ci].last = ts
+        self.chains[ci].edges = -1
+        if self._chain_index(ci):
+            return -1
         if not reacquire:
             self._mark_usage(c, mode, irq, th, &occ_t, trylock, inst, site, task, ts, row)
         if trylock:
-            return
+            return occ_t
         if not reacquire:
             for j in range(d):
                 if self.st_cls[base + j] == c and not (mode == 2 and self.st_mode[base + j] != 0):
@@ -679,7 +736,7 @@ cdef class Core:
                         occ_t = self._occ(c, mode, 0, inst, site, self.thr_host[th], task,
                                           self.thr_tid[th], ts, irq)
                     self._finding(F_RECURSIVE, row, c, -1, -1, -1, occ_t, th)
-                    return
+                    return occ_t
         j = d - 1
         while j >= 0:
             if (self.st_irq[base + j] & 3) != ctx:
@@ -689,18 +746,28 @@ cdef class Core:
                 k = (2 if self.st_mode[base + j] != 0 else 0) + (1 if mode == 2 else 0)
                 e = self._edge(hc, c, k, th, base + j, &occ_t, c, mode, inst, site, task, ts, irq, row)
                 if e < 0:
-                    return
-                if self._push_i32(&self.ce_edge, &self.n_ce, &self.cap_ce, e):
-                    return
-                self.ch_en[ci] += 1
+                    return -1
+                self.ra_edges[ne] = e
+                ne += 1
             if not self.st_try[base + j]:
                 break
             j -= 1
+        # most chains make one dependency: keep it inline, spill longer lists to ce_edge
+        if ne == 1:
+            self.chains[ci].edges = self.ra_edges[0]
+        elif ne > 1:
+            self.chains[ci].edges = -2 - <int32_t>self.n_ce
+            if self._push_i32(&self.ce_edge, &self.n_ce, &self.cap_ce, ne):
+                return -1
+            for j in range(ne):
+                if self._push_i32(&self.ce_edge, &self.n_ce, &self.cap_ce, self.ra_edges[j]):
+                    return -1
+        return occ_t
 
     cdef void _acquire(self, int32_t th, int32_t c, int32_t name, uint8_t mode, uint8_t trylock,
                        uint8_t irq, uint64_t inst, int32_t site, int32_t task, int64_t ts,
                        int32_t row, bint reacquire) noexcept nogil:
-        cdef int32_t d = self.thr_depth[th], ci
+        cdef int32_t d = self.thr_depth[th], ci, occ
         cdef int64_t slot = <int64_t>th * self.max_depth + d
         cdef uint64_t key
         if d >= self.max_depth:
@@ -714,14 +781,16 @@ cdef class Core:
         key = self.st_key[slot - 1] if d > 0 else self.thr_seed[th]
         key = mix64(key ^ ((<uint64_t>c << 8) | mode | (<uint64_t>trylock << 2) | (<uint64_t>irq << 3)
                            | (<uint64_t>reacquire << 7))) | 1
-        ci = u64map_get_h(&self.chain_map, key, key)
+        ci = self._chain_find(key)
         if ci >= 0:
             self.chain_hits += 1
-            self.ch_count[ci] += 1
-            self.ch_last[ci] = ts
+            self.chains[ci].count += 1
+            self.chains[ci].last = ts
+            occ = -1
         else:
             self.chain_misses += 1
-            self._validate(th, c, mode, trylock, irq, inst, site, task, ts, row, key, reacquire)
+            occ = self._validate(th, c, mode, trylock, irq, inst, site, task, ts, row, key, reacquire)
+        self.st_occ[slot] = occ
         self.st_cls[slot] = c
         self.st_name[slot] = name
         self.st_site[slot] = site
@@ -770,11 +839,15 @@ cdef class Core:
             self.ra_mode[i] = self.st_mode[s]
             self.ra_try[i] = self.st_try[s]
             self.ra_irq[i] = self.st_irq[s]
+            self.ra_occ[i] = self.st_occ[s]
         self.thr_depth[th] = j
         for i in range(n):
             self._acquire(th, self.ra_cls[i], self.ra_name[i], self.ra_mode[i], self.ra_try[i],
                           self.ra_irq[i], self.ra_inst[i], self.ra_site[i], self.ra_task[i],
                           self.ra_ts[i], row, True)
+            s = base + j + i
+            if self.st_occ[s] < 0:
+                self.st_occ[s] = self.ra_occ[i]
 
     cdef int _run(self, Py_ssize_t n, const int64_t* ts, const int64_t* tid, const uint8_t* op,
                   const int32_t* lk, const int32_t* lk_map, int32_t* cls_cache,
@@ -947,18 +1020,25 @@ cdef class Core:
         return (self.oc_cls[o], self.oc_mode[o], self.oc_try[o], self.oc_inst[o], self.oc_site[o],
                 self.oc_host[o], self.oc_task[o], self.oc_tid[o], self.oc_ts[o], self.oc_irq[o])
 
+    cdef inline void _count_edge(self, int32_t e, int64_t ci) noexcept nogil:
+        self.e_count[e] += self.chains[ci].count
+        if self.chains[ci].last > self.e_last[e]:
+            self.e_last[e] = self.chains[ci].last
+
     cdef void _refresh_counts(self) noexcept nogil:
-        cdef int64_t ci, j
+        cdef int64_t ci, j, off
         cdef int32_t e
         if not self.counts_dirty:
             return
         memset(self.e_count, 0, self.n_edge * 8)
         for ci in range(self.n_chain):
-            for j in range(self.ch_en[ci]):
-                e = self.ce_edge[self.ch_eoff[ci] + j]
-                self.e_count[e] += self.ch_count[ci]
-                if self.ch_last[ci] > self.e_last[e]:
-                    self.e_last[e] = self.ch_last[ci]
+            e = self.chains[ci].edges
+            if e >= 0:
+                self._count_edge(e, ci)
+            elif e <= -2:
+                off = -2 - e
+                for j in range(self.ce_edge[off]):
+                    self._count_edge(self.ce_edge[off + 1 + j], ci)
         self.counts_dirty = False
 
     def edge_info(self, int32_t e):
@@ -1013,10 +1093,9 @@ cdef class Core:
         b += self.cap_thr * (4 + 8 + 4 + 4 + 8) + self.cap_thr * self.max_depth * (4 * 4 + 8 * 3 + 3)
         b += self.cap_occ * (4 * 4 + 8 * 3 + 3)
         b += self.cap_edge * (4 + 4 + 1 + 16 + 4 + 4 + 4 + 4 + 8 + 8) + self.cap_pair * 8 + (self.edge_idx.mask + 1) * 4
-        b += self.cap_chain * (8 + 8 + 8 + 4) + self.cap_ce * 4
+        b += self.cap_chain * sizeof(Chain) + (self.chain_mask + 1) * 4 + self.cap_ce * 4
         b += self.cap_scratch * (4 + 4 + 1 + 4)
-        for m in (self.cls_map.mask, self.thr_map.mask, self.pair_map.mask,
-                  self.chain_map.mask):
+        for m in (self.cls_map.mask, self.thr_map.mask, self.pair_map.mask):
             b += (m + 1) * 12
         return b
 
