@@ -70,6 +70,16 @@ cdef struct Chain:
     int32_t _pad
 
 
+cdef struct Field:
+    # one array of the core, for snapshots: where its pointer lives, element size, elements
+    void** ptr
+    size_t elem
+    int64_t count
+
+
+_SNAP_MAGIC = b"LFCORE01"
+
+
 cdef int _grow(void** p, int64_t n, size_t elem) noexcept nogil:
     cdef void* q = realloc(p[0], n * elem)
     if q == NULL:
@@ -1098,6 +1108,201 @@ cdef class Core:
         for m in (self.cls_map.mask, self.thr_map.mask, self.pair_map.mask):
             b += (m + 1) * 12
         return b
+
+    # ------------------------------------------------------------------ snapshots
+    # A snapshot is the core's arrays, raw, in a fixed order after a header of counts; the hash
+    # indexes are not saved but rebuilt from the arrays on load (they are derived state).
+
+    cdef int _fields(self, Field* f) noexcept nogil:
+        cdef int n = 0
+        cdef int64_t c = self.n_cls, t = self.n_thr, sd = self.n_thr * self.max_depth
+        cdef int64_t o = self.n_occ, e = self.n_edge
+        f[n] = Field(<void**>&self.cls_name, 4, c); n += 1
+        f[n] = Field(<void**>&self.cls_sub, 1, c); n += 1
+        f[n] = Field(<void**>&self.cls_usage, 1, c); n += 1
+        f[n] = Field(<void**>&self.cls_flags, 1, c); n += 1
+        f[n] = Field(<void**>&self.cls_reach, 1, c); n += 1
+        f[n] = Field(<void**>&self.cls_usage_occ, 32, c); n += 1
+        f[n] = Field(<void**>&self.rep, 4, c); n += 1
+        f[n] = Field(<void**>&self.lvl, 4, c); n += 1
+        f[n] = Field(<void**>&self.mnext, 4, c); n += 1
+        f[n] = Field(<void**>&self.thr_host, 4, t); n += 1
+        f[n] = Field(<void**>&self.thr_tid, 8, t); n += 1
+        f[n] = Field(<void**>&self.thr_depth, 4, t); n += 1
+        f[n] = Field(<void**>&self.thr_over, 4, t); n += 1
+        f[n] = Field(<void**>&self.thr_seed, 8, t); n += 1
+        f[n] = Field(<void**>&self.st_cls, 4, sd); n += 1
+        f[n] = Field(<void**>&self.st_occ, 4, sd); n += 1
+        f[n] = Field(<void**>&self.st_name, 4, sd); n += 1
+        f[n] = Field(<void**>&self.st_site, 4, sd); n += 1
+        f[n] = Field(<void**>&self.st_task, 4, sd); n += 1
+        f[n] = Field(<void**>&self.st_inst, 8, sd); n += 1
+        f[n] = Field(<void**>&self.st_ts, 8, sd); n += 1
+        f[n] = Field(<void**>&self.st_key, 8, sd); n += 1
+        f[n] = Field(<void**>&self.st_mode, 1, sd); n += 1
+        f[n] = Field(<void**>&self.st_try, 1, sd); n += 1
+        f[n] = Field(<void**>&self.st_irq, 1, sd); n += 1
+        f[n] = Field(<void**>&self.oc_cls, 4, o); n += 1
+        f[n] = Field(<void**>&self.oc_site, 4, o); n += 1
+        f[n] = Field(<void**>&self.oc_host, 4, o); n += 1
+        f[n] = Field(<void**>&self.oc_task, 4, o); n += 1
+        f[n] = Field(<void**>&self.oc_tid, 8, o); n += 1
+        f[n] = Field(<void**>&self.oc_ts, 8, o); n += 1
+        f[n] = Field(<void**>&self.oc_inst, 8, o); n += 1
+        f[n] = Field(<void**>&self.oc_mode, 1, o); n += 1
+        f[n] = Field(<void**>&self.oc_try, 1, o); n += 1
+        f[n] = Field(<void**>&self.oc_irq, 1, o); n += 1
+        f[n] = Field(<void**>&self.e_src, 4, e); n += 1
+        f[n] = Field(<void**>&self.e_dst, 4, e); n += 1
+        f[n] = Field(<void**>&self.e_kinds, 1, e); n += 1
+        f[n] = Field(<void**>&self.e_kseq, 16, e); n += 1
+        f[n] = Field(<void**>&self.e_occ_h, 4, e); n += 1
+        f[n] = Field(<void**>&self.e_occ_t, 4, e); n += 1
+        f[n] = Field(<void**>&self.e_hosts, 4, e); n += 1
+        f[n] = Field(<void**>&self.e_host0, 4, e); n += 1
+        f[n] = Field(<void**>&self.e_count, 8, e); n += 1
+        f[n] = Field(<void**>&self.e_last, 8, e); n += 1
+        f[n] = Field(<void**>&self.ph_host, 4, self.n_pair); n += 1
+        f[n] = Field(<void**>&self.ph_next, 4, self.n_pair); n += 1
+        f[n] = Field(<void**>&self.chains, sizeof(Chain), self.n_chain); n += 1
+        f[n] = Field(<void**>&self.ce_edge, 4, self.n_ce); n += 1
+        return n
+
+    def dump(self):
+        """The whole core state as bytes (see load)."""
+        cdef Field f[64]
+        cdef int nf, i
+        cdef int64_t x, nb
+        parts = [_SNAP_MAGIC]
+        header = [self.max_depth, self.n_cls, self.n_thr, self.n_occ, self.n_edge, self.n_pair,
+                  self.n_chain, self.n_ce, self.arrival_seq, self.any_safe, self.events,
+                  self.acquires, self.releases, self.depth_overflows, self.chain_hits,
+                  self.chain_misses, self.recomputes, self.reorders, self.searches,
+                  self.search_budget_exhausted]
+        parts.append(np.array(header, dtype=np.int64).tobytes())
+        nf = self._fields(f)
+        for i in range(nf):
+            nb = f[i].elem * f[i].count
+            if nb:
+                parts.append((<char*>f[i].ptr[0])[:nb])
+        outn = np.array([self.out_n[x] for x in range(self.n_cls)], dtype=np.int32)
+        inn = np.array([self.in_n[x] for x in range(self.n_cls)], dtype=np.int32)
+        parts.append(outn.tobytes())
+        parts.append(inn.tobytes())
+        for x in range(self.n_cls):
+            if self.out_n[x]:
+                parts.append((<char*>self.out_e[x])[:8 * self.out_n[x]])
+        for x in range(self.n_cls):
+            if self.in_n[x]:
+                parts.append((<char*>self.in_e[x])[:8 * self.in_n[x]])
+        return b"".join(parts)
+
+    @staticmethod
+    def load(const unsigned char[::1] data):
+        """A Core from dump()'s bytes; raises ValueError on anything malformed."""
+        cdef int64_t off = len(_SNAP_MAGIC), nb, x, i, n
+        cdef Field f[64]
+        cdef int nf
+        cdef Core core
+        cdef int32_t p, e
+        cdef uint64_t key
+        if data.shape[0] < off + 20 * 8 or bytes(data[:off]) != _SNAP_MAGIC:
+            raise ValueError("not a lockfleet core snapshot")
+        h = np.frombuffer(bytes(data[off:off + 20 * 8]), dtype=np.int64).tolist()
+        off += 20 * 8
+        core = Core(int(h[0]))
+        (core.n_cls, core.n_thr, core.n_occ, core.n_edge, core.n_pair, core.n_chain,
+         core.n_ce) = h[1:8]
+        core.arrival_seq = <uint32_t>h[8]
+        core.any_safe = bool(h[9])
+        (core.events, core.acquires, core.releases, core.depth_overflows, core.chain_hits,
+         core.chain_misses, core.recomputes, core.reorders, core.searches,
+         core.search_budget_exhausted) = h[10:20]
+        if min(h[1:8]) < 0:
+            raise ValueError("corrupt core snapshot header")
+        core.cap_cls = 0
+        if core._ensure_cls(max(core.n_cls, 1)):
+            raise MemoryError()
+        core.cap_thr = max(core.n_thr, 1)
+        core.cap_occ = max(core.n_occ, 1)
+        core.cap_edge = max(core.n_edge, 1)
+        core.cap_pair = max(core.n_pair, 1)
+        core.cap_chain = max(core.n_chain, 1)
+        core.cap_ce = max(core.n_ce, 1)
+        nf = core._fields(f)
+        for i in range(nf):
+            nb = f[i].elem * f[i].count
+            if f[i].ptr[0] == NULL:      # not a class array: size it to its count
+                if _grow(f[i].ptr, max(f[i].count, 1), f[i].elem):
+                    raise MemoryError()
+            if off + nb > data.shape[0]:
+                raise ValueError("truncated core snapshot")
+            if nb:
+                memcpy(f[i].ptr[0], &data[off], nb)
+            off += nb
+        n = core.n_cls
+        if off + 8 * n > data.shape[0]:
+            raise ValueError("truncated core snapshot")
+        outn = np.frombuffer(bytes(data[off:off + 4 * n]), dtype=np.int32)
+        off += 4 * n
+        inn = np.frombuffer(bytes(data[off:off + 4 * n]), dtype=np.int32)
+        off += 4 * n
+        for x in range(n):
+            core.out_n[x] = core.out_c[x] = outn[x]
+            core.out_e[x] = NULL
+            if outn[x]:
+                nb = 8 * outn[x]
+                if off + nb > data.shape[0] or _grow(<void**>&core.out_e[x], outn[x], 8):
+                    raise ValueError("truncated core snapshot")
+                memcpy(core.out_e[x], &data[off], nb)
+                off += nb
+        for x in range(n):
+            core.in_n[x] = core.in_c[x] = inn[x]
+            core.in_e[x] = NULL
+            if inn[x]:
+                nb = 8 * inn[x]
+                if off + nb > data.shape[0] or _grow(<void**>&core.in_e[x], inn[x], 8):
+                    raise ValueError("truncated core snapshot")
+                memcpy(core.in_e[x], &data[off], nb)
+                off += nb
+        if off != data.shape[0]:
+            raise ValueError("trailing bytes in core snapshot")
+        core._rebuild_indexes()
+        if core.oom:
+            raise MemoryError()
+        return core
+
+    cdef void _rebuild_indexes(self) noexcept nogil:
+        cdef int64_t i, c = 4096, j
+        cdef int32_t p
+        cdef uint64_t key
+        for i in range(self.n_cls):
+            u64map_put(&self.cls_map, ((<uint64_t>self.cls_name[i]) << 8) | <uint64_t>self.cls_sub[i] | TOP,
+                       <int32_t>i)
+        for i in range(self.n_thr):
+            key = mix64(mix64(<uint64_t>self.thr_tid[i]) ^ (<uint64_t>self.thr_host[i] * <uint64_t>0x9e3779b97f4a7c15)) | 1
+            u64map_put_h(&self.thr_map, key, key, <int32_t>i, True)
+        for i in range(self.n_edge):
+            pairidx_add(&self.edge_idx, self.e_src, self.e_dst, <int32_t>i)
+            p = self.e_hosts[i]
+            while p >= 0:
+                u64map_put(&self.pair_map, ((<uint64_t>i) << 32) | <uint64_t><uint32_t>self.ph_host[p] | TOP, p)
+                p = self.ph_next[p]
+        while c < 2 * (self.n_chain + 1):
+            c <<= 1
+        free(self.chain_slots)
+        self.chain_slots = <int32_t*>malloc(c * 4)
+        if self.chain_slots == NULL:
+            self.oom = True
+            return
+        memset(self.chain_slots, 0xff, c * 4)
+        self.chain_mask = c - 1
+        for i in range(self.n_chain):
+            j = <int64_t>(self.chains[i].key & <uint64_t>self.chain_mask)
+            while self.chain_slots[j] >= 0:
+                j = (j + 1) & self.chain_mask
+            self.chain_slots[j] = <int32_t>i
+        self.counts_dirty = True
 
 
 include "graph.pxi"

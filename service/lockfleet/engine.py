@@ -8,9 +8,11 @@ The engine knows nothing of gRPC or files. One Engine is not thread-safe: caller
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
-from dataclasses import dataclass, field
+import struct
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +30,7 @@ _USAGE_NAMES = ("IN-HARDIRQ-W", "IN-HARDIRQ-R", "HARDIRQ-ON-W", "HARDIRQ-ON-R",
                 "IN-SOFTIRQ-W", "IN-SOFTIRQ-R", "SOFTIRQ-ON-W", "SOFTIRQ-ON-R")
 _SUBCLASS_NAME = re.compile(r"^(.*)/([0-7])$")
 DEFAULT_HOST = "localhost"
+_SNAPSHOT_MAGIC = b"LFENG001"
 
 
 class _Interner:
@@ -230,6 +233,44 @@ class Engine:
             usages=usages, usage_strings={n: self._usage_string(c) for n, c in zip(names, classes)},
             irq_state=_IRQ[r.irq] if r.irq >= 0 else "", count=r.count,
             first_ts_ns=trigger.ts_ns if trigger else 0, seq=r.seq)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> bytes:
+        """The whole state (graph, evidence, held stacks, alerts, names) as bytes."""
+        meta = {
+            "max_lock_depth": self.max_lock_depth,
+            "batches": self._batches,
+            "names": {k: getattr(self, "_" + k).names for k in ("locks", "sites", "tasks", "hosts")},
+            "records": [{**asdict(r), "hosts": sorted(r.hosts)} for r in self._records.values()],
+        }
+        blob = json.dumps(meta, separators=(",", ":")).encode()
+        return _SNAPSHOT_MAGIC + struct.pack("<Q", len(blob)) + blob + self._core.dump()
+
+    @classmethod
+    def restore(cls, data: bytes) -> "Engine":
+        """An Engine from snapshot()'s bytes; ValueError if they are not a valid snapshot."""
+        if not data.startswith(_SNAPSHOT_MAGIC) or len(data) < len(_SNAPSHOT_MAGIC) + 8:
+            raise ValueError("not a lockfleet engine snapshot")
+        off = len(_SNAPSHOT_MAGIC)
+        (n,) = struct.unpack_from("<Q", data, off)
+        off += 8
+        try:
+            meta = json.loads(data[off:off + n])
+        except ValueError as e:
+            raise ValueError(f"corrupt engine snapshot: {e}") from None
+        eng = cls(max_lock_depth=meta["max_lock_depth"])
+        eng._core = Core.load(memoryview(data)[off + n:])
+        eng._batches = meta["batches"]
+        for k, names in meta["names"].items():
+            interner = getattr(eng, "_" + k)
+            for name in names:
+                interner.get(name)
+        for r in meta["records"]:
+            rec = _Record(**{**r, "edges": tuple(r["edges"]), "bits": tuple(r["bits"]),
+                             "held": tuple(r["held"]), "hosts": set(r["hosts"])})
+            eng._records[rec.id] = rec
+        return eng
 
     # ------------------------------------------------------------------ queries
 

@@ -1,0 +1,154 @@
+"""Engine-level behaviour beyond lockdep's rules (those are in test_scenarios/test_properties):
+the seed report through the engine, evidence, queries, snapshots."""
+
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from lockfleet import Engine
+from lockfleet.demo import seed_scenario
+
+from eventgen import Stream, events
+
+SEED_LOCKS = ("tracepoints_mutex", "cpu_hotplug_lock.rw_sem", "pmus_lock", "&cpuctx_mutex", "bpf_event_mutex")
+
+
+def shared() -> Path:
+    import os
+    return Path(os.environ.get("LOCKFLEET_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+
+
+def fed_seed(engine: Engine, hosts=None) -> list:
+    raised = []
+    for host, table in seed_scenario().items():
+        if hosts is None or host in hosts:
+            raised += engine.ingest(table, host=host)
+    return raised
+
+
+def test_seed_cycle_across_four_hosts_renders_like_the_seed():
+    eng = Engine()
+    raised = fed_seed(eng)
+    assert [a.kind for a in raised] == ["circular"]
+    alert = raised[0]
+    assert alert.locks == SEED_LOCKS
+    assert alert.hosts == ("boot-0", "bpf-3", "perf-1", "perf-2")
+    assert alert.single_host() is None
+    text = alert.render()
+    assert "Chain exists of:\n  tracepoints_mutex --> &cpuctx_mutex --> bpf_event_mutex\n" in text
+    seed = (shared() / "seed" / "lkml-bpf-deadlock-report.txt")
+    if not seed.exists():
+        pytest.skip(f"{seed} not found")
+    strip = lambda line: re.sub(r"^\[\s*\d+\.\d+\]\s?", "", line)
+    seed_lines = [strip(l) for l in seed.read_text().splitlines()]
+    start = seed_lines.index("       CPU0                    CPU1")
+    table = seed_lines[start:start + 6]
+    got = text.splitlines()
+    at = got.index("       CPU0                    CPU1")
+    assert got[at:at + 6] == table
+
+
+def test_no_host_alone_makes_a_finding():
+    for host in ("boot-0", "perf-1", "perf-2", "bpf-3"):
+        eng = Engine()
+        assert fed_seed(eng, hosts={host}) == []
+
+
+def test_alert_id_is_stable_whatever_closes_the_cycle():
+    a, b = Engine(), Engine()
+    items = list(seed_scenario().items())
+    for host, t in items:
+        a.ingest(t, host=host)
+    for host, t in reversed(items):
+        b.ingest(t, host=host)
+    (x,), (y,) = a.alerts(), b.alerts()
+    assert x.id == y.id and set(x.locks) == set(y.locks)
+
+
+def test_chain_and_links_carry_evidence():
+    eng = Engine()
+    fed_seed(eng)
+    path = eng.chain("tracepoints_mutex", "bpf_event_mutex")
+    assert path == ["tracepoints_mutex", "cpu_hotplug_lock.rw_sem", "pmus_lock", "&cpuctx_mutex", "bpf_event_mutex"]
+    links = eng.chain_links("tracepoints_mutex", "bpf_event_mutex")
+    assert [l.first_taken.host for l in links] == ["perf-1", "boot-0", "boot-0", "perf-2"]
+    assert links[0].first_taken.site.startswith("static_key_slow_inc")
+    assert eng.chain("bpf_event_mutex", "no_such_lock") is None
+
+
+def test_subclass_names_and_chain_lookup():
+    s = Stream()
+    t = s.thread(host="h")
+    t.lock("A")
+    t.lock("A", subclass=1)
+    t.unlock("A")
+    t.unlock("A")
+    eng = Engine()
+    eng.ingest(events(s.rows), host="h")
+    assert eng.edges() == [("A", "A/1", ("EN",))]
+    assert eng.chain("A", "A/1") == ["A", "A/1"]
+    assert eng.alerts() == []
+
+
+def test_counts_and_hosts_grow_with_repeats():
+    s = Stream()
+    for host in ("h1", "h2", "h2"):
+        t = s.thread(host=host)
+        t.lock("A"); t.lock("B"); t.unlock("B"); t.unlock("A")
+    eng = Engine()
+    eng.ingest(events(s.rows), host="x")
+    (link,) = eng.chain_links("A", "B")
+    assert link.count == 3 and link.hosts == ("h1", "h2")
+
+
+def test_stats_counts_events_and_classes():
+    eng = Engine()
+    fed_seed(eng)
+    st = eng.stats()
+    assert st["events"] == sum(t.num_rows for t in seed_scenario().values())
+    assert st["alerts"] == 1 and st["locks"] >= 5 and st["edges"] >= 5
+
+
+def test_snapshot_restore_mid_stream_keeps_held_locks_and_alerts():
+    s = Stream()
+    t1, t2 = s.thread(host="h1"), s.thread(host="h2")
+    t1.lock("A"); t1.lock("B")           # t1 still holds A and B at the snapshot
+    first = events(s.rows)
+    s.rows.clear()
+    t1.unlock("B"); t1.unlock("A")       # would be bad_unlocks if the stacks were lost
+    t2.lock("B"); t2.lock("A"); t2.unlock("A"); t2.unlock("B")
+    second = events(s.rows)
+    eng = Engine()
+    eng.ingest(first, host="h")
+    restored = Engine.restore(eng.snapshot())
+    out_a = eng.ingest(second, host="h")
+    out_b = restored.ingest(second, host="h")
+    assert [a.kind for a in out_b] == ["circular"]
+    assert [a.to_dict() for a in out_a] == [a.to_dict() for a in out_b]
+    drop = lambda st: {k: v for k, v in st.items() if k != "core_bytes"}
+    assert drop(eng.stats()) == drop(restored.stats())
+    assert eng.edges() == restored.edges()
+
+
+def test_snapshot_rejects_garbage():
+    with pytest.raises(ValueError):
+        Engine.restore(b"nope")
+    snap = Engine().snapshot()
+    with pytest.raises(ValueError):
+        Engine.restore(snap[:-3] if len(snap) > 3 else b"LFENG001")
+
+
+def test_depth_limit_is_a_setting():
+    s = Stream()
+    t = s.thread(host="h")
+    for i in range(5):
+        t.lock(f"L{i}")
+    for i in reversed(range(5)):
+        t.unlock(f"L{i}")
+    eng = Engine(max_lock_depth=3)
+    eng.ingest(events(s.rows), host="h")
+    st = eng.stats()
+    assert st["depth_overflows"] == 2
+    assert st["alerts"] == 0   # the untracked releases are absorbed, not bad_unlocks
