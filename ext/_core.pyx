@@ -62,12 +62,11 @@ DEF RECOMPUTE_AT = 48
 DEF RECOMPUTE_RATIO = 64
 
 cdef struct Chain:
-    # one validated held-lock stack (lockdep's lock_chain); 32 bytes, one cache line's quarter
+    # one validated held-lock stack (lockdep's lock_chain), 24 bytes
     uint64_t key        # the chain key (a hash), nonzero
     uint64_t count      # times this exact stack was taken
-    int64_t last        # when last taken
+    uint32_t last_s     # when last taken, in seconds: "last seen" needs no finer grain
     int32_t edges       # -1 none; >= 0 the one dependency it made; <= -2: -(offset + 2) into ce_edge
-    int32_t _pad
 
 
 cdef struct Field:
@@ -78,6 +77,12 @@ cdef struct Field:
 
 
 _SNAP_MAGIC = b"LFCORE01"
+
+
+cdef inline uint32_t _seconds(int64_t ts_ns) noexcept nogil:
+    if ts_ns <= 0:
+        return 0
+    return <uint32_t>(ts_ns // 1000000000)
 
 
 cdef int _grow(void** p, int64_t n, size_t elem) noexcept nogil:
@@ -129,7 +134,6 @@ cdef class Core:
     cdef uint64_t* st_inst
     cdef int64_t* st_ts
     cdef uint64_t* st_key
-    cdef int32_t* st_occ
     cdef uint8_t* st_mode
     cdef uint8_t* st_try
     cdef uint8_t* st_irq
@@ -152,8 +156,16 @@ cdef class Core:
     cdef int32_t* e_dst
     cdef uint8_t* e_kinds
     cdef uint32_t* e_kseq
-    cdef int32_t* e_occ_h
-    cdef int32_t* e_occ_t
+    # first evidence, inline (host = e_host0): the taken lock's task, time, site, instance and
+    # mode; the held lock's site, instance, mode and trylock flag (ev_modes: mode_t | try_h << 2
+    # | mode_h << 3)
+    cdef int32_t* ev_task
+    cdef int64_t* ev_ts
+    cdef int32_t* ev_site_h
+    cdef int32_t* ev_site_t
+    cdef uint64_t* ev_inst_h
+    cdef uint64_t* ev_inst_t
+    cdef uint8_t* ev_modes
     cdef int32_t* e_hosts
     cdef uint64_t* e_count
     cdef int64_t* e_last
@@ -222,7 +234,6 @@ cdef class Core:
     cdef uint8_t* ra_mode
     cdef uint8_t* ra_try
     cdef uint8_t* ra_irq
-    cdef int32_t* ra_occ
     cdef int32_t* ra_edges
     # counters
     cdef public int64_t events, acquires, releases, depth_overflows, chain_hits, chain_misses
@@ -245,7 +256,6 @@ cdef class Core:
         self.ra_mode = <uint8_t*>malloc(max_depth)
         self.ra_try = <uint8_t*>malloc(max_depth)
         self.ra_irq = <uint8_t*>malloc(max_depth)
-        self.ra_occ = <int32_t*>malloc(max_depth * sizeof(int32_t))
         self.ra_edges = <int32_t*>malloc(max_depth * sizeof(int32_t))
         self.chain_slots = <int32_t*>malloc(4096 * sizeof(int32_t))
         memset(self.chain_slots, 0xff, 4096 * sizeof(int32_t))
@@ -308,8 +318,13 @@ cdef class Core:
         free(self.e_dst)
         free(self.e_kinds)
         free(self.e_kseq)
-        free(self.e_occ_h)
-        free(self.e_occ_t)
+        free(self.ev_task)
+        free(self.ev_ts)
+        free(self.ev_site_h)
+        free(self.ev_site_t)
+        free(self.ev_inst_h)
+        free(self.ev_inst_t)
+        free(self.ev_modes)
         free(self.e_hosts)
         free(self.e_count)
         free(self.e_last)
@@ -317,8 +332,6 @@ cdef class Core:
         free(self.ph_next)
         free(self.chains)
         free(self.chain_slots)
-        free(self.st_occ)
-        free(self.ra_occ)
         free(self.ce_edge)
         free(self.ar_edge)
         free(self.ar_kind)
@@ -361,7 +374,7 @@ cdef class Core:
         cdef int64_t cap = self.cap_cls, i
         if need <= cap:
             return 0
-        cap = max(need, cap * 2, 256)
+        cap = max(need, cap + cap // 2, 256)
         if (_grow(<void**>&self.cls_name, cap, 4) or _grow(<void**>&self.cls_sub, cap, 1)
                 or _grow(<void**>&self.cls_usage, cap, 1) or _grow(<void**>&self.cls_flags, cap, 1)
                 or _grow(<void**>&self.cls_reach, cap, 1) or _grow(<void**>&self.cls_usage_occ, cap, 32)
@@ -470,10 +483,10 @@ cdef class Core:
         if t >= 0:
             return t
         if self.n_thr + 1 > self.cap_thr:
-            cap = max(self.cap_thr * 2, 64)
+            cap = max(self.cap_thr + self.cap_thr // 2, 64)
             if (_grow(<void**>&self.thr_host, cap, 4) or _grow(<void**>&self.thr_tid, cap, 8)
                     or _grow(<void**>&self.thr_depth, cap, 4) or _grow(<void**>&self.thr_over, cap, 4)
-                    or _grow(<void**>&self.thr_seed, cap, 8) or _grow(<void**>&self.st_cls, cap * d, 4) or _grow(<void**>&self.st_occ, cap * d, 4)
+                    or _grow(<void**>&self.thr_seed, cap, 8) or _grow(<void**>&self.st_cls, cap * d, 4)
                     or _grow(<void**>&self.st_name, cap * d, 4) or _grow(<void**>&self.st_site, cap * d, 4)
                     or _grow(<void**>&self.st_task, cap * d, 4) or _grow(<void**>&self.st_inst, cap * d, 8)
                     or _grow(<void**>&self.st_ts, cap * d, 8) or _grow(<void**>&self.st_key, cap * d, 8)
@@ -498,7 +511,7 @@ cdef class Core:
         cdef int64_t cap
         cdef int32_t o
         if self.n_occ + 1 > self.cap_occ:
-            cap = max(self.cap_occ * 2, 1024)
+            cap = max(self.cap_occ + self.cap_occ // 2, 1024)
             if (_grow(<void**>&self.oc_cls, cap, 4) or _grow(<void**>&self.oc_site, cap, 4)
                     or _grow(<void**>&self.oc_host, cap, 4) or _grow(<void**>&self.oc_task, cap, 4)
                     or _grow(<void**>&self.oc_tid, cap, 8) or _grow(<void**>&self.oc_ts, cap, 8)
@@ -532,7 +545,7 @@ cdef class Core:
         cdef int64_t cap, j, base
         cdef int32_t f
         if self.n_f + 1 > self.cap_f:
-            cap = max(self.cap_f * 2, 64)
+            cap = max(self.cap_f + self.cap_f // 2, 64)
             if (_grow(<void**>&self.f_kind, cap, 4) or _grow(<void**>&self.f_row, cap, 4)
                     or _grow(<void**>&self.f_a, cap, 4) or _grow(<void**>&self.f_b, cap, 4)
                     or _grow(<void**>&self.f_c, cap, 4) or _grow(<void**>&self.f_d, cap, 4)
@@ -566,7 +579,7 @@ cdef class Core:
     cdef int _push_i32(self, int32_t** arr, int64_t* n, int64_t* cap, int32_t v) noexcept nogil:
         cdef int64_t c
         if n[0] + 1 > cap[0]:
-            c = max(cap[0] * 2, 256)
+            c = max(cap[0] + cap[0] // 2, 256)
             if _grow(<void**>arr, c, 4):
                 self.oom = True
                 return -1
@@ -577,7 +590,7 @@ cdef class Core:
 
     # ------------------------------------------------------------------ per event
 
-    cdef int32_t _edge(self, int32_t src, int32_t dst, int k, int32_t th, int64_t slot, int32_t* occ_t,
+    cdef int32_t _edge(self, int32_t src, int32_t dst, int k, int32_t th, int64_t slot,
                        int32_t cls, uint8_t mode, uint64_t inst, int32_t site, int32_t task,
                        int64_t ts, uint8_t irq, int32_t row) noexcept nogil:
         """Record the dependency src -> dst of kind k (lockdep's check_prev_add, without the search:
@@ -589,10 +602,13 @@ cdef class Core:
         cdef bint new_pair = False
         if e < 0:
             if self.n_edge + 1 > self.cap_edge:
-                cap = max(self.cap_edge * 2, 1024)
+                cap = max(self.cap_edge + self.cap_edge // 2, 1024)
                 if (_grow(<void**>&self.e_src, cap, 4) or _grow(<void**>&self.e_dst, cap, 4)
                         or _grow(<void**>&self.e_kinds, cap, 1) or _grow(<void**>&self.e_kseq, cap, 16)
-                        or _grow(<void**>&self.e_occ_h, cap, 4) or _grow(<void**>&self.e_occ_t, cap, 4)
+                        or _grow(<void**>&self.ev_task, cap, 4) or _grow(<void**>&self.ev_ts, cap, 8)
+                        or _grow(<void**>&self.ev_site_h, cap, 4) or _grow(<void**>&self.ev_site_t, cap, 4)
+                        or _grow(<void**>&self.ev_inst_h, cap, 8) or _grow(<void**>&self.ev_inst_t, cap, 8)
+                        or _grow(<void**>&self.ev_modes, cap, 1)
                         or _grow(<void**>&self.e_hosts, cap, 4) or _grow(<void**>&self.e_count, cap, 8)
                         or _grow(<void**>&self.e_host0, cap, 4)
                         or _grow(<void**>&self.e_last, cap, 8)):
@@ -605,12 +621,13 @@ cdef class Core:
             self.e_dst[e] = dst
             self.e_kinds[e] = 0
             memset(&self.e_kseq[e * 4], 0, 16)
-            if occ_t[0] < 0:
-                occ_t[0] = self._occ(cls, mode, 0, inst, site, host, task, self.thr_tid[th], ts, irq)
-            if self.st_occ[slot] < 0:
-                self.st_occ[slot] = self._held_occ(th, slot)
-            self.e_occ_h[e] = self.st_occ[slot]
-            self.e_occ_t[e] = occ_t[0]
+            self.ev_task[e] = task
+            self.ev_ts[e] = ts
+            self.ev_site_h[e] = self.st_site[slot]
+            self.ev_site_t[e] = site
+            self.ev_inst_h[e] = self.st_inst[slot]
+            self.ev_inst_t[e] = inst
+            self.ev_modes[e] = <uint8_t>(mode | (self.st_try[slot] << 2) | (self.st_mode[slot] << 3))
             self.e_hosts[e] = -1
             self.e_host0[e] = host
             self.e_count[e] = 0
@@ -623,7 +640,7 @@ cdef class Core:
             self.arrival_seq += 1
             self.e_kseq[e * 4 + k] = self.arrival_seq
             if self.n_ar + 1 > self.cap_ar:
-                cap = max(self.cap_ar * 2, 256)
+                cap = max(self.cap_ar + self.cap_ar // 2, 256)
                 if (_grow(<void**>&self.ar_edge, cap, 4) or _grow(<void**>&self.ar_kind, cap, 1)
                         or _grow(<void**>&self.ar_new, cap, 1) or _grow(<void**>&self.ar_seq, cap, 4)
                         or _grow(<void**>&self.ar_row, cap, 4)):
@@ -641,7 +658,7 @@ cdef class Core:
         key = ((<uint64_t>e) << 32) | <uint64_t><uint32_t>host | TOP
         if u64map_get(&self.pair_map, key) < 0:
             if self.n_pair + 1 > self.cap_pair:
-                cap = max(self.cap_pair * 2, 1024)
+                cap = max(self.cap_pair + self.cap_pair // 2, 1024)
                 if _grow(<void**>&self.ph_host, cap, 4) or _grow(<void**>&self.ph_next, cap, 4):
                     self.oom = True
                     return -1
@@ -722,7 +739,7 @@ cdef class Core:
         cdef uint8_t ctx = irq & 3
         cdef int32_t ne = 0
         if self.n_chain + 1 > self.cap_chain:
-            cap = max(self.cap_chain * 2, 1024)
+            cap = max(self.cap_chain + self.cap_chain // 2, 1024)
             if _grow(<void**>&self.chains, cap, sizeof(Chain)):
                 self.oom = True
                 return -1
@@ -731,7 +748,7 @@ cdef class Core:
         self.n_chain += 1
         self.chains[ci].key = key
         self.chains[ci].count = 1
-        self.chains[ci].last = ts
+        self.chains[ci].last_s = _seconds(ts)
         self.chains[ci].edges = -1
         if self._chain_index(ci):
             return -1
@@ -754,7 +771,7 @@ cdef class Core:
             hc = self.st_cls[base + j]
             if hc != c:
                 k = (2 if self.st_mode[base + j] != 0 else 0) + (1 if mode == 2 else 0)
-                e = self._edge(hc, c, k, th, base + j, &occ_t, c, mode, inst, site, task, ts, irq, row)
+                e = self._edge(hc, c, k, th, base + j, c, mode, inst, site, task, ts, irq, row)
                 if e < 0:
                     return -1
                 self.ra_edges[ne] = e
@@ -795,12 +812,11 @@ cdef class Core:
         if ci >= 0:
             self.chain_hits += 1
             self.chains[ci].count += 1
-            self.chains[ci].last = ts
+            self.chains[ci].last_s = _seconds(ts)
             occ = -1
         else:
             self.chain_misses += 1
-            occ = self._validate(th, c, mode, trylock, irq, inst, site, task, ts, row, key, reacquire)
-        self.st_occ[slot] = occ
+            self._validate(th, c, mode, trylock, irq, inst, site, task, ts, row, key, reacquire)
         self.st_cls[slot] = c
         self.st_name[slot] = name
         self.st_site[slot] = site
@@ -849,15 +865,11 @@ cdef class Core:
             self.ra_mode[i] = self.st_mode[s]
             self.ra_try[i] = self.st_try[s]
             self.ra_irq[i] = self.st_irq[s]
-            self.ra_occ[i] = self.st_occ[s]
         self.thr_depth[th] = j
         for i in range(n):
             self._acquire(th, self.ra_cls[i], self.ra_name[i], self.ra_mode[i], self.ra_try[i],
                           self.ra_irq[i], self.ra_inst[i], self.ra_site[i], self.ra_task[i],
                           self.ra_ts[i], row, True)
-            s = base + j + i
-            if self.st_occ[s] < 0:
-                self.st_occ[s] = self.ra_occ[i]
 
     cdef int _run(self, Py_ssize_t n, const int64_t* ts, const int64_t* tid, const uint8_t* op,
                   const int32_t* lk, const int32_t* lk_map, int32_t* cls_cache,
@@ -1031,9 +1043,10 @@ cdef class Core:
                 self.oc_host[o], self.oc_task[o], self.oc_tid[o], self.oc_ts[o], self.oc_irq[o])
 
     cdef inline void _count_edge(self, int32_t e, int64_t ci) noexcept nogil:
+        cdef int64_t last = <int64_t>self.chains[ci].last_s * 1000000000
         self.e_count[e] += self.chains[ci].count
-        if self.chains[ci].last > self.e_last[e]:
-            self.e_last[e] = self.chains[ci].last
+        if last > self.e_last[e]:
+            self.e_last[e] = last
 
     cdef void _refresh_counts(self) noexcept nogil:
         cdef int64_t ci, j, off
@@ -1052,7 +1065,8 @@ cdef class Core:
         self.counts_dirty = False
 
     def edge_info(self, int32_t e):
-        """(src, dst, kinds bits, held occ, taken occ, count, last ts, [host ids])."""
+        """(src, dst, kinds bits, first host, task, ts, held site, taken site, held instance,
+        taken instance, taken mode, held trylock, held mode, count, last ts, [host ids])."""
         cdef int32_t p
         with nogil:
             self._refresh_counts()
@@ -1061,7 +1075,10 @@ cdef class Core:
         while p >= 0:
             hosts.append(self.ph_host[p])
             p = self.ph_next[p]
-        return (self.e_src[e], self.e_dst[e], self.e_kinds[e], self.e_occ_h[e], self.e_occ_t[e],
+        return (self.e_src[e], self.e_dst[e], self.e_kinds[e], self.e_host0[e], self.ev_task[e],
+                self.ev_ts[e], self.ev_site_h[e], self.ev_site_t[e], self.ev_inst_h[e],
+                self.ev_inst_t[e], self.ev_modes[e] & 3, (self.ev_modes[e] >> 2) & 1,
+                (self.ev_modes[e] >> 3) & 3,
                 self.e_count[e], self.e_last[e], hosts)
 
     def find_edge(self, int32_t src, int32_t dst):
@@ -1132,7 +1149,6 @@ cdef class Core:
         f[n] = Field(<void**>&self.thr_over, 4, t); n += 1
         f[n] = Field(<void**>&self.thr_seed, 8, t); n += 1
         f[n] = Field(<void**>&self.st_cls, 4, sd); n += 1
-        f[n] = Field(<void**>&self.st_occ, 4, sd); n += 1
         f[n] = Field(<void**>&self.st_name, 4, sd); n += 1
         f[n] = Field(<void**>&self.st_site, 4, sd); n += 1
         f[n] = Field(<void**>&self.st_task, 4, sd); n += 1
@@ -1156,8 +1172,13 @@ cdef class Core:
         f[n] = Field(<void**>&self.e_dst, 4, e); n += 1
         f[n] = Field(<void**>&self.e_kinds, 1, e); n += 1
         f[n] = Field(<void**>&self.e_kseq, 16, e); n += 1
-        f[n] = Field(<void**>&self.e_occ_h, 4, e); n += 1
-        f[n] = Field(<void**>&self.e_occ_t, 4, e); n += 1
+        f[n] = Field(<void**>&self.ev_task, 4, e); n += 1
+        f[n] = Field(<void**>&self.ev_ts, 8, e); n += 1
+        f[n] = Field(<void**>&self.ev_site_h, 4, e); n += 1
+        f[n] = Field(<void**>&self.ev_site_t, 4, e); n += 1
+        f[n] = Field(<void**>&self.ev_inst_h, 8, e); n += 1
+        f[n] = Field(<void**>&self.ev_inst_t, 8, e); n += 1
+        f[n] = Field(<void**>&self.ev_modes, 1, e); n += 1
         f[n] = Field(<void**>&self.e_hosts, 4, e); n += 1
         f[n] = Field(<void**>&self.e_host0, 4, e); n += 1
         f[n] = Field(<void**>&self.e_count, 8, e); n += 1

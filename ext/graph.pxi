@@ -367,7 +367,7 @@ cdef int _check_cycle(Core self, int64_t i) noexcept nogil:
     cdef int rc = _strong_path(self, v, u, k, self.ar_seq[i], self.rep[u])
     if rc <= 0:
         return rc
-    if self._finding(F_CIRCULAR, self.ar_row[i], e, k, -1, -1, self.e_occ_t[e], -1):
+    if self._finding(F_CIRCULAR, self.ar_row[i], e, k, -1, -1, -1, -1):
         return -1
     f = <int32_t>self.n_f - 1
     for j in range(self.path_n):

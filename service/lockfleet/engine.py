@@ -157,7 +157,10 @@ class Engine:
             rec = _Record(id="", kind=kind, seq=0, edges=tuple(path), cls=a, irq=b, bits=(in_bit, d),
                           safe_cls=c, occ=occ)
         rid = kind + "-" + hashlib.sha1(f"{kind}\n{ident}".encode()).hexdigest()[:16]
-        host = self._hosts.name(core.occurrence(occ)[5]) if occ >= 0 else ""
+        if occ >= 0:
+            host = self._hosts.name(core.occurrence(occ)[5])
+        else:  # a cycle: the host that first took its closing dependency
+            host = self._hosts.name(core.edge_info(path[-1])[3]) if path else ""
         old = self._records.get(rid)
         if old is not None:
             old.count += 1
@@ -189,10 +192,19 @@ class Engine:
                           task=self._tasks.name(task), tid=tid, ts_ns=ts, irq=irq)
 
     def _link(self, e: int) -> Link:
-        src, dst, kinds, occ_h, occ_t, count, last, hosts = self._core.edge_info(e)
-        return Link(held=self._class_name(src), taken=self._class_name(dst),
+        (src, dst, kinds, host, task, ts, site_h, site_t, inst_h, inst_t, mode_t, try_h, mode_h,
+         count, last, hosts) = self._core.edge_info(e)
+        held, taken = self._class_name(src), self._class_name(dst)
+        host_name, task_name = self._hosts.name(host), self._tasks.name(task)
+        # the core keeps one time per dependency: when it was first made
+        return Link(held=held, taken=taken,
                     kinds=tuple(k for i, k in enumerate(_EDGE_KINDS) if (kinds >> i) & 1),
-                    first_held=self._occurrence(occ_h), first_taken=self._occurrence(occ_t),
+                    first_held=Occurrence(lock=held, mode=mode_h, trylock=bool(try_h), instance=inst_h,
+                                          site=self._sites.name(site_h), host=host_name,
+                                          task=task_name, ts_ns=ts),
+                    first_taken=Occurrence(lock=taken, mode=mode_t, instance=inst_t,
+                                           site=self._sites.name(site_t), host=host_name,
+                                           task=task_name, ts_ns=ts),
                     count=count, hosts=tuple(sorted(self._hosts.name(h) for h in hosts)),
                     last_ts_ns=last)
 
@@ -225,7 +237,10 @@ class Engine:
         hosts = set(r.hosts)
         for link in links:
             hosts.update(link.hosts)
-        trigger = self._occurrence(r.occ) if r.occ >= 0 else None
+        if r.occ >= 0:
+            trigger = self._occurrence(r.occ)
+        else:  # a cycle: lockdep reports the acquisition that closed it
+            trigger = links[-1].first_taken if links else None
         names = [self._class_name(c) for c in classes]
         return Alert(
             id=r.id, kind=r.kind, locks=tuple(names), hosts=tuple(sorted(h for h in hosts if h)),
