@@ -1264,10 +1264,12 @@ cdef class Core:
         n = core.n_cls
         if off + 8 * n > data.shape[0]:
             raise ValueError("truncated core snapshot")
-        outn = np.frombuffer(bytes(data[off:off + 4 * n]), dtype=np.int32)
+        outn_a = np.frombuffer(bytes(data[off:off + 4 * n]), dtype=np.int32)
         off += 4 * n
-        inn = np.frombuffer(bytes(data[off:off + 4 * n]), dtype=np.int32)
+        inn_a = np.frombuffer(bytes(data[off:off + 4 * n]), dtype=np.int32)
         off += 4 * n
+        cdef const int32_t[::1] outn = outn_a
+        cdef const int32_t[::1] inn = inn_a
         for x in range(n):
             core.out_n[x] = core.out_c[x] = outn[x]
             core.out_e[x] = NULL
