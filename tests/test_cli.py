@@ -14,6 +14,7 @@ COMMANDS = {
     "stats": ("--target", "--json"),
     "chain": ("A", "B", "--target", "--json"),
     "demo": ("--seed", "--events"),
+    "dmesg": ("FILE", "--json", "--host", "--rules", "--no-normalize", "--push", "--target"),
 }
 
 
@@ -22,7 +23,7 @@ def test_top_level_help_lists_every_command(lockfleet_cli):
     assert proc.returncode == 0
     for command in COMMANDS:
         assert command in proc.stdout
-    assert "analyze" not in proc.stdout and "dmesg" not in proc.stdout  # future issues
+    assert "analyze" not in proc.stdout  # a later issue
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

@@ -17,6 +17,8 @@ from typing import Any
 
 from .agent.files import BATCH_ROWS
 from .alerts.model import KINDS
+from .server.config import Limits, ServeConfig
+from .store.segment_log import FSYNC_MODES
 
 DEFAULT_TARGET = "127.0.0.1:50551"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -41,9 +43,60 @@ def _hostport(text: str) -> str:
     return text
 
 
-def _target_option(p: argparse.ArgumentParser) -> None:
+def _target_option(p: argparse.ArgumentParser, role: str) -> None:
     p.add_argument("--target", metavar="HOST:PORT", type=_hostport, default=DEFAULT_TARGET,
                    help=f"address of the lockfleet service (default: {DEFAULT_TARGET})")
+    g = p.add_argument_group("connection security (default: plain gRPC, no token)")
+    g.add_argument("--token", metavar="TOKEN", default="", help=f"the {role} bearer token")
+    g.add_argument("--token-file", metavar="FILE",
+                   help=f"a file with the token alone, or with an '{role} <token>' line (the server's format)")
+    g.add_argument("--tls-ca", metavar="PEM", help="use TLS, trusting the server certificate this CA signed")
+    g.add_argument("--tls-cert", metavar="PEM", help="this client's certificate (mTLS)")
+    g.add_argument("--tls-key", metavar="PEM", help="this client's private key (mTLS)")
+    g.add_argument("--tls-server-name", metavar="NAME", default="",
+                   help="check the server certificate against NAME instead of the --target host")
+
+
+def _connection(args: argparse.Namespace, role: str) -> Any:
+    from .agent import Connection, read_token
+
+    token = args.token
+    if args.token_file:
+        token = read_token(args.token_file, role)
+    if (args.tls_cert or args.tls_key) and not args.tls_ca:
+        raise CliError("--tls-cert/--tls-key need --tls-ca", EXIT_USAGE)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CliError("--tls-cert and --tls-key go together", EXIT_USAGE)
+    return Connection(args.target, token=token, tls_ca=args.tls_ca, tls_cert=args.tls_cert,
+                      tls_key=args.tls_key, server_name=args.tls_server_name)
+
+
+def _number(kind: type, low: float, what: str) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
+
+
+_positive_int = _number(int, 1, "a positive integer")
+_nonneg_int = _number(int, 0, "an integer >= 0")
+_nonneg_float = _number(float, 0, "a number >= 0")
+
+
+class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a default only where there is one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, "", False) or action.default is argparse.SUPPRESS or "default" in text:
+            return text
+        return super()._get_help_string(action) or text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,13 +108,66 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("serve", help="run the service (gRPC: Ingest, Query, health, reflection)",
-                       description="Run the lockfleet service until SIGTERM/SIGINT. Every acknowledged batch is "
-                                   "in the segment log under --data-dir and is replayed on restart. Without TLS "
-                                   "it listens only on loopback. Logs go to stderr.")
+                       formatter_class=_DefaultsFormatter,
+                       description="Run the lockfleet service until SIGTERM/SIGINT (which drain: every batch "
+                                   "received is made durable and acked before it exits). A batch is acked only "
+                                   "once it is in the segment log on disk (group commit) and applied; on start "
+                                   "the newest snapshot and the log after it are replayed. Sealed log segments "
+                                   "are compacted to Parquet under DIR/archive/day=YYYY-MM-DD/. Without TLS it "
+                                   "listens only on loopback. Logs go to stderr.",
+                       epilog="Token file format: one token per line, 'ingest <token>' or 'query <token>' (at "
+                              "least 16 characters; '#' comments); clients send 'authorization: Bearer <token>'. "
+                              "An ingest token opens only Ingest, a query token only Query; health and "
+                              "reflection stay open. With --client-ca, a client certificate stands for the host "
+                              "in its CN and DNS SANs, and a stream may push only for that host, unless the "
+                              "certificate's subject has OU=lockfleet-relay (a relay may push for any host).")
     p.add_argument("--listen", metavar="HOST:PORT", type=_hostport, default=DEFAULT_TARGET,
-                   help=f"address to listen on, loopback only; port 0 picks a free one (default: {DEFAULT_TARGET})")
+                   help="address to listen on (loopback only without TLS); port 0 picks a free one")
     p.add_argument("--data-dir", metavar="DIR", required=True,
-                   help="where the segment log lives; created if missing; one service per dir (required)")
+                   help="log, snapshots and archive; created if missing; one service per dir (required)")
+    g = p.add_argument_group("durability")
+    g.add_argument("--fsync", choices=FSYNC_MODES, default=ServeConfig.fsync,
+                   help="always: one fsync per batch; group: one fsync per group of batches (group commit); "
+                        "never: leave it to the OS (survives a process crash, not a machine crash)")
+    g.add_argument("--group-commit-ms", type=_nonneg_float, default=ServeConfig.group_commit_ms, metavar="MS",
+                   help="how long the log writer waits for more batches to share an fsync")
+    g.add_argument("--segment-bytes", type=_positive_int, default=ServeConfig.segment_bytes, metavar="N",
+                   help="seal a log segment at this size")
+    g.add_argument("--segment-seconds", type=_nonneg_float, default=ServeConfig.segment_seconds, metavar="S",
+                   help="seal a non-empty log segment at this age, so that it is archived (0: only by size)")
+    g.add_argument("--snapshot-seconds", type=_nonneg_float, default=ServeConfig.snapshot_seconds, metavar="S",
+                   help="write a snapshot this often (0: only by --snapshot-bytes and at shutdown)")
+    g.add_argument("--snapshot-bytes", type=_nonneg_int, default=ServeConfig.snapshot_log_bytes, metavar="N",
+                   help="also write one after this many bytes of batches (0: never by size)")
+    g.add_argument("--archive-retention-days", type=_nonneg_int, default=ServeConfig.archive_retention_days,
+                   metavar="DAYS", help="delete archive day partitions older than this (0: keep forever)")
+    g = p.add_argument_group("limits (a batch over one is refused with a reason, not applied; the stream stays open)")
+    lim = Limits()
+    g.add_argument("--max-message-bytes", type=_positive_int, default=lim.max_message_bytes, metavar="N",
+                   help="Arrow IPC bytes of one batch (over twice this, gRPC ends the call)")
+    g.add_argument("--max-rows", type=_positive_int, default=lim.max_rows, metavar="N", help="rows in one batch")
+    g.add_argument("--max-string-bytes", type=_positive_int, default=lim.max_string_bytes, metavar="N",
+                   help="bytes of one lock, site, task or host value")
+    g.add_argument("--max-lock-classes", type=_positive_int, default=lim.max_lock_classes, metavar="N",
+                   help="distinct lock classes, fleet-wide")
+    g.add_argument("--max-threads-per-host", type=_positive_int, default=lim.max_threads_per_host, metavar="N",
+                   help="distinct threads tracked per host")
+    g.add_argument("--max-inflight-per-stream", type=_positive_int, default=lim.max_inflight_per_stream, metavar="N",
+                   help="batches received but not yet acked, per stream (then the stream is not read)")
+    g.add_argument("--max-inflight-bytes", type=_positive_int, default=lim.max_inflight_bytes, metavar="N",
+                   help="memory held by batches not yet durable, all streams (then acks slow down)")
+    g.add_argument("--max-streams", type=_positive_int, default=lim.max_streams, metavar="N",
+                   help="concurrent Push calls")
+    g = p.add_argument_group("security and operation")
+    g.add_argument("--tls-cert", metavar="PEM", help="server certificate (chain); with --tls-key turns TLS on")
+    g.add_argument("--tls-key", metavar="PEM", help="server private key")
+    g.add_argument("--client-ca", metavar="PEM",
+                   help="require client certificates signed by this CA, and bind each stream to its host")
+    g.add_argument("--token-file", metavar="FILE", help="bearer tokens, 'ingest <token>' / 'query <token>' lines")
+    g.add_argument("--metrics-listen", metavar="HOST:PORT", type=_hostport, default=None,
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)")
+    g.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="stderr log lines as text or as one JSON object each")
 
     p = sub.add_parser("push", help="send event files (Parquet or Arrow IPC) and wait for every ack",
                        description="Send lock-event files (Parquet, or Arrow IPC file or stream format, with the "
@@ -73,12 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help="event files to send, in order")
     p.add_argument("--host", required=True, metavar="NAME",
                    help="the host whose events these are; a row's `host` column value, if any, overrides it (required)")
-    _target_option(p)
+    _target_option(p, "ingest")
+    p.add_argument("--retry-for", type=_nonneg_float, default=0.0, metavar="S",
+                   help="keep retrying a lost connection (or a service that is shutting down or out of disk) for "
+                        "this long, resending what was not acked (default: 0, fail at once)")
 
     p = sub.add_parser("alerts", help="print the current alerts",
                        description="Print the service's current alerts as lockdep-style reports, separated by "
                                    "blank lines, or as one JSON document with --json.")
-    _target_option(p)
+    _target_option(p, "query")
     p.add_argument("--json", action="store_true", help='print {"alerts": [alert.to_dict(), ...]} instead')
     p.add_argument("--kind", default="", choices=KINDS, metavar="KIND",
                    help=f"only alerts of this kind: {', '.join(KINDS)} (default: every kind)")
@@ -88,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stats", help="print the service's counters",
                        description="Print the service's counters (events, locks, edges, alerts, ...; ingest.* "
                                    "are the gateway's) as a table, or as one JSON document with --json.")
-    _target_option(p)
+    _target_option(p, "query")
     p.add_argument("--json", action="store_true", help="print the counters as one JSON object instead")
 
     p = sub.add_parser("chain", help="print the dependency path A ~> B with each edge's evidence",
@@ -97,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "JSON document with --json. Exits 0 also when there is no path.")
     p.add_argument("src", metavar="A", help="lock class name to start from, e.g. tracepoints_mutex")
     p.add_argument("dst", metavar="B", help="lock class name to reach, e.g. bpf_event_mutex")
-    _target_option(p)
+    _target_option(p, "query")
     p.add_argument("--json", action="store_true", help='print {"found": ..., "locks": [...], "links": [...]} instead')
 
     p = sub.add_parser("demo", help="what `make demo` runs: the seed deadlock found across a simulated fleet",
@@ -109,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed of the background traffic (default: 0)")
     p.add_argument("--events", type=int, default=3000, metavar="N",
                    help="background lock events per host (default: 3000)")
+
+    from .agent.dmesg import add_dmesg_parser
+    add_dmesg_parser(sub)
     return parser
 
 
@@ -149,10 +261,26 @@ def _agent_errors(fn: Any) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import ServiceError, UsageError, serve_forever
+    from pathlib import Path
 
+    from .server import ServiceError, UsageError, serve_forever
+    from .server.logs import configure
+
+    configure(args.log_format)
+    limits = Limits(max_message_bytes=args.max_message_bytes, max_rows=args.max_rows,
+                    max_string_bytes=args.max_string_bytes, max_lock_classes=args.max_lock_classes,
+                    max_threads_per_host=args.max_threads_per_host,
+                    max_inflight_per_stream=args.max_inflight_per_stream,
+                    max_inflight_bytes=args.max_inflight_bytes, max_streams=args.max_streams)
+    path = ServeConfig.path
+    config = ServeConfig(data_dir=Path(args.data_dir), listen=args.listen, fsync=args.fsync,
+                         group_commit_ms=args.group_commit_ms, segment_bytes=args.segment_bytes,
+                         segment_seconds=args.segment_seconds, snapshot_seconds=args.snapshot_seconds,
+                         snapshot_log_bytes=args.snapshot_bytes, archive_retention_days=args.archive_retention_days,
+                         tls_cert=path(args.tls_cert), tls_key=path(args.tls_key), client_ca=path(args.client_ca),
+                         token_file=path(args.token_file), metrics_listen=args.metrics_listen or "", limits=limits)
     try:
-        serve_forever(args.listen, args.data_dir)
+        serve_forever(config)
     except UsageError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     except ServiceError as exc:
@@ -164,9 +292,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_push(args: argparse.Namespace) -> int:
     from .agent import Stream, push_streams, read_event_file
 
+    conn = _connection(args, "ingest")
     files = [read_event_file(path) for path in args.files]  # all checked before anything is sent
     streams = [Stream(f.stream_id(args.host), f.batches, label=str(f.path)) for f in files]
-    result = push_streams(args.target, args.host, streams)
+    result = push_streams(conn, args.host, streams, retry_for=args.retry_for)
     rows = sum(f.rows for f in files)
     print(f"pushed {len(files)} file(s), {rows} events in {result.batches} batches for host {args.host} "
           f"to {args.target}" + (f" ({result.duplicates} already there)" if result.duplicates else "")
@@ -178,7 +307,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_alerts(args: argparse.Namespace) -> int:
     from .agent import fetch_alerts
 
-    alerts = fetch_alerts(args.target, kind=args.kind, lock=args.lock, host=args.host)
+    alerts = fetch_alerts(_connection(args, "query"), kind=args.kind, lock=args.lock, host=args.host)
     if args.json:
         print(json.dumps({"alerts": [a.data for a in alerts]}, indent=2))
     elif not alerts:
@@ -192,7 +321,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     from .agent import fetch_stats
 
-    stats = fetch_stats(args.target)
+    stats = fetch_stats(_connection(args, "query"))
     if args.json:
         print(json.dumps(stats, indent=2, sort_keys=True))
         return EXIT_OK
@@ -219,7 +348,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 def cmd_chain(args: argparse.Namespace) -> int:
     from .agent import fetch_chain
 
-    chain = fetch_chain(args.target, args.src, args.dst)
+    chain = fetch_chain(_connection(args, "query"), args.src, args.dst)
     if args.json:
         print(json.dumps({"found": chain.found, "locks": chain.locks, "links": chain.links}, indent=2))
         return EXIT_OK
@@ -266,7 +395,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "push": cmd_push, "alerts": cmd_alerts, "stats": cmd_stats,
-            "chain": cmd_chain, "demo": cmd_demo}
+            "chain": cmd_chain, "demo": cmd_demo, "dmesg": lambda args: args.func(args)}
 
 if __name__ == "__main__":
     sys.exit(main())

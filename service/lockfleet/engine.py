@@ -237,7 +237,12 @@ class Engine:
         hosts = set(r.hosts)
         for link in links:
             hosts.update(link.hosts)
-        if r.occ >= 0:
+        if r.kind == "irq_inversion":
+            # lockdep reports on whichever came last: the usage that made a class safe or
+            # unsafe, or the dependency that completed the path between them
+            moments = [u.first for u in usages] + [link.first_taken for link in links]
+            trigger = max(moments, key=lambda o: o.ts_ns) if moments else None
+        elif r.occ >= 0:
             trigger = self._occurrence(r.occ)
         else:  # a cycle: lockdep reports the acquisition that closed it
             trigger = links[-1].first_taken if links else None
