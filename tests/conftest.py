@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -53,11 +54,18 @@ def unused_target() -> str:
 
 
 class ServeProcess:
-    """`lockfleet serve` as a subprocess on a loopback port; stderr goes to `log_path`."""
+    """`lockfleet serve` as a subprocess on a loopback port; stderr goes to `log_path`.
 
-    def __init__(self, data_dir: Path, log_path: Path) -> None:
+    `args` are extra `serve` options; `credentials` (grpc.ChannelCredentials) are what the health
+    check connects with when the server speaks TLS. The port is chosen once and kept across
+    restarts, so that a client's target stays valid."""
+
+    def __init__(self, data_dir: Path, log_path: Path, args: tuple[str, ...] | list[str] = (),
+                 credentials: object = None) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
+        self.args = tuple(str(a) for a in args)
+        self.credentials = credentials
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -69,12 +77,20 @@ class ServeProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def start(self) -> None:
-        self.port = free_port()
+        if not self.port:
+            self.port = free_port()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [*lockfleet_command(), "serve", "--listen", self.target, "--data-dir", str(self.data_dir)],
+                [*lockfleet_command(), "serve", "--listen", self.target, "--data-dir", str(self.data_dir), *self.args],
                 stdout=subprocess.DEVNULL, stderr=log)
         self._wait_serving()
+
+    def channel(self):  # -> grpc.Channel
+        import grpc
+
+        if self.credentials is not None:
+            return grpc.secure_channel(self.target, self.credentials)
+        return grpc.insecure_channel(self.target)
 
     def _wait_serving(self) -> None:
         import grpc
@@ -82,7 +98,7 @@ class ServeProcess:
 
         assert self.proc is not None
         deadline = time.monotonic() + START_TIMEOUT
-        with grpc.insecure_channel(self.target) as channel:
+        with self.channel() as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
@@ -105,11 +121,19 @@ class ServeProcess:
         if proc.poll() is None:
             proc.terminate()
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=20)
         return proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, no last snapshot, whatever it was doing."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        proc.kill()
+        proc.wait(timeout=20)
 
     def restart(self) -> None:
         self.stop()
@@ -152,3 +176,88 @@ def scenario_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                 writer.write_table(table)
         files[host] = path
     return files
+
+
+@pytest.fixture
+def serve_factory(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
+    """`serve_factory(*args, credentials=None, name="serve", start=True, data_dir=None)`: a (started)
+    `lockfleet serve` with extra options and its own data dir (under tmp_path unless given); every
+    one made is stopped at the end, whatever happened."""
+    made: list[ServeProcess] = []
+
+    def make(*args: str | os.PathLike[str], credentials: object = None, name: str = "serve",
+             start: bool = True, data_dir: Path | None = None) -> ServeProcess:
+        server = ServeProcess(data_dir or tmp_path / f"{name}-data", tmp_path / f"{name}.log",
+                              [str(a) for a in args], credentials)
+        made.append(server)
+        if start:
+            server.start()
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in made:
+            server.stop()
+
+
+@dataclass(frozen=True)
+class Certs:
+    """PEM files made for the tests (openssl): a CA, the server's certificate (CN=localhost, SANs
+    localhost and 127.0.0.1), agents' certificates for hosts h1 and h2, a relay's
+    (OU=lockfleet-relay), and a certificate for h1 signed by another CA."""
+
+    dir: Path
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def read(self, name: str) -> bytes:
+        return (self.dir / name).read_bytes()
+
+    def client(self, who: str | None = None):  # -> grpc.ChannelCredentials
+        import grpc
+
+        if who is None:
+            return grpc.ssl_channel_credentials(self.read("ca.pem"))
+        return grpc.ssl_channel_credentials(self.read("ca.pem"), self.read(f"{who}.key"), self.read(f"{who}.pem"))
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    if not shutil.which("openssl"):
+        pytest.skip("the openssl command is needed to make test certificates")
+    d = tmp_path_factory.mktemp("certs")
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    for ca in ("ca", "other-ca"):
+        _openssl("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2",
+                 "-subj", f"/CN=lockfleet test {ca}", cwd=d)
+    leaves = {"server": ("/CN=localhost", "DNS:localhost,IP:127.0.0.1", "ca"),
+              "h1": ("/CN=h1", "DNS:h1", "ca"),
+              "h2": ("/CN=h2", "DNS:h2", "ca"),
+              "relay": ("/O=lockfleet/OU=lockfleet-relay/CN=relay-1", "DNS:relay-1", "ca"),
+              "stranger": ("/CN=h1", "DNS:h1", "other-ca")}
+    for name, (subject, san, ca) in leaves.items():
+        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", subject, cwd=d)
+        (d / f"{name}.ext").write_text(f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n")
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+                 "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+    return Certs(d)
+
+
+def mount_tmpfs(path: Path, size: str) -> bool:
+    """Mount a tmpfs of `size` at `path` (root only); False when this machine does not allow it."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, timeout=30)
+    return proc.returncode == 0
+
+
+def umount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)

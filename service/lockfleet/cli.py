@@ -58,11 +58,18 @@ def _target_option(p: argparse.ArgumentParser, role: str) -> None:
 
 
 def _connection(args: argparse.Namespace, role: str) -> Any:
-    from .agent import Connection, read_token
+    from .agent import AgentError, Connection, read_token
 
     token = args.token
     if args.token_file:
-        token = read_token(args.token_file, role)
+        try:
+            token = read_token(args.token_file, role)
+        except AgentError as exc:
+            raise CliError(str(exc), EXIT_USAGE) from None
+    for option in ("tls_ca", "tls_cert", "tls_key"):
+        path = getattr(args, option)
+        if path and not os.access(path, os.R_OK):
+            raise CliError(f"--{option.replace('_', '-')} {path}: cannot read it", EXIT_USAGE)
     if (args.tls_cert or args.tls_key) and not args.tls_ca:
         raise CliError("--tls-cert/--tls-key need --tls-ca", EXIT_USAGE)
     if bool(args.tls_cert) != bool(args.tls_key):

@@ -1,37 +1,59 @@
 """The service process: a gRPC server (Ingest, Query, health, reflection) in front of a Gateway
-whose state lives in a data dir. `Service` runs it in-process (the demo, tests); `serve_forever`
-is what `lockfleet serve` runs until SIGTERM or SIGINT."""
+whose state lives in a data dir, plus its housekeeping threads (snapshots, the archive) and the
+metrics endpoint. `Service` runs it in-process (the demo, tests); `serve_forever` is what
+`lockfleet serve` runs until SIGTERM or SIGINT.
+
+Data dir layout: `lock` (one service per dir), `log/` (the segment log), `snapshots/`,
+`archive/day=YYYY-MM-DD/*.parquet`.
+
+Start: the newest valid snapshot (if the engine can restore one), then the log after it. Stop
+(SIGTERM): health goes NOT_SERVING, new batches are refused with UNAVAILABLE, every admitted batch
+is made durable and acked, then the calls end, a last snapshot is written and the log is closed.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import ssl
 import threading
+import time
 from concurrent import futures
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..engine import Engine
-from ..store import DataDirLocked, LogCorrupt, SegmentLog, lock_data_dir
+from ..store import (Archiver, DataDirLocked, LogCorrupt, SegmentLog, load_newest, lock_data_dir, prune_snapshots,
+                     snapshot_files, write_snapshot)
 from ..v1 import lockfleet_pb2 as pb
 from ..v1 import lockfleet_pb2_grpc as pb_grpc
 from .address import is_loopback, join_hostport, parse_hostport
-from .gateway import Gateway
+from .auth import TokenFileError, TokenInterceptor, load_tokens
+from .config import ServeConfig
+from .gateway import Gateway, decode
 from .ingest import IngestServicer
+from .metrics import MetricsServer, Registry
 from .query import QueryServicer
 
 log = logging.getLogger("lockfleet.server")
 
-MAX_MESSAGE_BYTES = 256 << 20
 SERVICES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name for name in ("Ingest", "Query"))
+SNAPSHOTS_KEPT = 2
+
+
+def engine_snapshots() -> bool:
+    """Whether the engine can capture and restore its whole state."""
+    return callable(getattr(Engine, "snapshot", None)) and callable(getattr(Engine, "restore", None))
 
 
 class UsageError(ValueError):
-    """The service was asked for something it will not do (bad or non-loopback address)."""
+    """The service was asked for something it will not do (bad address, TLS files, token file)."""
 
 
 class ServiceError(RuntimeError):
@@ -39,85 +61,311 @@ class ServiceError(RuntimeError):
 
 
 class Service:
-    """One lockfleet service: `start()` replays the data dir and listens; `stop()` ends it."""
+    """One lockfleet service: `start()` restores the data dir and listens; `stop()` drains and ends it."""
 
-    def __init__(self, data_dir: str | os.PathLike[str], listen: str = "127.0.0.1:0", max_workers: int = 32) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], listen: str = "127.0.0.1:0",
+                 config: ServeConfig | None = None, **settings: Any) -> None:
+        cfg = config or ServeConfig(data_dir=Path(data_dir), listen=listen)
+        self.config = cfg = replace(cfg, data_dir=Path(data_dir), listen=listen, **settings)
         try:
-            self.host, port = parse_hostport(listen)
+            self.host, port = parse_hostport(cfg.listen)
         except ValueError as exc:
             raise UsageError(f"--listen {exc}") from None
-        if not is_loopback(self.host):
-            raise UsageError(f"refusing to listen on {listen}: without TLS lockfleet listens only on loopback "
-                             "(127.0.0.1, ::1, localhost)")
+        if bool(cfg.tls_cert) != bool(cfg.tls_key):
+            raise UsageError("--tls-cert and --tls-key go together")
+        if cfg.client_ca and not cfg.tls_cert:
+            raise UsageError("--client-ca needs --tls-cert and --tls-key (client certificates need TLS)")
+        self.tls = bool(cfg.tls_cert)
+        self.mtls = bool(cfg.client_ca)
+        if not self.tls and not is_loopback(self.host):
+            raise UsageError(f"refusing to listen on {cfg.listen}: without TLS lockfleet listens only on loopback "
+                             "(127.0.0.1, ::1, localhost); give --tls-cert and --tls-key")
+        if self.tls and not self.mtls and not cfg.token_file and not is_loopback(self.host):
+            raise UsageError(f"refusing to listen on {cfg.listen} with TLS but no client authentication: add "
+                             "--client-ca (client certificates) and/or --token-file (bearer tokens)")
+        self._credentials = self._load_tls() if self.tls else None
+        try:
+            self._tokens = load_tokens(cfg.token_file) if cfg.token_file else None
+        except TokenFileError as exc:
+            raise UsageError(str(exc)) from None
         self._requested_port = port
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(cfg.data_dir)
         self.port = 0
-        self._max_workers = max_workers
+        self.metrics_port = 0
         self._server: grpc.Server | None = None
         self._health: health.HealthServicer | None = None
         self._gateway: Gateway | None = None
+        self._log: SegmentLog | None = None
+        self._archiver: Archiver | None = None
+        self._metrics: MetricsServer | None = None
+        self._housekeeper: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._snapshot_lock = threading.Lock()
+        self._last_snapshot = (0, time.monotonic(), 0)   # lsn, when, bytes applied then
         self._lock_fd = -1
+        self.registry = Registry()
+        self._define_metrics()
 
     @property
     def address(self) -> str:
         return join_hostport(self.host, self.port)
 
+    # -- set-up -----------------------------------------------------------------------------
+
+    def _load_tls(self) -> grpc.ServerCredentials:
+        cfg = self.config
+
+        def read(path: Path | None, what: str) -> bytes:
+            assert path is not None
+            try:
+                data = Path(path).read_bytes()
+            except OSError as exc:
+                raise UsageError(f"{what} {path}: cannot read: {exc.strerror or exc}") from None
+            if b"-----BEGIN" not in data:
+                raise UsageError(f"{what} {path}: not a PEM file")
+            return data
+
+        key, cert = read(cfg.tls_key, "--tls-key"), read(cfg.tls_cert, "--tls-cert")
+        ca = read(cfg.client_ca, "--client-ca") if cfg.client_ca else None
+        if b"-----BEGIN CERTIFICATE-----" not in cert:
+            raise UsageError(f"--tls-cert {cfg.tls_cert}: holds no PEM certificate")
+        if ca is not None and b"-----BEGIN CERTIFICATE-----" not in ca:
+            raise UsageError(f"--client-ca {cfg.client_ca}: holds no PEM certificate")
+        try:  # the same files through OpenSSL: a readable chain, a key that matches it
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
+        except (ssl.SSLError, OSError) as exc:
+            raise UsageError(f"--tls-cert {cfg.tls_cert} / --tls-key {cfg.tls_key}: not a certificate and its "
+                             f"private key ({exc})") from None
+        return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+    def _define_metrics(self) -> None:
+        r = self.registry
+        self.m_events = r.counter("lockfleet_events_total", "Events applied (acknowledged batches' rows).")
+        self.m_batches = r.counter("lockfleet_batches_total", "Batches applied.")
+        self.m_duplicates = r.counter("lockfleet_duplicate_batches_total", "Batches resent and acked again, not applied.")
+        self.m_rejects = r.counter("lockfleet_rejected_batches_total", "Batches refused, by reason.", ("reason",))
+        self.m_denied = r.counter("lockfleet_denied_calls_total", "Calls refused for want of a valid token.",
+                                  ("reason",))
+        self.m_ack = r.histogram("lockfleet_ack_latency_seconds", "From receiving a batch to sending its ack.")
+        self.m_fsync = r.histogram("lockfleet_fsync_latency_seconds", "One fsync of the segment log.")
+
+        def gw(key: str) -> Any:
+            return lambda: self._gateway.ingest_stats()[key] if self._gateway else 0
+
+        def engine(key: str) -> Any:
+            return lambda: self._gateway.read(lambda e: e.stats()[key]) if self._gateway else 0
+
+        r.gauge("lockfleet_edges", "Lock dependencies in the graph.", engine("edges"))
+        r.gauge("lockfleet_lock_classes", "Lock classes in the graph.", engine("locks"))
+        r.gauge("lockfleet_alerts", "Findings, deduplicated.", engine("alerts"))
+        r.gauge("lockfleet_streams", "Streams (host, stream id) with a high-water mark.", gw("streams"))
+        r.gauge("lockfleet_inflight_bytes", "Bytes held by batches not yet durable.", gw("inflight_bytes"))
+        r.gauge("lockfleet_log_bytes", "Bytes in the segment log.", gw("log_bytes"))
+        r.gauge("lockfleet_log_segments", "Segments in the segment log.", gw("log_segments"))
+        r.gauge("lockfleet_log_unavailable", "1 while the segment log cannot be written.",
+                lambda: 1 if self._gateway and self._gateway.log_error else 0)
+        r.gauge("lockfleet_archive_bytes", "Bytes of Parquet in the archive.",
+                lambda: self._archiver.bytes if self._archiver else 0)
+        r.gauge("lockfleet_snapshot_lsn", "Log position of the newest snapshot.", lambda: self._last_snapshot[0])
+
+    def _observe(self, what: str, value: Any) -> None:
+        if what == "applied":
+            self.m_batches.inc()
+            self.m_events.inc(value)
+        elif what == "duplicate":
+            self.m_duplicates.inc()
+        elif what == "refused":
+            self.m_rejects.inc(1, value)
+
+    # -- start ------------------------------------------------------------------------------
+
     def start(self) -> Service:
+        cfg = self.config
         try:
             self._lock_fd = lock_data_dir(self.data_dir)
         except DataDirLocked as exc:
             raise ServiceError(str(exc)) from None
         except OSError as exc:
             raise ServiceError(f"cannot use data dir {self.data_dir}: {exc.strerror or exc}") from None
-        self._gateway = Gateway(Engine(), SegmentLog(self.data_dir / "log"))
+        try:
+            return self._start(cfg)
+        except BaseException:
+            self._release()
+            raise
+
+    def _start(self, cfg: ServeConfig) -> Service:
+        lim = cfg.limits
+        self._log = SegmentLog(self.data_dir / "log", segment_bytes=cfg.segment_bytes,
+                               segment_seconds=cfg.segment_seconds, fsync=cfg.fsync,
+                               group_delay=cfg.group_commit_ms / 1000.0)
+        self._log.on_fsync = self.m_fsync.observe
+        self._gateway = Gateway(Engine(), self._log, lim, observe=self._observe)
+        workers = lim.max_streams + 16
+        interceptors = [TokenInterceptor(self._tokens, on_denied=lambda r: self.m_denied.inc(1, r))] if self._tokens else []
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="lockfleet-rpc"),
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lockfleet-rpc"),
+            interceptors=interceptors, maximum_concurrent_rpcs=workers,
             options=[("grpc.so_reuseport", 0),
-                     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
-        pb_grpc.add_IngestServicer_to_server(IngestServicer(self._gateway), server)
+                     ("grpc.max_receive_message_length", lim.grpc_message_bytes),
+                     ("grpc.max_send_message_length", lim.grpc_message_bytes)])
+        pb_grpc.add_IngestServicer_to_server(
+            IngestServicer(self._gateway, lim.max_inflight_per_stream, self.mtls, on_ack=self._on_ack), server)
         pb_grpc.add_QueryServicer_to_server(QueryServicer(self._gateway), server)
         self._health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
+        where = join_hostport(self.host, self._requested_port)
         try:
-            self.port = server.add_insecure_port(join_hostport(self.host, self._requested_port))
+            if self._credentials is not None:
+                self.port = server.add_secure_port(where, self._credentials)
+            else:
+                self.port = server.add_insecure_port(where)
         except RuntimeError:
             self.port = 0
         if not self.port:
-            self._release()
-            raise ServiceError(f"cannot listen on {join_hostport(self.host, self._requested_port)}: "
-                               "the address is in use or not available here")
-        try:
-            report = self._gateway.replay()
-        except (LogCorrupt, OSError) as exc:
-            self._release()
-            raise ServiceError(f"cannot replay the segment log in {self.data_dir / 'log'}: {exc}") from None
-        log.info("replayed %d batches (%d events, %d streams) from %s in %.2fs%s%s",
-                 report.batches, report.events, report.streams, self.data_dir, report.seconds,
-                 f"; cut a torn tail of {report.torn_bytes} bytes" if report.torn_bytes else "",
-                 f"; skipped {report.skipped} unreadable batches" if report.skipped else "")
+            raise ServiceError(f"cannot listen on {where}: the address is in use or not available here")
+        self._restore()
+        self._archiver = Archiver(self.data_dir / "archive", self._log, cfg.archive_retention_days,
+                                  decode=lambda ipc: decode(ipc, 1 << 62), interval=cfg.archive_interval)
+        self._archiver.on_archived = self._prune_log
+        self._log.on_seal = self._archiver.wake
+        self._archiver.start()
+        if cfg.metrics_listen:
+            try:
+                mhost, mport = parse_hostport(cfg.metrics_listen)
+                self._metrics = MetricsServer(mhost, mport, self.registry)
+            except (ValueError, OSError) as exc:
+                raise UsageError(f"--metrics-listen {cfg.metrics_listen}: {exc}") from None
+            self._metrics.start()
+            self.metrics_port = self._metrics.port
         server.start()
         self._server = server
         for name in ("", *SERVICES):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("listening on %s (data dir %s, no TLS: loopback only)", self.address, self.data_dir)
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="lockfleet-snapshots", daemon=True)
+        self._housekeeper.start()
+        security = ("mTLS (client certificates required)" if self.mtls else "TLS" if self.tls
+                    else "no TLS: loopback only")
+        log.info("listening on %s (data dir %s, %s%s, fsync %s%s)", self.address, self.data_dir, security,
+                 ", bearer tokens" if self._tokens else "", cfg.fsync,
+                 f", metrics on {parse_hostport(cfg.metrics_listen)[0]}:{self.metrics_port}" if self._metrics else "")
         return self
 
-    def stop(self, grace: float = 2.0) -> None:
+    def _restore(self) -> None:
+        gw, snapdir = self._gateway, self.data_dir / "snapshots"
+        assert gw is not None
+        lsn = 0
+        if engine_snapshots():
+            lsn, _, problems = load_newest(snapdir, gw.restore)
+            if problems and not lsn:
+                log.warning("no usable snapshot (%s): replaying the whole log", "; ".join(problems))
+        elif snapshot_files(snapdir):
+            log.warning("ignoring the snapshots in %s: this engine cannot restore them", snapdir)
+        try:
+            report = gw.replay(lsn)
+        except (LogCorrupt, OSError) as exc:
+            raise ServiceError(f"cannot replay the segment log in {self.data_dir / 'log'}: {exc}") from None
+        self._last_snapshot = (lsn, time.monotonic(), gw.counters.bytes)
+        log.info("restored %s, then replayed %d batches (%d events) from the log in %.2fs; %d streams%s%s",
+                 f"the snapshot at lsn {lsn}" if lsn else "nothing from a snapshot", report.batches, report.events,
+                 report.seconds, report.streams,
+                 f"; cut a torn tail of {report.torn_bytes} bytes" if report.torn_bytes else "",
+                 f"; skipped {report.skipped} unreadable batches" if report.skipped else "")
+
+    def _on_ack(self, seconds: float, ok: bool) -> None:
+        self.m_ack.observe(seconds)
+
+    # -- housekeeping -----------------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        cfg = self.config
+        while not self._stopping.wait(0.5):
+            lsn, when, applied = self._last_snapshot
+            gw, lg = self._gateway, self._log
+            if gw is None or lg is None:
+                return
+            due = (cfg.snapshot_seconds > 0 and time.monotonic() - when >= cfg.snapshot_seconds) or \
+                  (cfg.snapshot_log_bytes > 0 and gw.counters.bytes - applied >= cfg.snapshot_log_bytes)
+            if due and lg.appended_lsn > lsn:
+                self.snapshot()
+
+    def snapshot(self, timeout: float = 60.0) -> int:
+        """Write a snapshot of the current state; returns its LSN (0 when none was written)."""
+        gw, lg = self._gateway, self._log
+        if gw is None or lg is None or not engine_snapshots():
+            return 0
+        with self._snapshot_lock:
+            t0 = time.monotonic()
+            try:
+                lsn, sections = gw.capture()
+                if lsn <= self._last_snapshot[0]:
+                    self._last_snapshot = (self._last_snapshot[0], time.monotonic(), self._last_snapshot[2])
+                    return 0
+                if not lg.wait_durable(lsn, timeout):
+                    log.warning("snapshot skipped: the log did not reach lsn %d in %.0fs", lsn, timeout)
+                    return 0
+                path = write_snapshot(self.data_dir / "snapshots", lsn, sections)
+            except Exception as exc:  # disk full, or an engine that cannot snapshot: keep serving
+                log.error("snapshot failed: %s", exc)
+                self._last_snapshot = (self._last_snapshot[0], time.monotonic(), self._last_snapshot[2])
+                return 0
+            self._last_snapshot = (lsn, time.monotonic(), gw.counters.bytes)
+            size = path.stat().st_size
+            kept = prune_snapshots(self.data_dir / "snapshots", SNAPSHOTS_KEPT)
+            log.info("snapshot at lsn %d: %s, %d bytes, in %.2fs", lsn, path.name, size, time.monotonic() - t0)
+        self._prune_log(kept_lsn=min(k.lsn for k in kept) if len(kept) >= SNAPSHOTS_KEPT else 0)
+        return lsn
+
+    def _prune_log(self, kept_lsn: int | None = None) -> None:
+        """Drop sealed segments that are archived and covered by every kept snapshot."""
+        lg, arch = self._log, self._archiver
+        if lg is None or arch is None:
+            return
+        if kept_lsn is None:
+            kept = snapshot_files(self.data_dir / "snapshots")[:SNAPSHOTS_KEPT]
+            kept_lsn = min(k.lsn for k in kept) if len(kept) >= SNAPSHOTS_KEPT else 0
+        for part in lg.sealed():
+            if part.seq > arch.archived_through or part.last_lsn > kept_lsn:
+                break
+            lg.drop(part)
+
+    # -- stop -------------------------------------------------------------------------------
+
+    def stop(self, grace: float | None = None) -> None:
+        """Drain and stop: refuse new batches, ack every admitted one, snapshot, close."""
+        grace = self.config.grace_seconds if grace is None else grace
+        self._stopping.set()
         if self._health is not None:
             self._health.enter_graceful_shutdown()
+        if self._gateway is not None and self._log is not None:
+            self._gateway.begin_shutdown()
+            try:
+                self._log.wait_durable(self._log.appended_lsn, grace)
+            except Exception as exc:
+                log.error("shutting down with batches not durable: %s", exc)
         if self._server is not None:
-            self._server.stop(grace).wait()
+            self._server.stop(min(grace, 5.0)).wait()
             self._server = None
-            log.info("stopped")
+        if self._housekeeper is not None:
+            self._housekeeper.join(5)
+            self._housekeeper = None
+        if self._gateway is not None and self._log is not None and not self._log.error:
+            self.snapshot(timeout=grace)
         self._release()
+        log.info("stopped")
 
     def _release(self) -> None:
-        if self._gateway is not None:
-            self._gateway.close()
-            self._gateway = None
+        if self._archiver is not None:
+            self._archiver.stop()
+            self._archiver = None
+        if self._log is not None:
+            self._log.close(timeout=self.config.grace_seconds)
+            self._log = None
+        if self._metrics is not None:
+            self._metrics.stop()
+            self._metrics = None
+        self._gateway = None
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -129,19 +377,19 @@ class Service:
         self.stop()
 
 
-def serve_forever(listen: str, data_dir: str) -> None:
+def serve_forever(config: ServeConfig) -> None:
     """Run until SIGTERM or SIGINT; raises UsageError or ServiceError when it cannot start."""
-    service = Service(data_dir, listen).start()
+    service = Service(config.data_dir, config.listen, config=config).start()
     done = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("got %s, shutting down", signal.Signals(signum).name)
+        log.info("got %s, draining and shutting down", signal.Signals(signum).name)
         done.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        while not done.wait(1.0):
+        while not done.wait(0.2):
             pass
     finally:
         service.stop()

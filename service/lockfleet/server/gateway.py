@@ -1,31 +1,64 @@
 """The gateway: admits pushed batches into the engine, exactly once and durably.
 
-For each batch: check its seq against the (host, stream_id) high-water mark (a resent batch is a
-duplicate, a skipped one is refused), decode the Arrow IPC bytes, apply them with `Engine.ingest`
-(which validates the batch whole and applies nothing if it is bad), append it to the segment log
-and fsync, and only then acknowledge. One lock serializes the engine and the log, so the log's
-order is the order the engine saw, and replaying it rebuilds the same state.
+For each batch, on the thread reading its stream: check the envelope (host, stream id, seq, size,
+whose host it may speak for), decode the Arrow IPC bytes (row count first, then full validation),
+check the schema against the stream's earlier batches and the events against the schema (CONTRACT
+section 2), then, in one ordered section for the whole service: check the seq against the stream's
+high-water mark (a resent batch is a duplicate, a skipped one is refused), the fleet-wide limits,
+apply the batch with `Engine.ingest`, and append it to the event log. The log's order is therefore
+the engine's order, and replaying it rebuilds the same state. The ack waits until the log says the
+record is durable (group commit: many batches share one fsync). A duplicate's ack waits until the
+batch it repeats is durable.
 
-Knows nothing of grpc: outcomes carry gRPC status code *names* for the servicer to pass on.
+Memory is bounded: a batch holds a share of `max_inflight_bytes` from the moment it is read until it
+is durable, and the reader waits for that share, so that when the engine or the disk falls behind
+the streams stop being read and acks slow down. While the log cannot be written (disk full), new
+batches are refused with UNAVAILABLE and not applied; batches applied but not yet durable stay in
+memory and are written when the disk recovers (a resend of one is then acked as a duplicate).
+
+Knows nothing of grpc nor of how cycles are found: outcomes carry gRPC status code *names*.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..engine import Engine
-from ..events import EventError
-from ..store import Record, SegmentLog
+from ..events import EventError, Events, normalize
+from ..store import EventLog, LogUnavailable, Record
+from .config import Limits
 
 log = logging.getLogger("lockfleet.server")
 T = TypeVar("T")
+MAX_NAME_BYTES = 255        # host and stream_id
+SNAPSHOT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is on the other end of a stream. Under mTLS, `names` are the certificate's CN and DNS
+    SANs; a non-relay peer may push only for those hosts."""
+
+    mtls: bool = False
+    names: frozenset[str] = frozenset()
+    relay: bool = False
+    label: str = ""
+
+    def may_speak_for(self, host: str) -> bool:
+        return not self.mtls or self.relay or host in self.names
+
+
+ANYONE = Peer()
 
 
 @dataclass(frozen=True)
@@ -37,17 +70,46 @@ class Outcome:
     duplicate: bool = False
     code: str = ""            # gRPC status code name when not ok
     error: str = ""
+    reason: str = ""          # a stable short token for the refusal (metrics, clients)
     events: int = 0
     new_alerts: tuple[str, ...] = ()
 
 
 @dataclass
+class Ticket:
+    """A batch between admission and its ack."""
+
+    seq: int
+    received: float
+    outcome: Outcome | None = None     # set: final (a refusal); unset: wait for `lsn`
+    lsn: int = 0
+    events: int = 0
+    duplicate: bool = False
+    new_alerts: tuple[str, ...] = ()
+
+
+class Refusal(Exception):
+    def __init__(self, code: str, reason: str, error: str) -> None:
+        super().__init__(error)
+        self.code, self.reason, self.error = code, reason, error
+
+
+@dataclass
 class Counters:
-    batches: int = 0          # batches applied since start (replayed ones included)
+    batches: int = 0          # batches applied (replayed ones included), cumulative across restarts
     events: int = 0
     duplicates: int = 0
     refused: int = 0
-    replayed: int = 0
+    replayed: int = 0         # batches replayed from the log at this start
+    bytes: int = 0            # Arrow IPC bytes applied since this start (for snapshot scheduling)
+    refused_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class StreamState:
+    seq: int                  # high-water seq, applied
+    lsn: int                  # the log record that set it (durable once the log passes it)
+    schema: str               # the stream's schema, as `_fingerprint` has it
 
 
 @dataclass(frozen=True)
@@ -58,124 +120,458 @@ class ReplayReport:
     torn_bytes: int
     seconds: float
     skipped: int = 0
+    snapshot_lsn: int = 0
+
+
+class Budget:
+    """A bound on bytes held by batches in flight; `acquire` waits for room."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int, give_up: Callable[[], str]) -> str:
+        """Take `n` (at most the capacity); returns "" or, if `give_up()` says why, that reason."""
+        n = min(n, self.capacity)
+        with self._cond:
+            while self.used + n > self.capacity:
+                why = give_up()
+                if why:
+                    return why
+                self._cond.wait(0.25)
+            self.used += n
+            return ""
+
+    def release(self, n: int) -> None:
+        n = min(n, self.capacity)
+        with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+
+_EVENT_REASONS = (("is missing", "missing_column"), ("has type", "wrong_type"), ("is a dictionary of", "wrong_type"),
+                  ("dictionary indices", "wrong_type"), ("null in a required", "null_in_required_column"),
+                  ("empty lock name", "empty_lock_name"), ("appears", "duplicate_column"),
+                  ("dictionary index out of range", "bad_dictionary"), ("value", "value_out_of_range"))
+
+
+def event_reason(message: str) -> str:
+    for needle, reason in _EVENT_REASONS:
+        if needle in message:
+            return reason
+    return "invalid_events"
 
 
 class Gateway:
-    """Thread-safe front of one Engine and its SegmentLog."""
+    """Thread-safe front of one Engine and its EventLog."""
 
-    def __init__(self, engine: Engine, seglog: SegmentLog) -> None:
+    def __init__(self, engine: Engine, eventlog: EventLog, limits: Limits | None = None,
+                 observe: Callable[[str, Any], None] | None = None) -> None:
         self._engine = engine
-        self._log = seglog
-        self._lock = threading.Lock()
-        self._high_water: dict[tuple[str, str], int] = {}  # (host, stream_id) -> last seq applied
-        self._broken = ""
+        self._log = eventlog
+        self.limits = limits or Limits()
+        self._apply = threading.Lock()          # the ordered section: engine + log order
+        self._meta = threading.Lock()           # stream states, for the fast path
+        self._streams: dict[tuple[str, str], StreamState] = {}
+        self._schemas: dict[str, str] = {}      # interned fingerprints
+        self._classes: set[str] = set()
+        self._threads: dict[str, set[int]] = {}
+        self._budget = Budget(self.limits.max_inflight_bytes)
+        self._closing = ""
+        self._observe = observe or (lambda _k, _v: None)
         self.counters = Counters()
+        self.snapshot_lsn = 0
 
-    # -- start-up -------------------------------------------------------------------------
+    # -- start-up ---------------------------------------------------------------------------
 
-    def replay(self) -> ReplayReport:
-        """Apply every logged batch to the (fresh) engine and rebuild the high-water marks."""
+    def restore(self, lsn: int, sections: dict[str, bytes]) -> None:
+        """Adopt a snapshot's state (see `capture`); raises on anything that does not fit."""
+        meta = json.loads(sections["gateway"])
+        if meta.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"snapshot version {meta.get('version')} is not {SNAPSHOT_VERSION}")
+        engine = type(self._engine).restore(sections["engine"])  # type: ignore[attr-defined]
+        schemas = meta["schemas"]
+        streams = {(h, s): StreamState(seq, 0, schemas[i]) for h, s, seq, i in meta["streams"]}
+        classes = set(json.loads(sections["classes"]))
+        threads: dict[str, set[int]] = {}
+        if sections.get("threads"):
+            with pa.ipc.open_stream(pa.py_buffer(sections["threads"])) as reader:
+                t = reader.read_all()
+            hosts, tids = t.column("host").to_pylist(), t.column("tid").to_numpy()
+            for h, tid in zip(hosts, tids.tolist()):
+                threads.setdefault(h, set()).add(tid)
+        c = meta["counters"]
+        self._engine = engine
+        self._streams = streams
+        self._schemas = {s: s for s in schemas}
+        self._classes = classes
+        self._threads = threads
+        self.counters = Counters(batches=c["batches"], events=c["events"], duplicates=c["duplicates"],
+                                 refused=c["refused"], refused_by_reason=dict(c["refused_by_reason"]))
+        self.snapshot_lsn = lsn
+
+    def replay(self, after_lsn: int = 0) -> ReplayReport:
+        """Apply every logged batch after `after_lsn` (a restored snapshot's) and start the log."""
         start = time.monotonic()
-        skipped = 0
-        with self._lock:
-            for rec in self._log.replay():
+        skipped = events = 0
+        with self._apply:
+            for rec in self._log.replay(after_lsn):
                 key = (rec.host, rec.stream_id)
-                if rec.seq <= self._high_water.get(key, 0):
+                st = self._streams.get(key)
+                if st is not None and rec.seq <= st.seq:
                     skipped += 1  # cannot happen with this gateway; tolerate it
                     continue
                 try:
-                    table = _decode(rec.ipc)
+                    table = decode(rec.ipc, max_rows=1 << 62)
+                    ev = normalize(table)
                     self._engine.ingest(table, host=rec.host)
-                except (EventError, pa.ArrowException) as exc:
+                except (EventError, Refusal) as exc:
                     skipped += 1
                     log.error("replay: skipped logged batch host=%s stream=%s seq=%d: %s",
                               rec.host, rec.stream_id, rec.seq, exc)
                     continue
-                self._high_water[key] = rec.seq
+                self._classes |= batch_classes(ev)
+                for h, tids in batch_threads(ev, rec.host).items():
+                    self._threads.setdefault(h, set()).update(tids.tolist())
+                self._streams[key] = StreamState(rec.seq, rec.lsn, self._intern(fingerprint(table.schema)))
                 self.counters.batches += 1
                 self.counters.replayed += 1
                 self.counters.events += table.num_rows
-        return ReplayReport(batches=self.counters.replayed, events=self.counters.events,
-                            streams=len(self._high_water), torn_bytes=self._log.torn_bytes,
-                            seconds=time.monotonic() - start, skipped=skipped)
+                self.counters.bytes += len(rec.ipc)
+                events += table.num_rows
+            self._log.start()
+        torn = int(getattr(self._log, "torn_bytes", 0))
+        return ReplayReport(batches=self.counters.replayed, events=events, streams=len(self._streams),
+                            torn_bytes=torn, seconds=time.monotonic() - start, skipped=skipped,
+                            snapshot_lsn=after_lsn)
 
-    # -- ingest ---------------------------------------------------------------------------
+    # -- ingest -----------------------------------------------------------------------------
 
-    def push(self, host: str, stream_id: str, seq: int, ipc: bytes) -> Outcome:
-        """Admit one batch; never raises for bad input (the outcome says why)."""
-        with self._lock:
-            return self._push(host, stream_id, seq, ipc)
+    def admit(self, host: str, stream_id: str, seq: int, ipc: bytes, peer: Peer = ANYONE) -> Ticket:
+        """Admit one batch up to its append to the log; never raises for bad input."""
+        ticket = Ticket(seq=seq, received=time.monotonic())
+        try:
+            self._admit(ticket, host, stream_id, seq, ipc, peer)
+        except Refusal as r:
+            ticket.outcome = self._refuse(host, stream_id, seq, r)
+        return ticket
 
-    def _push(self, host: str, stream_id: str, seq: int, ipc: bytes) -> Outcome:
-        if self._broken:
-            return Outcome(seq=seq, ok=False, code="UNAVAILABLE", error=self._broken)
+    def _admit(self, ticket: Ticket, host: str, stream_id: str, seq: int, ipc: bytes, peer: Peer) -> None:
+        lim = self.limits
         if not host:
-            return self._refuse(host, seq, "INVALID_ARGUMENT", "host is empty: every batch names the host whose events it holds")
+            raise Refusal("INVALID_ARGUMENT", "empty_host", "host is empty: every batch names the host whose events it holds")
         if not stream_id:
-            return self._refuse(host, seq, "INVALID_ARGUMENT", "stream_id is empty: name the agent's stream of batches")
+            raise Refusal("INVALID_ARGUMENT", "empty_stream_id", "stream_id is empty: name the agent's stream of batches")
+        if len(host.encode()) > MAX_NAME_BYTES or len(stream_id.encode()) > MAX_NAME_BYTES:
+            raise Refusal("INVALID_ARGUMENT", "name_too_long", f"host and stream_id may be at most {MAX_NAME_BYTES} bytes")
         if seq < 1:
-            return self._refuse(host, seq, "INVALID_ARGUMENT", "seq must start at 1 and count up within (host, stream_id)")
+            raise Refusal("INVALID_ARGUMENT", "bad_seq", "seq must start at 1 and count up within (host, stream_id)")
+        if not peer.may_speak_for(host):
+            raise Refusal("PERMISSION_DENIED", "host_not_in_certificate",
+                          f"this client's certificate names {', '.join(sorted(peer.names)) or 'no host'}, not host "
+                          f"{host!r}; only a certificate with OU=lockfleet-relay may push for other hosts")
         key = (host, stream_id)
-        high = self._high_water.get(key, 0)
-        if seq <= high:
-            self.counters.duplicates += 1
-            return Outcome(seq=seq, ok=True, duplicate=True)
-        if seq > high + 1:
-            return self._refuse(host, seq, "FAILED_PRECONDITION",
-                                f"seq {seq} skips ahead: expected seq {high + 1} next for host {host!r} "
-                                f"stream {stream_id!r}; resend from there")
+        with self._meta:
+            st = self._streams.get(key)
+        if st is not None and seq <= st.seq:
+            self._duplicate(ticket, st)
+            return
+        expected = (st.seq if st else 0) + 1
+        if seq != expected:
+            raise Refusal("FAILED_PRECONDITION", "seq_gap",
+                          f"seq {seq} skips ahead: expected seq {expected} next for host {host!r} stream "
+                          f"{stream_id!r}; resend from there")
+        if len(ipc) > lim.max_message_bytes:
+            raise Refusal("RESOURCE_EXHAUSTED", "message_too_large",
+                          f"batch seq {seq}: {len(ipc)} bytes of arrow_ipc is over the limit of "
+                          f"{lim.max_message_bytes} (--max-message-bytes); send smaller batches")
+        self._unavailable_check()
+        cost = 2 * len(ipc) + 4096
+        why = self._budget.acquire(cost, self._give_up)
+        if why:
+            raise Refusal("UNAVAILABLE", "log_unavailable" if self._log.error else "shutting_down", why)
         try:
-            table = _decode(ipc)
-        except pa.ArrowException as exc:
-            return self._refuse(host, seq, "INVALID_ARGUMENT", f"batch seq {seq}: arrow_ipc is not an Arrow IPC stream ({exc})")
+            self._admit_held(ticket, host, stream_id, seq, ipc, peer, key, cost)
+        except BaseException:
+            self._budget.release(cost)
+            raise
+
+    def _admit_held(self, ticket: Ticket, host: str, stream_id: str, seq: int, ipc: bytes, peer: Peer,
+                    key: tuple[str, str], cost: int) -> None:
+        lim = self.limits
+        table = decode(ipc, lim.max_rows, seq)
+        check_strings(table, lim.max_string_bytes, seq)
         try:
-            new = self._engine.ingest(table, host=host)
+            ev = normalize(table)
         except EventError as exc:
-            return self._refuse(host, seq, "INVALID_ARGUMENT", f"batch seq {seq}: {exc}")
-        except Exception as exc:  # an engine bug: report it, keep serving
-            log.exception("engine failed on batch host=%s stream=%s seq=%d", host, stream_id, seq)
-            return self._refuse(host, seq, "INTERNAL", f"batch seq {seq}: the engine failed ({type(exc).__name__}: "
-                                                       f"{exc}); see the service log")
-        try:
-            self._log.append(Record(host=host, stream_id=stream_id, seq=seq, ipc=ipc))
-        except OSError as exc:
-            # the engine is now ahead of the disk: take no more batches until a restart
-            self._broken = f"the segment log could not be written ({exc}); restart the service"
-            log.critical("%s; batch host=%s stream=%s seq=%d was not acknowledged", self._broken, host, stream_id, seq)
-            return Outcome(seq=seq, ok=False, code="UNAVAILABLE", error=self._broken)
-        self._high_water[key] = seq
-        self.counters.batches += 1
-        self.counters.events += table.num_rows
+            raise Refusal("INVALID_ARGUMENT", event_reason(str(exc)), f"batch seq {seq}: {exc}") from None
+        fp = fingerprint(table.schema)
+        with self._meta:
+            st = self._streams.get(key)
+        if st is not None and st.schema != fp:
+            raise Refusal("FAILED_PRECONDITION", "schema_changed",
+                          f"batch seq {seq}: the schema changed mid-stream ({schema_change(st.schema, fp)}); "
+                          "a stream keeps one schema: start a new stream_id for the new one")
+        if peer.mtls and not peer.relay and ev.host is not None:
+            used = {ev.host.values[i] for i in _unique(ev.host.index).tolist() if i >= 0}
+            others = sorted(used - {host})
+            if others:
+                raise Refusal("PERMISSION_DENIED", "host_not_in_certificate",
+                              f"batch seq {seq}: column 'host' names {', '.join(map(repr, others[:3]))}, but this "
+                              f"client's certificate is for {host!r} and is not a relay's (OU=lockfleet-relay)")
+        classes = batch_classes(ev)
+        threads = batch_threads(ev, host)
+        with self._apply:
+            self._unavailable_check()
+            with self._meta:
+                st = self._streams.get(key)
+            if st is not None and seq <= st.seq:   # another call of the same stream got there first
+                self._budget.release(cost)
+                self._duplicate(ticket, st)
+                return
+            if seq != (st.seq if st else 0) + 1:
+                raise Refusal("FAILED_PRECONDITION", "seq_gap", f"seq {seq} skips ahead: expected seq "
+                              f"{(st.seq if st else 0) + 1} next for host {host!r} stream {stream_id!r}")
+            new_classes = classes - self._classes
+            if len(self._classes) + len(new_classes) > lim.max_lock_classes:
+                raise Refusal("RESOURCE_EXHAUSTED", "lock_class_limit",
+                              f"batch seq {seq}: {len(new_classes)} new lock classes would make "
+                              f"{len(self._classes) + len(new_classes)}, over the limit of {lim.max_lock_classes} "
+                              "(--max-lock-classes)")
+            new_threads: dict[str, list[int]] = {}
+            for h, tids in threads.items():
+                known = self._threads.get(h, ())
+                fresh = [t for t in tids.tolist() if t not in known]
+                if len(known) + len(fresh) > lim.max_threads_per_host:
+                    raise Refusal("RESOURCE_EXHAUSTED", "thread_limit",
+                                  f"batch seq {seq}: host {h!r} would have {len(known) + len(fresh)} tracked "
+                                  f"threads, over the limit of {lim.max_threads_per_host} (--max-threads-per-host)")
+                if fresh:
+                    new_threads[h] = fresh
+            try:
+                new = self._engine.ingest(table, host=host)
+            except EventError as exc:
+                raise Refusal("INVALID_ARGUMENT", event_reason(str(exc)), f"batch seq {seq}: {exc}") from None
+            except Exception as exc:  # an engine bug: report it, keep serving
+                log.exception("engine failed on batch host=%s stream=%s seq=%d", host, stream_id, seq)
+                raise Refusal("INTERNAL", "engine_failure", f"batch seq {seq}: the engine failed "
+                              f"({type(exc).__name__}: {exc}); see the service log") from None
+            budget = self._budget
+            lsn = self._log.append(Record(host=host, stream_id=stream_id, seq=seq, ipc=ipc),
+                                   on_durable=lambda: budget.release(cost))
+            with self._meta:
+                self._streams[key] = StreamState(seq, lsn, self._intern(fp))
+            self._classes |= new_classes
+            for h, fresh in new_threads.items():
+                self._threads.setdefault(h, set()).update(fresh)
+            self.counters.batches += 1
+            self.counters.events += table.num_rows
+            self.counters.bytes += len(ipc)
+        ticket.lsn = lsn
+        ticket.events = table.num_rows
+        ticket.new_alerts = tuple(a.id for a in new)
+        self._observe("applied", table.num_rows)
         for alert in new:
             log.warning("new %s alert %s: %s on hosts %s", alert.kind, alert.id,
                         " -> ".join(alert.locks), ", ".join(alert.hosts))
-        return Outcome(seq=seq, ok=True, events=table.num_rows, new_alerts=tuple(a.id for a in new))
 
-    def _refuse(self, host: str, seq: int, code: str, error: str) -> Outcome:
-        self.counters.refused += 1
-        log.warning("refused batch from host %r: %s: %s", host, code, error)
-        return Outcome(seq=seq, ok=False, code=code, error=error)
+    def _duplicate(self, ticket: Ticket, st: StreamState) -> None:
+        self.counters.duplicates += 1
+        self._observe("duplicate", 1)
+        ticket.duplicate = True
+        ticket.lsn = st.lsn
 
-    # -- queries --------------------------------------------------------------------------
+    def _unavailable_check(self) -> None:
+        if self._closing:
+            raise Refusal("UNAVAILABLE", "shutting_down", self._closing)
+        err = self._log.error
+        if err:
+            raise Refusal("UNAVAILABLE", "log_unavailable", f"{err}; this batch was not applied, resend it later")
+
+    def _give_up(self) -> str:
+        if self._closing:
+            return self._closing
+        err = self._log.error
+        return f"{err}; this batch was not applied, resend it later" if err else ""
+
+    def complete(self, ticket: Ticket, timeout: float | None = None) -> Outcome:
+        """Wait until the ticket's batch is durable; the ack to send."""
+        if ticket.outcome is not None:
+            return ticket.outcome
+        try:
+            if ticket.lsn and not self._log.wait_durable(ticket.lsn, timeout):
+                return Outcome(seq=ticket.seq, ok=False, code="DEADLINE_EXCEEDED", reason="not_durable_in_time",
+                               error="the batch was applied but is not yet durable; resend it to get its ack")
+        except LogUnavailable as exc:
+            self._count_refusal("log_unavailable")
+            return Outcome(seq=ticket.seq, ok=False, code="UNAVAILABLE", reason="log_unavailable",
+                           error=f"batch seq {ticket.seq} is applied but not yet durable: {exc}; it is kept in "
+                                 "memory and written when the log recovers: resend it then to get its ack")
+        return Outcome(seq=ticket.seq, ok=True, duplicate=ticket.duplicate, events=ticket.events,
+                       new_alerts=ticket.new_alerts)
+
+    def _refuse(self, host: str, stream_id: str, seq: int, r: Refusal) -> Outcome:
+        self._count_refusal(r.reason)
+        log.warning("refused batch host=%r stream=%r seq=%d: %s (%s): %s", host, stream_id, seq, r.code,
+                    r.reason, r.error)
+        return Outcome(seq=seq, ok=False, code=r.code, reason=r.reason, error=r.error)
+
+    def _count_refusal(self, reason: str) -> None:
+        with self._meta:
+            self.counters.refused += 1
+            self.counters.refused_by_reason[reason] = self.counters.refused_by_reason.get(reason, 0) + 1
+        self._observe("refused", reason)
+
+    def _intern(self, fp: str) -> str:
+        return self._schemas.setdefault(fp, fp)
+
+    # -- snapshots --------------------------------------------------------------------------
+
+    def capture(self) -> tuple[int, dict[str, bytes]]:
+        """The whole state at one LSN, as snapshot sections (the log must be durable up to it
+        before the snapshot is written)."""
+        with self._apply:
+            lsn = self._log.appended_lsn
+            engine_bytes = self._engine.snapshot()  # type: ignore[attr-defined]
+            schemas = list(self._schemas)
+            index = {s: i for i, s in enumerate(schemas)}
+            c = self.counters
+            meta = {"version": SNAPSHOT_VERSION, "lsn": lsn, "schemas": schemas,
+                    "streams": [[h, s, st.seq, index[st.schema]] for (h, s), st in self._streams.items()],
+                    "counters": {"batches": c.batches, "events": c.events, "duplicates": c.duplicates,
+                                 "refused": c.refused, "refused_by_reason": dict(c.refused_by_reason)}}
+            classes = json.dumps(sorted(self._classes))
+            hosts = [h for h, tids in self._threads.items() for _ in range(len(tids))]
+            tids = np.fromiter((t for s in self._threads.values() for t in s), dtype=np.int64, count=len(hosts))
+        sink = pa.BufferOutputStream()
+        table = pa.table({"host": pa.array(hosts, pa.string()), "tid": pa.array(tids)})
+        with pa.ipc.new_stream(sink, table.schema) as w:
+            w.write_table(table)
+        return lsn, {"gateway": json.dumps(meta).encode(), "engine": bytes(engine_bytes),
+                     "classes": classes.encode(), "threads": sink.getvalue().to_pybytes()}
+
+    # -- queries and life -------------------------------------------------------------------
 
     def read(self, fn: Callable[[Engine], T]) -> T:
         """Run a read-only query against the engine, serialized with ingest."""
-        with self._lock:
+        with self._apply:
             return fn(self._engine)
 
-    def ingest_stats(self) -> dict[str, int]:
-        with self._lock:
-            c = self.counters
-            return {"batches": c.batches, "events": c.events, "duplicates": c.duplicates,
-                    "refused": c.refused, "replayed": c.replayed,
-                    "streams": len(self._high_water),
-                    "log_records": self._log.records, "log_bytes": self._log.bytes}
+    def ingest_stats(self) -> dict[str, Any]:
+        with self._meta:
+            c = asdict(self.counters)
+            streams = len(self._streams)
+        return {**c, "streams": streams, "lock_classes_seen": len(self._classes),
+                "inflight_bytes": self._budget.used, "snapshot_lsn": self.snapshot_lsn, **self._log.stats()}
 
-    def close(self) -> None:
-        with self._lock:
-            self._log.close()
+    def begin_shutdown(self, why: str = "the service is shutting down; resend to it once it is back") -> None:
+        """Refuse new batches from now on; those already admitted still get their acks."""
+        self._closing = why
+        with self._apply:   # wait for any admission in the ordered section to finish
+            pass
+
+    @property
+    def log_error(self) -> str:
+        return self._log.error
 
 
-def _decode(ipc: bytes) -> pa.Table:
-    with pa.ipc.open_stream(pa.py_buffer(ipc)) as reader:
-        return reader.read_all()
+# -- the pieces of admission (also used by replay) ------------------------------------------
+
+def decode(ipc: bytes, max_rows: int, seq: int = 0) -> pa.Table:
+    """Arrow IPC stream bytes -> a fully validated Table; raises Refusal."""
+    where = f"batch seq {seq}: " if seq else ""
+    if not ipc:
+        raise Refusal("INVALID_ARGUMENT", "not_arrow_ipc", f"{where}arrow_ipc is empty")
+    try:
+        reader = pa.ipc.open_stream(pa.py_buffer(ipc))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise Refusal("INVALID_ARGUMENT", "not_arrow_ipc",
+                      f"{where}arrow_ipc is not an Arrow IPC stream, or is truncated ({_one_line(exc)})") from None
+    batches = []
+    rows = 0
+    try:
+        with reader:
+            for batch in reader:
+                rows += batch.num_rows
+                if rows > max_rows:
+                    raise Refusal("RESOURCE_EXHAUSTED", "too_many_rows",
+                                  f"{where}the batch claims {rows} or more rows, over the limit of {max_rows} "
+                                  "(--max-rows); send smaller batches")
+                batches.append(batch)
+            table = pa.Table.from_batches(batches, schema=reader.schema)
+        table.validate(full=True)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise Refusal("INVALID_ARGUMENT", "malformed_ipc",
+                      f"{where}arrow_ipc is damaged or truncated ({_one_line(exc)})") from None
+    return table
+
+
+def fingerprint(schema: pa.Schema) -> str:
+    return ", ".join(f"{f.name}: {f.type}" for f in schema)
+
+
+def schema_change(old: str, new: str) -> str:
+    a = dict(x.split(": ", 1) for x in old.split(", ") if ": " in x)
+    b = dict(x.split(": ", 1) for x in new.split(", ") if ": " in x)
+    diffs = [f"column '{k}' was {a[k]}, now {b[k]}" for k in a if k in b and a[k] != b[k]]
+    diffs += [f"column '{k}' appeared" for k in b if k not in a]
+    diffs += [f"column '{k}' went away" for k in a if k not in b]
+    return "; ".join(diffs[:3]) or "column order changed"
+
+
+def check_strings(table: pa.Table, max_bytes: int, seq: int) -> None:
+    for name in ("lock", "site", "task", "host"):
+        if name not in table.column_names:
+            continue
+        col = table.column(name)
+        typ = col.type
+        arrays: list[pa.Array] = []
+        if pa.types.is_dictionary(typ):
+            arrays = [chunk.dictionary for chunk in col.chunks]
+            typ = typ.value_type
+        elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
+            arrays = list(col.chunks)
+        if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+            continue    # the schema check names the wrong type
+        for arr in arrays:
+            longest = (pc.max(pc.binary_length(arr)).as_py() or 0) if len(arr) else 0
+            if longest > max_bytes:
+                raise Refusal("INVALID_ARGUMENT", "string_too_long",
+                              f"batch seq {seq}: column '{name}' holds a value of {longest} bytes, over the limit "
+                              f"of {max_bytes} (--max-string-bytes)")
+
+
+def _unique(values: np.ndarray) -> np.ndarray:
+    """Distinct values (hashing, not sorting: cheaper on a batch of repeats)."""
+    return pc.unique(pa.array(values)).to_numpy(zero_copy_only=False)
+
+
+def batch_classes(ev: Events) -> set[str]:
+    """The lock classes (name, or name/subclass) a batch names."""
+    idx = ev.lock.index
+    values = ev.lock.values
+    if ev.subclass is not None and len(ev.subclass) and int(ev.subclass.max()) > 0:
+        keys = _unique(idx.astype(np.int64) * 8 + ev.subclass.astype(np.int64))
+        return {values[k >> 3] if not k & 7 else f"{values[k >> 3]}/{k & 7}" for k in keys.tolist()}
+    return {values[i] for i in _unique(idx).tolist()}
+
+
+def batch_threads(ev: Events, host: str) -> dict[str, np.ndarray]:
+    """host -> the distinct thread ids a batch names on it."""
+    if ev.n == 0:
+        return {}
+    if ev.host is None:
+        return {host: _unique(ev.tid)}
+    out: dict[str, np.ndarray] = {}
+    hidx = ev.host.index
+    for h in _unique(hidx).tolist():
+        name = ev.host.values[h] if h >= 0 else host
+        tids = _unique(ev.tid[hidx == h])
+        out[name] = np.union1d(out[name], tids) if name in out else tids
+    return out
+
+
+def _one_line(exc: object) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."

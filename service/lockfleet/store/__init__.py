@@ -1,6 +1,12 @@
-"""Durable storage of the service: the append-only segment log of accepted batches."""
+"""Durable storage of the service: the event log interface and its embedded segment log, snapshots,
+the Parquet archive, and the data dir lock."""
 
+from .archive import Archiver
 from .dirlock import DataDirLocked, lock_data_dir
-from .segment_log import LogCorrupt, Record, SegmentLog
+from .eventlog import EventLog, LogCorrupt, LogUnavailable, Record, SealedPart
+from .segment_log import FSYNC_MODES, SegmentLog
+from .snapshot import SnapshotCorrupt, load_newest, prune_snapshots, read_snapshot, snapshot_files, write_snapshot
 
-__all__ = ["DataDirLocked", "LogCorrupt", "Record", "SegmentLog", "lock_data_dir"]
+__all__ = ["Archiver", "DataDirLocked", "EventLog", "FSYNC_MODES", "LogCorrupt", "LogUnavailable", "Record",
+           "SealedPart", "SegmentLog", "SnapshotCorrupt", "load_newest", "lock_data_dir", "prune_snapshots",
+           "read_snapshot", "snapshot_files", "write_snapshot"]

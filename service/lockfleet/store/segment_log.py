@@ -1,185 +1,499 @@
-"""The segment log: an append-only, checksummed record of every accepted batch, replayed on start.
+"""The segment log: the embedded EventLog. Append-only, checksummed, group-committed segment files.
 
-Layout: `DIR/seg-00000001.log`, `DIR/seg-00000002.log`, ... Each segment starts with the 8-byte
-magic `LFSEG001`, then records:
+Layout: `DIR/seg-00000001.log`, `DIR/seg-00000002.log`, ... Each segment is created whole (written
+as `.tmp`, fsynced, renamed) with a 16-byte header, the magic `LFSEG002` and the u64 LSN of its
+first record, followed by records:
 
     u32 length | u32 crc32(payload) | payload
-    payload = u16 len(host) | host | u16 len(stream_id) | stream_id | u64 seq | Arrow IPC bytes
+    payload = u64 lsn | u16 len(host) | host | u16 len(stream_id) | stream_id | u64 seq | Arrow IPC bytes
 
-little-endian, strings utf-8. `append` returns only after the record is on disk (fsync). A crash
-mid-append leaves a torn tail (short record or bad crc) in the last segment; `replay` cuts it off.
-Damage anywhere else is not a torn tail: it raises LogCorrupt rather than silently dropping
-acknowledged batches.
+little-endian, strings utf-8, LSNs consecutive. One writer thread takes whatever records are
+queued (waiting up to `group_delay` for a group to form), writes them and fsyncs once for all of
+them (`fsync="group"`); `"always"` fsyncs each record on its own, `"never"` leaves it to the OS
+(a process crash loses nothing, a machine crash may). A failed write or fsync (disk full, I/O
+error) truncates the segment back to its last durable byte, marks the log unavailable and retries
+the same records every `retry_interval` seconds until it succeeds: nothing after a gap is ever
+written, and nothing is lost from memory while the process lives.
 
-Use: `log = SegmentLog(dir)`, iterate `log.replay()` to the end, then `log.append(...)`.
+A crash mid-write leaves a torn tail (short record or bad crc) in the last segment: `replay` cuts
+it off. Damage anywhere else raises LogCorrupt rather than silently dropping acknowledged batches.
+Segments roll at `segment_bytes` or when the active one is older than `segment_seconds`; sealed
+segments are immutable, read by the archiver, and dropped once archived and snapshotted.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
+import threading
+import time
 import zlib
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
-MAGIC = b"LFSEG001"
-_FRAME = struct.Struct("<II")  # length, crc32
+from .eventlog import EventLog, LogCorrupt, LogUnavailable, Record, SealedPart
+
+log = logging.getLogger("lockfleet.store")
+
+MAGIC = b"LFSEG002"
+_HEADER = struct.Struct("<8sQ")   # magic, first lsn
+_FRAME = struct.Struct("<II")     # length, crc32
 _U16 = struct.Struct("<H")
 _U64 = struct.Struct("<Q")
-MAX_RECORD = 1 << 30
-DEFAULT_SEGMENT_BYTES = 256 << 20
+MAX_RECORD = 1 << 31
+DEFAULT_SEGMENT_BYTES = 64 << 20
+DEFAULT_SEGMENT_SECONDS = 600.0
+DEFAULT_GROUP_DELAY = 0.002
+GROUP_BYTES = 8 << 20             # a group is written at once when this much is queued
+FSYNC_MODES = ("always", "group", "never")
 
 
-class LogCorrupt(RuntimeError):
-    """The log is damaged somewhere other than its tail."""
-
-
-@dataclass(frozen=True)
-class Record:
-    """One accepted batch: whose, which stream, which seq, and its Arrow IPC stream bytes."""
-
-    host: str
-    stream_id: str
-    seq: int
-    ipc: bytes
-
-
-def encode(record: Record) -> bytes:
+def encode(record: Record, lsn: int) -> bytes:
     """The record's bytes on disk, frame included."""
     host, sid = record.host.encode(), record.stream_id.encode()
     if len(host) > 0xFFFF or len(sid) > 0xFFFF:
         raise ValueError("host and stream_id must be at most 65535 bytes")
-    payload = b"".join((_U16.pack(len(host)), host, _U16.pack(len(sid)), sid, _U64.pack(record.seq), record.ipc))
-    return _FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+    head = b"".join((_U64.pack(lsn), _U16.pack(len(host)), host, _U16.pack(len(sid)), sid, _U64.pack(record.seq)))
+    crc = zlib.crc32(record.ipc, zlib.crc32(head))
+    return b"".join((_FRAME.pack(len(head) + len(record.ipc), crc), head, record.ipc))
 
 
-def decode(payload: bytes) -> Record:
+def decode(payload: memoryview | bytes) -> Record:
     """A record from its (checksummed) payload."""
-    (n,) = _U16.unpack_from(payload, 0)
-    host = payload[2 : 2 + n].decode()
-    pos = 2 + n
+    (lsn,) = _U64.unpack_from(payload, 0)
+    (n,) = _U16.unpack_from(payload, 8)
+    host = bytes(payload[10 : 10 + n]).decode()
+    pos = 10 + n
     (m,) = _U16.unpack_from(payload, pos)
-    sid = payload[pos + 2 : pos + 2 + m].decode()
+    sid = bytes(payload[pos + 2 : pos + 2 + m]).decode()
     pos += 2 + m
     (seq,) = _U64.unpack_from(payload, pos)
-    return Record(host=host, stream_id=sid, seq=seq, ipc=payload[pos + 8 :])
+    return Record(host=host, stream_id=sid, seq=seq, ipc=bytes(payload[pos + 8 :]), lsn=lsn)
 
 
-class SegmentLog:
-    """Append-only log of Records in `directory`; not thread-safe (the caller serializes)."""
+def scan(data: bytes) -> tuple[list[Record], int]:
+    """Records of one segment's bytes (after the header) and the end of the last good one."""
+    out: list[Record] = []
+    view = memoryview(data)
+    pos = good = _HEADER.size
+    while pos + _FRAME.size <= len(data):
+        length, crc = _FRAME.unpack_from(data, pos)
+        end = pos + _FRAME.size + length
+        if length > MAX_RECORD or length < 20 or end > len(data):
+            break
+        payload = view[pos + _FRAME.size : end]
+        if zlib.crc32(payload) != crc:
+            break
+        out.append(decode(payload))
+        pos = good = end
+    return out, good
 
-    def __init__(self, directory: Path, segment_bytes: int = DEFAULT_SEGMENT_BYTES) -> None:
+
+@dataclass
+class _Pending:
+    record: Record
+    lsn: int
+    on_durable: Callable[[], None] | None
+    frame: bytes = b""
+
+
+@dataclass
+class _Segment:
+    seq: int
+    path: Path
+    first_lsn: int
+    last_lsn: int = 0       # 0: no record yet
+    size: int = 0
+
+
+class SegmentLog(EventLog):
+    """The embedded log in `directory` (see the module doc). Thread-safe after `start()`."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+                 segment_seconds: float = DEFAULT_SEGMENT_SECONDS, fsync: str = "group",
+                 group_delay: float = DEFAULT_GROUP_DELAY, retry_interval: float = 1.0) -> None:
+        if fsync not in FSYNC_MODES:
+            raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}, not {fsync!r}")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.segment_bytes = segment_bytes
-        self.records = 0          # records in the log (replayed + appended)
-        self.bytes = 0            # bytes in the log
-        self.torn_bytes = 0       # bytes cut off the tail on replay
-        self._file: BinaryIO | None = None
-        self._size = 0            # size of the open (last) segment
+        self.segment_seconds = segment_seconds
+        self.fsync = fsync
+        self.group_delay = group_delay if fsync == "group" else 0.0
+        self.retry_interval = retry_interval
+        self.torn_bytes = 0
+        self.on_seal: Callable[[], None] | None = None
+        self.on_fsync: Callable[[float], None] | None = None
+        self._sealed: list[_Segment] = []
+        self._active: _Segment | None = None
+        self._active_since = time.monotonic()
+        self._fd = -1
+        self._cond = threading.Condition()
+        self._queue: deque[_Pending] = deque()
+        self._queue_bytes = 0
+        self._next_lsn = 1
+        self._durable = 0
+        self._error = ""
+        self._closing = False
+        self._closed = False
         self._replayed = False
+        self._thread: threading.Thread | None = None
+        self._records = 0
+        self._bytes = 0
+        self._groups = 0
+        self._fsyncs = 0
+        self._write_errors = 0
 
-    def segments(self) -> list[Path]:
-        return sorted(self.directory.glob("seg-*.log"))
+    # -- replay -----------------------------------------------------------------------------
 
-    def replay(self) -> Iterator[Record]:
-        """Yield every record in order; cut off a torn tail; then the log is open for appends."""
-        segments = self.segments()
-        for i, path in enumerate(segments):
-            last = i == len(segments) - 1
-            yield from self._read_segment(path, last)
-        if segments:
-            self._open_for_append(segments[-1])
-        else:
-            self._new_segment(1)
+    def _list(self) -> list[_Segment]:
+        for tmp in self.directory.glob("seg-*.log.tmp"):   # a roll that did not finish
+            tmp.unlink()
+        segs = []
+        for path in sorted(self.directory.glob("seg-*.log")):
+            try:
+                seq = int(path.stem.split("-")[1])
+            except (IndexError, ValueError):
+                continue
+            with open(path, "rb") as f:
+                head = f.read(_HEADER.size)
+            if len(head) < _HEADER.size or head[:8] != MAGIC:
+                raise LogCorrupt(f"{path}: not a lockfleet log segment (bad header)")
+            segs.append(_Segment(seq=seq, path=path, first_lsn=_HEADER.unpack(head)[1], size=path.stat().st_size))
+        return segs
+
+    def replay(self, after_lsn: int = 0) -> Iterator[Record]:
+        segs = self._list()
+        if segs and segs[0].first_lsn > after_lsn + 1:
+            raise LogCorrupt(f"{segs[0].path} starts at lsn {segs[0].first_lsn}, but replay needs lsn "
+                             f"{after_lsn + 1} onwards: the log before it is gone and no snapshot covers it")
+        expected = segs[0].first_lsn if segs else after_lsn + 1
+        for i, seg in enumerate(segs):
+            last = i == len(segs) - 1
+            if seg.first_lsn != expected:
+                raise LogCorrupt(f"{seg.path} starts at lsn {seg.first_lsn}; expected {expected}")
+            if not last and segs[i + 1].first_lsn <= after_lsn + 1:
+                seg.last_lsn = segs[i + 1].first_lsn - 1          # wholly covered: not read
+                expected = seg.last_lsn + 1
+                self._records += seg.last_lsn - seg.first_lsn + 1
+                self._bytes += seg.size
+                self._sealed.append(seg)
+                continue
+            data = seg.path.read_bytes()
+            records, good = scan(data)
+            for rec in records:
+                if rec.lsn != expected:
+                    raise LogCorrupt(f"{seg.path}: record with lsn {rec.lsn} where lsn {expected} belongs")
+                expected += 1
+            if good != len(data):
+                if not last:
+                    raise LogCorrupt(f"{seg.path}: damaged record at byte {good} of {len(data)} in a sealed segment")
+                self.torn_bytes += len(data) - good
+                log.warning("cutting a torn tail of %d bytes off %s (a write that was never acknowledged)",
+                            len(data) - good, seg.path)
+                with open(seg.path, "r+b") as f:
+                    f.truncate(good)
+                    os.fsync(f.fileno())
+                seg.size = good
+            seg.last_lsn = records[-1].lsn if records else 0
+            self._records += len(records)
+            self._bytes += seg.size
+            for rec in records:
+                if rec.lsn > after_lsn:
+                    yield rec
+            if last:
+                self._active = seg
+            elif seg.last_lsn:
+                self._sealed.append(seg)
+            else:
+                raise LogCorrupt(f"{seg.path}: a sealed segment without records")
+        if after_lsn >= expected:
+            raise LogCorrupt(f"the snapshot is at lsn {after_lsn} but the log ends at lsn {expected - 1}")
+        self._next_lsn = expected
+        self._durable = expected - 1
+        if self._active is None:
+            self._active = self._create(1, expected)
+        self._fd = os.open(self._active.path, os.O_WRONLY | os.O_APPEND)
+        self._active_since = time.monotonic()
         self._replayed = True
 
-    def _read_segment(self, path: Path, last: bool) -> Iterator[Record]:
-        with open(path, "rb") as f:
-            data = f.read()
-        good = 0
-        if data[: len(MAGIC)] == MAGIC:
-            pos = good = len(MAGIC)
-            while pos + _FRAME.size <= len(data):
-                length, crc = _FRAME.unpack_from(data, pos)
-                end = pos + _FRAME.size + length
-                if length > MAX_RECORD or end > len(data):
-                    break
-                payload = data[pos + _FRAME.size : end]
-                if zlib.crc32(payload) != crc:
-                    break
-                yield decode(payload)
-                self.records += 1
-                pos = good = end
-        if good == len(data):
-            self.bytes += good
-            return
-        if not last:
-            raise LogCorrupt(f"{path}: damaged record at byte {good} of {len(data)} in a sealed segment")
-        # torn tail: a crash during the last append; that batch was never acknowledged
-        self.torn_bytes += len(data) - good
-        with open(path, "r+b") as f:
-            if good == 0:
-                f.write(MAGIC)
-                good = len(MAGIC)
-            f.truncate(good)
-            f.flush()
-            os.fsync(f.fileno())
-        self.bytes += good
-
-    def append(self, record: Record) -> None:
-        """Write one record and fsync it; raises OSError if that fails."""
+    def start(self) -> None:
         if not self._replayed:
-            raise RuntimeError("replay() the log to its end before appending")
-        frame = encode(record)
-        if self._size >= self.segment_bytes:
-            self._roll()
-        f = self._file
-        assert f is not None
-        try:
-            f.write(frame)
-            f.flush()
-            os.fsync(f.fileno())
-        except OSError:
-            # leave no partial record behind: later appends must not follow garbage
+            raise RuntimeError("replay() the log to its end before start()")
+        self._thread = threading.Thread(target=self._run, name="lockfleet-log-writer", daemon=True)
+        self._thread.start()
+
+    # -- appending ---------------------------------------------------------------------------
+
+    def append(self, record: Record, on_durable: Callable[[], None] | None = None) -> int:
+        with self._cond:
+            if self._closing or not self._replayed:
+                raise LogUnavailable("the log is closed")
+            lsn = self._next_lsn
+            self._next_lsn += 1
+            self._queue.append(_Pending(record, lsn, on_durable))
+            self._queue_bytes += len(record.ipc)
+            self._cond.notify_all()
+        return lsn
+
+    def wait_durable(self, lsn: int, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._durable < lsn:
+                if self._error:
+                    raise LogUnavailable(self._error)
+                if self._closed:
+                    raise LogUnavailable("the log was closed before this record was written")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    @property
+    def durable_lsn(self) -> int:
+        return self._durable
+
+    @property
+    def appended_lsn(self) -> int:
+        return self._next_lsn - 1
+
+    @property
+    def error(self) -> str:
+        return self._error
+
+    # -- the writer --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    if self._roll_due():
+                        break
+                    self._cond.wait(1.0 if self.segment_seconds else None)
+                if self._closing and not self._queue:
+                    return
+                if self._queue and self.group_delay > 0 and self._queue_bytes < GROUP_BYTES:
+                    deadline = time.monotonic() + self.group_delay
+                    while self._queue_bytes < GROUP_BYTES and not self._closing:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._cond.wait(remaining)
+                group = list(self._queue)
             try:
-                f.truncate(self._size)
+                if group:
+                    self._write(group)
+                elif self._roll_due():
+                    self._roll()
+            except OSError as exc:
+                self._failed(exc)
+                with self._cond:
+                    if self._closing and self._abandon:
+                        return
+                    self._cond.wait(self.retry_interval)
+                    if self._closing and self._abandon:
+                        return
+
+    _abandon = False
+
+    def _roll_due(self) -> bool:
+        a = self._active
+        return bool(a and a.last_lsn and self.segment_seconds
+                    and time.monotonic() - self._active_since >= self.segment_seconds)
+
+    def _write(self, group: list[_Pending]) -> None:
+        """Write (and fsync) the group in chunks; each chunk is marked durable as it lands."""
+        chunk: list[_Pending] = []
+        chunk_bytes = 0
+        active = self._active
+        assert active is not None
+        for p in group:
+            if not p.frame:
+                p.frame = encode(p.record, p.lsn)
+            if (active.last_lsn or chunk) and active.size + chunk_bytes + len(p.frame) > self.segment_bytes:
+                if chunk:
+                    self._flush(chunk)
+                    chunk, chunk_bytes = [], 0
+                self._roll()
+                active = self._active
+                assert active is not None
+            chunk.append(p)
+            chunk_bytes += len(p.frame)
+            if self.fsync == "always":
+                self._flush(chunk)
+                chunk, chunk_bytes = [], 0
+        if chunk:
+            self._flush(chunk)
+
+    def _flush(self, chunk: list[_Pending]) -> None:
+        active = self._active
+        assert active is not None
+        data = chunk[0].frame if len(chunk) == 1 else b"".join(p.frame for p in chunk)
+        try:
+            _write_all(self._fd, data)
+            if self.fsync != "never":
+                t0 = time.perf_counter()
+                _fsync(self._fd)
+                self._fsyncs += 1
+                if self.on_fsync is not None:
+                    self.on_fsync(time.perf_counter() - t0)
+        except OSError:
+            try:  # leave no partial record behind: later writes must not follow garbage
+                os.ftruncate(self._fd, active.size)
             except OSError:
                 pass
             raise
-        self._size += len(frame)
-        self.bytes += len(frame)
-        self.records += 1
+        if not active.last_lsn:
+            self._active_since = time.monotonic()
+        active.size += len(data)
+        active.last_lsn = chunk[-1].lsn
+        callbacks = []
+        with self._cond:
+            for _ in chunk:
+                p = self._queue.popleft()
+                self._queue_bytes -= len(p.record.ipc)
+                if p.on_durable is not None:
+                    callbacks.append(p.on_durable)
+            self._durable = chunk[-1].lsn
+            self._records += len(chunk)
+            self._bytes += len(data)
+            self._groups += 1
+            if self._error:
+                log.warning("the log is writable again after %d failed attempts", self._write_errors)
+            self._error = ""
+            self._cond.notify_all()
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:  # a callback must not stop the writer
+                log.exception("on_durable callback failed")
 
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+    def _failed(self, exc: OSError) -> None:
+        reason = exc.strerror or str(exc)
+        with self._cond:
+            first = not self._error
+            self._write_errors += 1
+            self._error = (f"the segment log in {self.directory} cannot be written: {reason} "
+                           f"(errno {exc.errno}); retrying every {self.retry_interval:g}s")
+            self._cond.notify_all()
+        if first:
+            log.error("%s; %d records wait in memory", self._error, len(self._queue))
 
-    def _open_for_append(self, path: Path) -> None:
-        self._file = open(path, "ab")
-        self._size = path.stat().st_size
+    # -- segments ----------------------------------------------------------------------------
 
-    def _new_segment(self, index: int) -> None:
-        path = self.directory / f"seg-{index:08d}.log"
-        with open(path, "xb") as f:
-            f.write(MAGIC)
-            f.flush()
-            os.fsync(f.fileno())
-        self._fsync_dir()
-        self.bytes += len(MAGIC)
-        self._open_for_append(path)
+    def _create(self, seq: int, first_lsn: int) -> _Segment:
+        path = self.directory / f"seg-{seq:08d}.log"
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                _write_all(fd, _HEADER.pack(MAGIC, first_lsn))
+                _fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
+            _fsync_dir(self.directory)
+        except OSError:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise
+        self._bytes += _HEADER.size
+        return _Segment(seq=seq, path=path, first_lsn=first_lsn, size=_HEADER.size)
 
     def _roll(self) -> None:
-        last = self.segments()[-1]
-        self.close()
-        self._new_segment(int(last.stem.split("-")[1]) + 1)
+        old = self._active
+        assert old is not None
+        new = self._create(old.seq + 1, old.last_lsn + 1)   # raises before anything changes
+        if self.fsync == "never":
+            _fsync(self._fd)   # a sealed segment is on disk whole, whatever the mode
+        os.close(self._fd)
+        self._fd = os.open(new.path, os.O_WRONLY | os.O_APPEND)
+        with self._cond:
+            self._sealed.append(old)
+            self._active = new
+        self._active_since = time.monotonic()
+        log.info("sealed %s (lsn %d..%d, %d bytes)", old.path.name, old.first_lsn, old.last_lsn, old.size)
+        if self.on_seal is not None:
+            self.on_seal()
 
-    def _fsync_dir(self) -> None:
-        fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    def sealed(self) -> list[SealedPart]:
+        with self._cond:
+            return [SealedPart(seq=s.seq, first_lsn=s.first_lsn, last_lsn=s.last_lsn, bytes=s.size, path=s.path)
+                    for s in self._sealed]
+
+    def read(self, part: SealedPart) -> Iterator[Record]:
+        assert part.path is not None
+        data = part.path.read_bytes()
+        records, good = scan(data)
+        if good != len(data):
+            raise LogCorrupt(f"{part.path}: damaged record at byte {good} of {len(data)} in a sealed segment")
+        yield from records
+
+    def drop(self, part: SealedPart) -> None:
+        with self._cond:
+            seg = next((s for s in self._sealed if s.seq == part.seq), None)
+            if seg is None:
+                return
+            if seg is not self._sealed[0]:
+                raise ValueError("drop sealed segments oldest first")
+            self._sealed.pop(0)
+            self._bytes -= seg.size
+        seg.path.unlink(missing_ok=True)
+        log.info("dropped %s (archived, and covered by a snapshot)", seg.path.name)
+
+    def stats(self) -> dict[str, int]:
+        with self._cond:
+            return {"log_records": self._records, "log_bytes": self._bytes, "log_segments": len(self._sealed) + 1,
+                    "log_torn_bytes": self.torn_bytes, "log_queued": len(self._queue),
+                    "log_queued_bytes": self._queue_bytes, "log_groups": self._groups, "log_fsyncs": self._fsyncs,
+                    "log_write_errors": self._write_errors, "log_durable_lsn": self._durable}
+
+    def close(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                with self._cond:
+                    log.error("closing the log with %d records not written: %s", len(self._queue),
+                              self._error or "the writer did not finish in time")
+                    self._abandon = True
+                    self._cond.notify_all()
+                self._thread.join(self.retry_interval + 5)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._fd >= 0:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = -1
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _fsync(fd: int) -> None:
+    os.fsync(fd)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

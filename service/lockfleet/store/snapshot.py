@@ -1,0 +1,140 @@
+"""Snapshots: the whole state of the service at one log position, so that a restart replays only
+the log after it.
+
+`DIR/snap-<lsn, 20 digits>.lfsnap`, written as `.tmp`, fsynced, renamed, the directory fsynced: a
+snapshot file is whole or absent. Its bytes:
+
+    b"LFSNAP01" | u32 count | count x (u16 len(name) | name | u64 len(data) | data) | u32 crc32
+
+The crc covers everything before it. Sections are opaque bytes named by the caller (the engine's
+own snapshot, the gateway's streams and counters, ...). `load_newest` returns the newest snapshot
+that reads back whole; a damaged one is skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+log = logging.getLogger("lockfleet.store")
+
+MAGIC = b"LFSNAP01"
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+T = TypeVar("T")
+
+
+class SnapshotCorrupt(ValueError):
+    """The snapshot file is not whole."""
+
+
+@dataclass(frozen=True)
+class SnapshotFile:
+    lsn: int
+    path: Path
+
+
+def snapshot_files(directory: Path) -> list[SnapshotFile]:
+    """Snapshots in `directory`, newest first."""
+    out = []
+    for path in directory.glob("snap-*.lfsnap"):
+        try:
+            out.append(SnapshotFile(int(path.stem.split("-")[1]), path))
+        except (IndexError, ValueError):
+            continue
+    return sorted(out, key=lambda s: s.lsn, reverse=True)
+
+
+def write_snapshot(directory: Path, lsn: int, sections: dict[str, bytes]) -> Path:
+    """Write one snapshot atomically; returns its path. Raises OSError (nothing is left behind)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    parts = [MAGIC, _U32.pack(len(sections))]
+    for name, data in sections.items():
+        raw = name.encode()
+        parts += [_U16.pack(len(raw)), raw, _U64.pack(len(data)), data]
+    crc = 0
+    for p in parts:
+        crc = zlib.crc32(p, crc)
+    parts.append(_U32.pack(crc))
+    path = directory / f"snap-{lsn:020d}.lfsnap"
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            for p in parts:
+                view = memoryview(p)
+                while view:
+                    view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_snapshot(path: Path) -> dict[str, bytes]:
+    """The sections of one snapshot; raises SnapshotCorrupt or OSError."""
+    data = path.read_bytes()
+    if len(data) < len(MAGIC) + 8 or data[: len(MAGIC)] != MAGIC:
+        raise SnapshotCorrupt(f"{path}: not a lockfleet snapshot")
+    (crc,) = _U32.unpack_from(data, len(data) - 4)
+    if zlib.crc32(memoryview(data)[:-4]) != crc:
+        raise SnapshotCorrupt(f"{path}: checksum mismatch (damaged or cut short)")
+    pos = len(MAGIC)
+    (count,) = _U32.unpack_from(data, pos)
+    pos += 4
+    out: dict[str, bytes] = {}
+    try:
+        for _ in range(count):
+            (n,) = _U16.unpack_from(data, pos)
+            name = data[pos + 2 : pos + 2 + n].decode()
+            pos += 2 + n
+            (m,) = _U64.unpack_from(data, pos)
+            pos += 8
+            if pos + m > len(data) - 4:
+                raise SnapshotCorrupt(f"{path}: section {name!r} runs past the end")
+            out[name] = data[pos : pos + m]
+            pos += m
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise SnapshotCorrupt(f"{path}: malformed ({exc})") from None
+    return out
+
+
+def load_newest(directory: Path, restore: Callable[[int, dict[str, bytes]], T]) -> tuple[int, T | None, list[str]]:
+    """The newest snapshot that reads and restores: (lsn, restore's result, problems met).
+    (0, None, problems) when there is none."""
+    problems: list[str] = []
+    for tmp in directory.glob("snap-*.lfsnap.tmp"):
+        tmp.unlink(missing_ok=True)
+    for snap in snapshot_files(directory):
+        try:
+            sections = read_snapshot(snap.path)
+            return snap.lsn, restore(snap.lsn, sections), problems
+        except Exception as exc:  # a damaged or incompatible snapshot: try an older one
+            problems.append(f"{snap.path.name}: {exc}")
+            log.warning("skipping snapshot %s: %s", snap.path, exc)
+    return 0, None, problems
+
+
+def prune_snapshots(directory: Path, keep: int = 2) -> list[SnapshotFile]:
+    """Delete all but the `keep` newest snapshots; returns the ones kept (newest first)."""
+    files = snapshot_files(directory)
+    for old in files[keep:]:
+        old.path.unlink(missing_ok=True)
+    return files[:keep]
+
