@@ -88,6 +88,13 @@ extensions = [
         extra_compile_args=CFLAGS,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),
+    Extension(
+        "lockfleet._names",
+        sources=["ext/_names.pyx"],
+        include_dirs=["ext", numpy.get_include()],
+        extra_compile_args=CFLAGS,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    ),
 ]
 
 setup(

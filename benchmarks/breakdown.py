@@ -32,7 +32,7 @@ def breakdown(label: str, batches, eng) -> dict:
         t0 = time.perf_counter()
         ev = normalize(b)
         t1 = time.perf_counter()
-        m = eng._locks.map(ev.lock.values)
+        m = eng._locks.map(ev.lock.dictionary)
         t2 = time.perf_counter()
         core.ingest(ev.ts_ns, ev.tid, ev.op, ev.lock.index, m, default_host=host)
         t3 = time.perf_counter()

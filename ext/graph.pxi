@@ -73,8 +73,8 @@ cdef int _trace_back(Core self, int32_t end2, int32_t start2) noexcept nogil:
         e = self.par_e[cur]
         if e < 0:
             break
-        if _path_push(self, e):
-            return -1
+        if self.path_n > 2 * self.n_cls or _path_push(self, e):
+            return -1           # a BFS tree path is never longer: guard, not a case
         cur = self.e_src[e] * 2 + self.par_s[cur]
     i = 0
     j = <int32_t>self.path_n - 1
@@ -508,16 +508,16 @@ cdef int _irq_path(Core self, int32_t target, int x, bint need_w) noexcept nogil
             nst = 0 if (km & KM_N) else 1
             y = self.e_dst[e]
             if y == target:
-                self.par_e[y * 2 + nst] = e     # may overwrite a source mark: we stop here
-                self.par_s[y * 2 + nst] = st
+                # the target may itself be a source (its par_e marks the start of paths that
+                # run through it), so leave its marks alone and walk back from the edge's tail
                 self.path_n = 0
                 if _path_push(self, e):
                     return -1
                 # walk back from the edge's source to a source class (par_e == -1)
                 x2 = xn * 2 + st
                 while self.par_e[x2] >= 0:
-                    if _path_push(self, self.par_e[x2]):
-                        return -1
+                    if self.path_n > 2 * self.n_cls or _path_push(self, self.par_e[x2]):
+                        return -1       # a BFS tree path is never longer: guard, not a case
                     x2 = self.e_src[self.par_e[x2]] * 2 + self.par_s[x2]
                 _reverse_path(self)
                 return 1

@@ -18,8 +18,9 @@ import numpy as np
 import pyarrow as pa
 
 from ._core import Core
+from ._names import Names
 from .alerts.model import Alert, Link, Occurrence, Usage
-from .events import Events, normalize
+from .events import Events, dictionary_key, normalize
 
 log = logging.getLogger("lockfleet.engine")
 
@@ -34,35 +35,40 @@ _SNAPSHOT_MAGIC = b"LFENG001"
 
 
 class _Interner:
-    """Strings <-> dense int ids; a batch's dictionary is mapped once, not its rows."""
+    """Names <-> dense ids for one kind of name. Interning runs in C over the Arrow dictionary's
+    buffers (`_names.Names`); a dictionary seen before (same buffers) is not even re-read."""
 
-    __slots__ = ("ids", "names", "_last")
+    __slots__ = ("table", "_cache")
 
     def __init__(self) -> None:
-        self.ids: dict[str, int] = {}
-        self.names: list[str] = []
-        self._last: dict[int, tuple[list[str], np.ndarray]] = {}
+        self.table = Names()
+        self._cache: dict[tuple, tuple[pa.Array, np.ndarray]] = {}
 
     def get(self, s: str) -> int:
-        i = self.ids.get(s)
-        if i is None:
-            i = self.ids[s] = len(self.names)
-            self.names.append(s)
-        return i
+        return self.table.get(s)
 
-    def map(self, values: list[str]) -> np.ndarray:
-        # events.py hands out the same list object for a repeated dictionary: map it once
-        hit = self._last.get(id(values))
-        if hit is not None and hit[0] is values:
-            return hit[1]
-        mapped = np.fromiter((self.get(v) for v in values), dtype=np.int32, count=len(values))
-        if len(self._last) >= 16:
-            self._last.pop(next(iter(self._last)))
-        self._last[id(values)] = (values, mapped)
-        return mapped
+    def find(self, s: str) -> int:
+        return self.table.find(s)
 
     def name(self, i: int) -> str:
-        return self.names[i] if i >= 0 else ""
+        return self.table.name(i) if i >= 0 else ""
+
+    def names(self) -> list[str]:
+        return self.table.names()
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def map(self, dictionary: pa.Array) -> np.ndarray:
+        key = dictionary_key(dictionary)
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit[1]
+        ids = self.table.map_array(dictionary)
+        if len(self._cache) >= 16:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[key] = (dictionary, ids)
+        return ids
 
 
 @dataclass
@@ -121,8 +127,8 @@ class Engine:
             s = getattr(ev, col)
             if s is not None:
                 kw[col] = s.index
-                kw[col + "_map"] = interner.map(s.values)
-        core.ingest(ev.ts_ns, ev.tid, ev.op, ev.lock.index, self._locks.map(ev.lock.values),
+                kw[col + "_map"] = interner.map(s.dictionary)
+        core.ingest(ev.ts_ns, ev.tid, ev.op, ev.lock.index, self._locks.map(ev.lock.dictionary),
                     default_host=self._hosts.get(host), **kw)
         self._batches += 1
         for h, tid in core.overflows():
@@ -261,7 +267,7 @@ class Engine:
         meta = {
             "max_lock_depth": self.max_lock_depth,
             "batches": self._batches,
-            "names": {k: getattr(self, "_" + k).names for k in ("locks", "sites", "tasks", "hosts")},
+            "names": {k: getattr(self, "_" + k).names() for k in ("locks", "sites", "tasks", "hosts")},
             "records": [{**asdict(r), "hosts": sorted(r.hosts)} for r in self._records.values()],
         }
         blob = json.dumps(meta, separators=(",", ":")).encode()
@@ -303,15 +309,15 @@ class Engine:
         return self._alert(r) if r is not None else None
 
     def _class_id(self, name: str) -> int:
-        name_id = self._locks.ids.get(name)
-        if name_id is not None:
+        name_id = self._locks.find(name)
+        if name_id >= 0:
             c = self._core.find_class(name_id, 0)
             if c >= 0:
                 return c
         m = _SUBCLASS_NAME.match(name)
         if m:
-            name_id = self._locks.ids.get(m.group(1))
-            if name_id is not None:
+            name_id = self._locks.find(m.group(1))
+            if name_id >= 0:
                 return self._core.find_class(name_id, int(m.group(2)))
         return -1
 
@@ -353,7 +359,7 @@ class Engine:
             "edges": core.edge_count(),
             "alerts": len(self._records),
             **{f"alerts_{k}": v for k, v in by_kind.items()},
-            "hosts": len(self._hosts.names),
+            "hosts": len(self._hosts),
             "threads": core.thread_count(),
             "chains": core.chain_count(),
             "chain_hits": core.chain_hits,

@@ -9,6 +9,7 @@ batch, never once per row.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -37,10 +38,16 @@ class EventError(ValueError):
 
 @dataclass(frozen=True)
 class Strings:
-    """A dictionary-encoded string column: per-row index into `values`, -1 where null."""
+    """A dictionary-encoded string column: per-row index into `dictionary` (a utf8 or large_utf8
+    Arrow array, interned by the engine straight from its buffers), -1 where null."""
 
     index: np.ndarray  # int32
-    values: list[str]
+    dictionary: pa.Array
+
+    @cached_property
+    def values(self) -> list[str]:
+        """The dictionary as Python strings (made on first use, cached per dictionary)."""
+        return _dictionary_values(self.dictionary)
 
 
 @dataclass(frozen=True)
@@ -151,28 +158,32 @@ def _string_column(arr: pa.Array, col: str, required: bool, off: int) -> Strings
     if len(indices) and (pc.max(indices).as_py() >= len(dictionary) or pc.min(indices).as_py() < -1):
         row = _first(pc.or_(pc.greater_equal(indices, len(dictionary)), pc.less(indices, -1)))
         raise EventError(f"column '{col}' row {row + off}: dictionary index out of range")
-    values = _dictionary_values(dictionary)
-    if required and len(indices):
-        empty = [i for i, v in enumerate(values) if not v]
-        if empty:
-            hit = pc.is_in(indices, pa.array(empty, type=indices.type))
+    if required and len(indices) and len(dictionary):
+        empty = pc.equal(pc.binary_length(dictionary), 0)
+        if pc.any(empty).as_py():
+            hit = pc.is_in(indices, pc.indices_nonzero(empty).cast(indices.type))
             if pc.any(hit).as_py():
                 raise EventError(f"column '{col}' row {_first(hit) + off}: empty lock name")
     index = indices.cast(pa.int32()).to_numpy(zero_copy_only=False)
-    return Strings(index=index, values=values)
+    return Strings(index=index, dictionary=dictionary)
 
 
-# Agents and archives send one dictionary for many batches (an IPC stream repeats it, a Parquet
-# file's row groups share it); converting it to Python strings once per batch would cost more
-# than the batch itself. Arrow buffers are immutable, so the same buffers mean the same values;
-# the cache keeps the array alive so that its addresses cannot be reused meanwhile.
+def dictionary_key(dictionary: pa.Array) -> tuple:
+    """Identity of a dictionary's contents: Arrow buffers are immutable, so the same buffers
+    (address, size) at the same offset and length hold the same values. Agents and archives
+    send one dictionary for many batches (an IPC stream repeats it, a Parquet file's row groups
+    share it), so work per dictionary is done once; callers keep the array alive in their cache
+    so that its addresses cannot be reused meanwhile."""
+    return (dictionary.offset, len(dictionary),
+            tuple((b.address, b.size) if b is not None else None for b in dictionary.buffers()))
+
+
 _DICT_CACHE: dict[tuple, tuple[pa.Array, list[str]]] = {}
 _DICT_CACHE_SIZE = 16
 
 
 def _dictionary_values(dictionary: pa.Array) -> list[str]:
-    key = (dictionary.offset, len(dictionary),
-           tuple((b.address, b.size) if b is not None else None for b in dictionary.buffers()))
+    key = dictionary_key(dictionary)
     hit = _DICT_CACHE.get(key)
     if hit is not None:
         return hit[1]
