@@ -76,7 +76,7 @@ cdef struct Field:
     int64_t count
 
 
-_SNAP_MAGIC = b"LFCORE01"
+_SNAP_MAGIC = b"LFCORE04"
 
 
 cdef inline uint32_t _seconds(int64_t ts_ns) noexcept nogil:
@@ -114,9 +114,6 @@ cdef class Core:
     cdef int32_t** out_e
     cdef int32_t* out_n
     cdef int32_t* out_c
-    cdef int32_t** in_e
-    cdef int32_t* in_n
-    cdef int32_t* in_c
     cdef int32_t* mark_a
     cdef int32_t* mark_b
     cdef U64Map cls_map
@@ -155,7 +152,10 @@ cdef class Core:
     cdef int32_t* e_src
     cdef int32_t* e_dst
     cdef uint8_t* e_kinds
-    cdef uint32_t* e_kseq
+    # kinds that arrived in the current batch, and the first of their arrivals (ar_next links the
+    # rest): a search for arrival t must not use a kind that arrived after t
+    cdef uint8_t* e_bkinds
+    cdef int32_t* e_bfirst
     # first evidence, inline (host = e_host0): the taken lock's task, time, site, instance and
     # mode; the held lock's site, instance, mode and trylock flag (ev_modes: mode_t | try_h << 2
     # | mode_h << 3)
@@ -163,8 +163,13 @@ cdef class Core:
     cdef int64_t* ev_ts
     cdef int32_t* ev_site_h
     cdef int32_t* ev_site_t
-    cdef uint64_t* ev_inst_h
-    cdef uint64_t* ev_inst_t
+    # lock instances are optional evidence (many agents send none): kept aside, only for the
+    # dependencies that have one, found through inst_map (edge -> row of ei_*)
+    cdef U64Map inst_map
+    cdef int64_t n_ei, cap_ei
+    cdef int32_t* ei_edge
+    cdef uint64_t* ei_h
+    cdef uint64_t* ei_t
     cdef uint8_t* ev_modes
     cdef int32_t* e_hosts
     cdef uint64_t* e_count
@@ -190,6 +195,7 @@ cdef class Core:
     cdef uint8_t* ar_kind
     cdef uint8_t* ar_new
     cdef uint32_t* ar_seq
+    cdef int32_t* ar_next
     cdef int32_t* ar_row
     cdef int64_t n_uc, cap_uc
     cdef int32_t* uc_cls
@@ -245,6 +251,7 @@ cdef class Core:
         self.max_depth = max_depth
         if (u64map_init(&self.cls_map, 1024) or u64map_init(&self.thr_map, 1024)
                 or pairidx_init(&self.edge_idx, 4096) or u64map_init(&self.pair_map, 4096)
+                or u64map_init(&self.inst_map, 1024)
 ):
             raise MemoryError()
         self.ra_cls = <int32_t*>malloc(max_depth * sizeof(int32_t))
@@ -271,7 +278,6 @@ cdef class Core:
         u64map_free(&self.pair_map)
         for i in range(self.n_cls):
             free(self.out_e[i])
-            free(self.in_e[i])
         free(self.cls_name)
         free(self.cls_sub)
         free(self.cls_usage)
@@ -284,9 +290,6 @@ cdef class Core:
         free(self.out_e)
         free(self.out_n)
         free(self.out_c)
-        free(self.in_e)
-        free(self.in_n)
-        free(self.in_c)
         free(self.mark_a)
         free(self.mark_b)
         free(self.thr_host)
@@ -317,13 +320,16 @@ cdef class Core:
         free(self.e_src)
         free(self.e_dst)
         free(self.e_kinds)
-        free(self.e_kseq)
+        free(self.e_bkinds)
+        free(self.e_bfirst)
         free(self.ev_task)
         free(self.ev_ts)
         free(self.ev_site_h)
         free(self.ev_site_t)
-        free(self.ev_inst_h)
-        free(self.ev_inst_t)
+        free(self.ei_edge)
+        free(self.ei_h)
+        free(self.ei_t)
+        u64map_free(&self.inst_map)
         free(self.ev_modes)
         free(self.e_hosts)
         free(self.e_count)
@@ -337,6 +343,7 @@ cdef class Core:
         free(self.ar_kind)
         free(self.ar_new)
         free(self.ar_seq)
+        free(self.ar_next)
         free(self.ar_row)
         free(self.uc_cls)
         free(self.f_kind)
@@ -381,8 +388,7 @@ cdef class Core:
                 or _grow(<void**>&self.rep, cap, 4) or _grow(<void**>&self.lvl, cap, 4)
                 or _grow(<void**>&self.mnext, cap, 4) or _grow(<void**>&self.out_e, cap, sizeof(int32_t*))
                 or _grow(<void**>&self.out_n, cap, 4) or _grow(<void**>&self.out_c, cap, 4)
-                or _grow(<void**>&self.in_e, cap, sizeof(int32_t*)) or _grow(<void**>&self.in_n, cap, 4)
-                or _grow(<void**>&self.in_c, cap, 4) or _grow(<void**>&self.mark_a, cap, 4)
+                or _grow(<void**>&self.mark_a, cap, 4)
                 or _grow(<void**>&self.mark_b, cap, 4)):
             self.oom = True
             return -1
@@ -427,9 +433,6 @@ cdef class Core:
         self.out_e[c] = NULL
         self.out_n[c] = 0
         self.out_c[c] = 0
-        self.in_e[c] = NULL
-        self.in_n[c] = 0
-        self.in_c[c] = 0
         if u64map_put(&self.cls_map, key, c):
             self.oom = True
         return c
@@ -450,7 +453,7 @@ cdef class Core:
         cdef int64_t i, c, mask
         cdef int32_t* slots
         cdef int32_t r
-        if (self.n_chain + 1) * 2 > self.chain_mask + 1:
+        if (self.n_chain + 1) * 4 > (self.chain_mask + 1) * 3:   # at most 3/4 full: 4-byte slots, short probes
             c = (self.chain_mask + 1) * 2
             mask = c - 1
             slots = <int32_t*>malloc(c * 4)
@@ -604,10 +607,10 @@ cdef class Core:
             if self.n_edge + 1 > self.cap_edge:
                 cap = max(self.cap_edge + self.cap_edge // 2, 1024)
                 if (_grow(<void**>&self.e_src, cap, 4) or _grow(<void**>&self.e_dst, cap, 4)
-                        or _grow(<void**>&self.e_kinds, cap, 1) or _grow(<void**>&self.e_kseq, cap, 16)
+                        or _grow(<void**>&self.e_kinds, cap, 1) or _grow(<void**>&self.e_bkinds, cap, 1)
+                        or _grow(<void**>&self.e_bfirst, cap, 4)
                         or _grow(<void**>&self.ev_task, cap, 4) or _grow(<void**>&self.ev_ts, cap, 8)
                         or _grow(<void**>&self.ev_site_h, cap, 4) or _grow(<void**>&self.ev_site_t, cap, 4)
-                        or _grow(<void**>&self.ev_inst_h, cap, 8) or _grow(<void**>&self.ev_inst_t, cap, 8)
                         or _grow(<void**>&self.ev_modes, cap, 1)
                         or _grow(<void**>&self.e_hosts, cap, 4) or _grow(<void**>&self.e_count, cap, 8)
                         or _grow(<void**>&self.e_host0, cap, 4)
@@ -620,13 +623,14 @@ cdef class Core:
             self.e_src[e] = src
             self.e_dst[e] = dst
             self.e_kinds[e] = 0
-            memset(&self.e_kseq[e * 4], 0, 16)
+            self.e_bkinds[e] = 0
             self.ev_task[e] = task
             self.ev_ts[e] = ts
             self.ev_site_h[e] = self.st_site[slot]
             self.ev_site_t[e] = site
-            self.ev_inst_h[e] = self.st_inst[slot]
-            self.ev_inst_t[e] = inst
+            if self.st_inst[slot] or inst:
+                if self._add_instances(e, self.st_inst[slot], inst):
+                    return -1
             self.ev_modes[e] = <uint8_t>(mode | (self.st_try[slot] << 2) | (self.st_mode[slot] << 3))
             self.e_hosts[e] = -1
             self.e_host0[e] = host
@@ -638,11 +642,10 @@ cdef class Core:
         if not (self.e_kinds[e] >> k) & 1:
             self.e_kinds[e] |= <uint8_t>(1 << k)
             self.arrival_seq += 1
-            self.e_kseq[e * 4 + k] = self.arrival_seq
             if self.n_ar + 1 > self.cap_ar:
                 cap = max(self.cap_ar + self.cap_ar // 2, 256)
                 if (_grow(<void**>&self.ar_edge, cap, 4) or _grow(<void**>&self.ar_kind, cap, 1)
-                        or _grow(<void**>&self.ar_new, cap, 1) or _grow(<void**>&self.ar_seq, cap, 4)
+                        or _grow(<void**>&self.ar_new, cap, 1) or _grow(<void**>&self.ar_seq, cap, 4) or _grow(<void**>&self.ar_next, cap, 4)
                         or _grow(<void**>&self.ar_row, cap, 4)):
                     self.oom = True
                     return -1
@@ -652,6 +655,15 @@ cdef class Core:
             self.ar_new[self.n_ar] = new_pair
             self.ar_seq[self.n_ar] = self.arrival_seq
             self.ar_row[self.n_ar] = row
+            self.ar_next[self.n_ar] = -1
+            if self.e_bkinds[e] == 0:
+                self.e_bfirst[e] = <int32_t>self.n_ar
+            else:
+                p = self.e_bfirst[e]
+                while self.ar_next[p] >= 0:
+                    p = self.ar_next[p]
+                self.ar_next[p] = <int32_t>self.n_ar
+            self.e_bkinds[e] |= <uint8_t>(1 << k)
             self.n_ar += 1
         if self.e_host0[e] == host:      # the first host is inline: one host costs no pair entry
             return e
@@ -671,6 +683,24 @@ cdef class Core:
             if u64map_put(&self.pair_map, key, <int32_t>p):
                 self.oom = True
         return e
+
+    cdef int _add_instances(self, int32_t e, uint64_t held, uint64_t taken) noexcept nogil:
+        cdef int64_t cap
+        if self.n_ei + 1 > self.cap_ei:
+            cap = max(self.cap_ei + self.cap_ei // 2, 256)
+            if (_grow(<void**>&self.ei_edge, cap, 4) or _grow(<void**>&self.ei_h, cap, 8)
+                    or _grow(<void**>&self.ei_t, cap, 8)):
+                self.oom = True
+                return -1
+            self.cap_ei = cap
+        self.ei_edge[self.n_ei] = e
+        self.ei_h[self.n_ei] = held
+        self.ei_t[self.n_ei] = taken
+        if u64map_put(&self.inst_map, <uint64_t>e | TOP, <int32_t>self.n_ei):
+            self.oom = True
+            return -1
+        self.n_ei += 1
+        return 0
 
     cdef void _mark_usage(self, int32_t c, uint8_t mode, uint8_t irq, int32_t th, int32_t* occ_t,
                           uint8_t trylock, uint64_t inst, int32_t site, int32_t task, int64_t ts,
@@ -1070,14 +1100,15 @@ cdef class Core:
         cdef int32_t p
         with nogil:
             self._refresh_counts()
+        cdef int32_t i = u64map_get(&self.inst_map, <uint64_t>e | TOP)
         hosts = [self.e_host0[e]]
         p = self.e_hosts[e]
         while p >= 0:
             hosts.append(self.ph_host[p])
             p = self.ph_next[p]
         return (self.e_src[e], self.e_dst[e], self.e_kinds[e], self.e_host0[e], self.ev_task[e],
-                self.ev_ts[e], self.ev_site_h[e], self.ev_site_t[e], self.ev_inst_h[e],
-                self.ev_inst_t[e], self.ev_modes[e] & 3, (self.ev_modes[e] >> 2) & 1,
+                self.ev_ts[e], self.ev_site_h[e], self.ev_site_t[e],
+                self.ei_h[i] if i >= 0 else 0, self.ei_t[i] if i >= 0 else 0, self.ev_modes[e] & 3, (self.ev_modes[e] >> 2) & 1,
                 (self.ev_modes[e] >> 3) & 3,
                 self.e_count[e], self.e_last[e], hosts)
 
@@ -1113,18 +1144,26 @@ cdef class Core:
 
     def memory_bytes(self):
         """Bytes held by the core's tables (capacities, not sizes)."""
-        cdef int64_t b = 0, i
-        b += self.cap_cls * (4 + 1 + 1 + 1 + 1 + 32 + 4 * 3 + 2 * sizeof(void*) + 4 * 6)
+        return sum(self.memory_breakdown().values())
+
+    def memory_breakdown(self):
+        """Bytes per table family (capacities), for the benchmarks' memory figures."""
+        cdef int64_t adj = 0, i
         for i in range(self.n_cls):
-            b += 8 * (self.out_c[i] + self.in_c[i])
-        b += self.cap_thr * (4 + 8 + 4 + 4 + 8) + self.cap_thr * self.max_depth * (4 * 4 + 8 * 3 + 3)
-        b += self.cap_occ * (4 * 4 + 8 * 3 + 3)
-        b += self.cap_edge * (4 + 4 + 1 + 16 + 4 + 4 + 4 + 4 + 8 + 8) + self.cap_pair * 8 + (self.edge_idx.mask + 1) * 4
-        b += self.cap_chain * sizeof(Chain) + (self.chain_mask + 1) * 4 + self.cap_ce * 4
-        b += self.cap_scratch * (4 + 4 + 1 + 4)
-        for m in (self.cls_map.mask, self.thr_map.mask, self.pair_map.mask):
-            b += (m + 1) * 12
-        return b
+            adj += 8 * self.out_c[i]
+        return {
+            "classes": self.cap_cls * (4 + 1 + 1 + 1 + 1 + 32 + 4 * 3 + sizeof(void*) + 4 * 2 + 4 * 2)
+                       + (self.cls_map.mask + 1) * 12,
+            "adjacency": adj,
+            "threads": self.cap_thr * (4 + 8 + 4 + 4 + 8)
+                       + self.cap_thr * self.max_depth * (4 * 4 + 8 * 3 + 3) + (self.thr_map.mask + 1) * 12,
+            "occurrences": self.cap_occ * (4 * 4 + 8 * 3 + 3),
+            "edges": self.cap_edge * (4 + 4 + 1 + 1 + 4 + 4 + 4 + 8 + 8 + 4 + 8 + 4 + 4 + 1)
+                     + (self.edge_idx.mask + 1) * 4 + self.cap_ei * 20 + (self.inst_map.mask + 1) * 12,
+            "edge_hosts": self.cap_pair * 8 + (self.pair_map.mask + 1) * 12,
+            "chains": self.cap_chain * sizeof(Chain) + (self.chain_mask + 1) * 4 + self.cap_ce * 4,
+            "scratch": self.cap_scratch * (4 + 4 + 1 + 4) + self.cap_path * 4,
+        }
 
     # ------------------------------------------------------------------ snapshots
     # A snapshot is the core's arrays, raw, in a fixed order after a header of counts; the hash
@@ -1171,13 +1210,15 @@ cdef class Core:
         f[n] = Field(<void**>&self.e_src, 4, e); n += 1
         f[n] = Field(<void**>&self.e_dst, 4, e); n += 1
         f[n] = Field(<void**>&self.e_kinds, 1, e); n += 1
-        f[n] = Field(<void**>&self.e_kseq, 16, e); n += 1
+        f[n] = Field(<void**>&self.e_bkinds, 1, e); n += 1
+        f[n] = Field(<void**>&self.e_bfirst, 4, e); n += 1
         f[n] = Field(<void**>&self.ev_task, 4, e); n += 1
         f[n] = Field(<void**>&self.ev_ts, 8, e); n += 1
         f[n] = Field(<void**>&self.ev_site_h, 4, e); n += 1
         f[n] = Field(<void**>&self.ev_site_t, 4, e); n += 1
-        f[n] = Field(<void**>&self.ev_inst_h, 8, e); n += 1
-        f[n] = Field(<void**>&self.ev_inst_t, 8, e); n += 1
+        f[n] = Field(<void**>&self.ei_edge, 4, self.n_ei); n += 1
+        f[n] = Field(<void**>&self.ei_h, 8, self.n_ei); n += 1
+        f[n] = Field(<void**>&self.ei_t, 8, self.n_ei); n += 1
         f[n] = Field(<void**>&self.ev_modes, 1, e); n += 1
         f[n] = Field(<void**>&self.e_hosts, 4, e); n += 1
         f[n] = Field(<void**>&self.e_host0, 4, e); n += 1
@@ -1196,7 +1237,7 @@ cdef class Core:
         cdef int64_t x, nb
         parts = [_SNAP_MAGIC]
         header = [self.max_depth, self.n_cls, self.n_thr, self.n_occ, self.n_edge, self.n_pair,
-                  self.n_chain, self.n_ce, self.arrival_seq, self.any_safe, self.events,
+                  self.n_chain, self.n_ce, self.n_ei, self.arrival_seq, self.any_safe, self.events,
                   self.acquires, self.releases, self.depth_overflows, self.chain_hits,
                   self.chain_misses, self.recomputes, self.reorders, self.searches,
                   self.search_budget_exhausted]
@@ -1207,15 +1248,10 @@ cdef class Core:
             if nb:
                 parts.append((<char*>f[i].ptr[0])[:nb])
         outn = np.array([self.out_n[x] for x in range(self.n_cls)], dtype=np.int32)
-        inn = np.array([self.in_n[x] for x in range(self.n_cls)], dtype=np.int32)
         parts.append(outn.tobytes())
-        parts.append(inn.tobytes())
         for x in range(self.n_cls):
             if self.out_n[x]:
                 parts.append((<char*>self.out_e[x])[:8 * self.out_n[x]])
-        for x in range(self.n_cls):
-            if self.in_n[x]:
-                parts.append((<char*>self.in_e[x])[:8 * self.in_n[x]])
         return b"".join(parts)
 
     @staticmethod
@@ -1227,19 +1263,19 @@ cdef class Core:
         cdef Core core
         cdef int32_t p, e
         cdef uint64_t key
-        if data.shape[0] < off + 20 * 8 or bytes(data[:off]) != _SNAP_MAGIC:
+        if data.shape[0] < off + 21 * 8 or bytes(data[:off]) != _SNAP_MAGIC:
             raise ValueError("not a lockfleet core snapshot")
-        h = np.frombuffer(bytes(data[off:off + 20 * 8]), dtype=np.int64).tolist()
-        off += 20 * 8
+        h = np.frombuffer(bytes(data[off:off + 21 * 8]), dtype=np.int64).tolist()
+        off += 21 * 8
         core = Core(int(h[0]))
         (core.n_cls, core.n_thr, core.n_occ, core.n_edge, core.n_pair, core.n_chain,
-         core.n_ce) = h[1:8]
-        core.arrival_seq = <uint32_t>h[8]
-        core.any_safe = bool(h[9])
+         core.n_ce, core.n_ei) = h[1:9]
+        core.arrival_seq = <uint32_t>h[9]
+        core.any_safe = bool(h[10])
         (core.events, core.acquires, core.releases, core.depth_overflows, core.chain_hits,
          core.chain_misses, core.recomputes, core.reorders, core.searches,
-         core.search_budget_exhausted) = h[10:20]
-        if min(h[1:8]) < 0:
+         core.search_budget_exhausted) = h[11:21]
+        if min(h[1:9]) < 0:
             raise ValueError("corrupt core snapshot header")
         core.cap_cls = 0
         if core._ensure_cls(max(core.n_cls, 1)):
@@ -1250,6 +1286,7 @@ cdef class Core:
         core.cap_pair = max(core.n_pair, 1)
         core.cap_chain = max(core.n_chain, 1)
         core.cap_ce = max(core.n_ce, 1)
+        core.cap_ei = max(core.n_ei, 1)
         nf = core._fields(f)
         for i in range(nf):
             nb = f[i].elem * f[i].count
@@ -1262,14 +1299,11 @@ cdef class Core:
                 memcpy(f[i].ptr[0], &data[off], nb)
             off += nb
         n = core.n_cls
-        if off + 8 * n > data.shape[0]:
+        if off + 4 * n > data.shape[0]:
             raise ValueError("truncated core snapshot")
         outn_a = np.frombuffer(bytes(data[off:off + 4 * n]), dtype=np.int32)
         off += 4 * n
-        inn_a = np.frombuffer(bytes(data[off:off + 4 * n]), dtype=np.int32)
-        off += 4 * n
         cdef const int32_t[::1] outn = outn_a
-        cdef const int32_t[::1] inn = inn_a
         for x in range(n):
             core.out_n[x] = core.out_c[x] = outn[x]
             core.out_e[x] = NULL
@@ -1278,15 +1312,6 @@ cdef class Core:
                 if off + nb > data.shape[0] or _grow(<void**>&core.out_e[x], outn[x], 8):
                     raise ValueError("truncated core snapshot")
                 memcpy(core.out_e[x], &data[off], nb)
-                off += nb
-        for x in range(n):
-            core.in_n[x] = core.in_c[x] = inn[x]
-            core.in_e[x] = NULL
-            if inn[x]:
-                nb = 8 * inn[x]
-                if off + nb > data.shape[0] or _grow(<void**>&core.in_e[x], inn[x], 8):
-                    raise ValueError("truncated core snapshot")
-                memcpy(core.in_e[x], &data[off], nb)
                 off += nb
         if off != data.shape[0]:
             raise ValueError("trailing bytes in core snapshot")
@@ -1311,7 +1336,7 @@ cdef class Core:
             while p >= 0:
                 u64map_put(&self.pair_map, ((<uint64_t>i) << 32) | <uint64_t><uint32_t>self.ph_host[p] | TOP, p)
                 p = self.ph_next[p]
-        while c < 2 * (self.n_chain + 1):
+        while c * 3 < 4 * (self.n_chain + 1):
             c <<= 1
         free(self.chain_slots)
         self.chain_slots = <int32_t*>malloc(c * 4)
@@ -1320,6 +1345,8 @@ cdef class Core:
             return
         memset(self.chain_slots, 0xff, c * 4)
         self.chain_mask = c - 1
+        for i in range(self.n_ei):
+            u64map_put(&self.inst_map, <uint64_t>self.ei_edge[i] | TOP, <int32_t>i)
         for i in range(self.n_chain):
             j = <int64_t>(self.chains[i].key & <uint64_t>self.chain_mask)
             while self.chain_slots[j] >= 0:

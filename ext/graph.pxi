@@ -43,13 +43,19 @@ cdef inline int32_t _next_gen(Core self) noexcept nogil:
 
 
 cdef inline uint8_t _kinds_at(Core self, int32_t e, uint32_t tlim) noexcept nogil:
-    """The kinds of edge e that had arrived by arrival number tlim."""
-    cdef uint8_t km = self.e_kinds[e], out = 0
-    cdef int b
-    for b in range(4):
-        if (km >> b) & 1 and self.e_kseq[e * 4 + b] <= tlim:
-            out |= <uint8_t>(1 << b)
-    return out
+    """The kinds of edge e that had arrived by arrival number tlim: all of them, but for kinds
+    that arrived later in this same batch."""
+    cdef uint8_t b = self.e_bkinds[e], km
+    cdef int32_t i
+    if not b:
+        return self.e_kinds[e]
+    km = self.e_kinds[e] & ~b
+    i = self.e_bfirst[e]
+    while i >= 0:
+        if self.ar_seq[i] <= tlim:
+            km |= <uint8_t>(1 << self.ar_kind[i])
+        i = self.ar_next[i]
+    return km
 
 
 cdef int _path_push(Core self, int32_t e) noexcept nogil:
@@ -404,8 +410,7 @@ cdef int _finish_batch(Core self) noexcept nogil:
             u = self.e_src[e]
             v = self.e_dst[e]
             if self.ar_new[i]:
-                if (_adj_add(&self.out_e[u], &self.out_n[u], &self.out_c[u], v, e)
-                        or _adj_add(&self.in_e[v], &self.in_n[v], &self.in_c[v], u, e)):
+                if _adj_add(&self.out_e[u], &self.out_n[u], &self.out_c[u], v, e):
                     self.oom = True
                     return -1
                 added = i + 1
@@ -427,8 +432,7 @@ cdef int _finish_batch(Core self) noexcept nogil:
                 e = self.ar_edge[j]
                 u = self.e_src[e]
                 v = self.e_dst[e]
-                if (_adj_add(&self.out_e[u], &self.out_n[u], &self.out_c[u], v, e)
-                        or _adj_add(&self.in_e[v], &self.in_n[v], &self.in_c[v], u, e)):
+                if _adj_add(&self.out_e[u], &self.out_n[u], &self.out_c[u], v, e):
                     self.oom = True
                     return -1
         if _tarjan(self):
@@ -442,6 +446,8 @@ cdef int _finish_batch(Core self) noexcept nogil:
     for i in range(self.n_uc):
         self.cls_flags[self.uc_cls[i]] &= <uint8_t>~16
     self.n_uc = 0
+    for i in range(self.n_ar):
+        self.e_bkinds[self.ar_edge[i]] = 0
     self.n_ar = 0
     return rc
 

@@ -111,7 +111,8 @@ cdef inline int u64map_put(U64Map* m, uint64_t key, int32_t val) noexcept nogil:
 # An index over rows of the caller's two int32 columns (a[i], b[i]): slots hold only row ids
 # (4 bytes, -1 empty), and a probe compares against the columns themselves. A third of the
 # memory of a key/value map, for tables probed off the hot path (the edge table: a repeated
-# dependency never gets here, its chain is cached).
+# dependency never gets here, its chain is cached). With 4-byte slots it may fill to 3/4:
+# sixteen slots share a cache line, so the longer probes stay cheap.
 
 cdef struct PairIndex:
     int32_t* slots
@@ -154,7 +155,7 @@ cdef inline int pairidx_add(PairIndex* t, const int32_t* a, const int32_t* b, in
     cdef int64_t i, j, c, new_mask
     cdef int32_t* slots
     cdef int32_t r
-    if (t.size + 1) * 2 > t.mask + 1:
+    if (t.size + 1) * 4 > (t.mask + 1) * 3:
         c = (t.mask + 1) * 2
         new_mask = c - 1
         slots = <int32_t*>malloc(c * sizeof(int32_t))
