@@ -10,7 +10,7 @@
    kernel-like layered lock graph (classes in layers, code paths that take locks layer by layer,
    Zipf-skewed so that paths repeat, some reads and trylocks), several hosts with several threads
    each, spread over several day partitions, and one planted cross-host cycle.
-2. Runs, each in a fresh subprocess so that its peak RSS (ru_maxrss) is its own:
+2. Runs, each in a fresh subprocess so that its peak RSS (VmHWM) is its own:
    - `ceiling`: a plain polars scan of the same files and columns (`scan_parquet(...)` with every
      column analyze reads, materialised batch by batch by the streaming engine and counted), the
      most a reader of these files can do;
@@ -160,26 +160,42 @@ def generate(out: Path, events: int, hosts: int = 8, days: int = 5, threads: int
 
 # ---------------------------------------------------------------------------------------------- runs
 
+# Peak memory of the child itself: VmHWM (its address space's high-water mark, which starts afresh
+# at exec). ru_maxrss would not do: Linux carries it over from the parent across fork and exec, so
+# every child would report at least this generator's own peak.
+PEAK = """
+def peak_kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+"""
+
 CEILING = r"""
-import glob, sys, time, resource, polars as pl
+import glob, sys, time, polars as pl
+PEAK
 files = sorted(glob.glob(sys.argv[1] + "/archive/day=*/part-*.parquet"))
 cols = ["ts_ns", "tid", "op", "lock", "mode", "subclass", "instance", "irq", "site", "task", "host"]
 t = time.perf_counter()
 # every value of every column analyze reads, materialised batch by batch by the streaming engine
-n = sum(df.height for df in pl.scan_parquet(files, hive_partitioning=False).select(cols).collect_batches(chunk_size=65536))
-print(n, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+lf = pl.scan_parquet(files, hive_partitioning=False).select(cols)
+n = sum(df.height for df in lf.collect_batches(chunk_size=65536))
+print(n, time.perf_counter() - t, peak_kib())
 """
 
 ANALYZE = r"""
-import sys, time, resource
+import sys, time
 from lockfleet.offline import main
+PEAK
 t = time.perf_counter()
 rc = main(sys.argv[1:])
-print(rc, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+print(rc, time.perf_counter() - t, peak_kib(), file=sys.stderr)
 """
 
 
-def _run(code: str, args: list[str]) -> tuple[float, int, str]:
+def _run(code: str, args: list[str]) -> subprocess.CompletedProcess:
+    code = code.replace("PEAK", PEAK)
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"run failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")

@@ -15,6 +15,9 @@ COMMANDS = {
     "chain": ("A", "B", "--target", "--json"),
     "demo": ("--seed", "--events"),
     "dmesg": ("FILE", "--json", "--host", "--rules", "--no-normalize", "--push", "--target"),
+    "analyze": ("PATH", "--since", "--until", "--hosts", "--json"),
+    "diff": ("OLD", "NEW", "--json"),
+    "report": ("PATH", "-o"),
 }
 
 
@@ -23,7 +26,6 @@ def test_top_level_help_lists_every_command(lockfleet_cli):
     assert proc.returncode == 0
     for command in COMMANDS:
         assert command in proc.stdout
-    assert "analyze" not in proc.stdout  # a later issue
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

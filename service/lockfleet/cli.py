@@ -228,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .agent.dmesg import add_dmesg_parser
     add_dmesg_parser(sub)
+    from .offline import add_offline_parsers
+    COMMANDS.update(add_offline_parsers(sub))
     return parser
 
 
