@@ -339,6 +339,10 @@ class Engine:
         path = self._path(a, b)
         return None if path is None else [self._link(e) for e in path]
 
+    def links(self) -> list[Link]:
+        """Every dependency with its evidence and counters."""
+        return [self._link(e) for e in range(self._core.edge_count())]
+
     def edges(self) -> list[tuple[str, str, tuple[str, ...]]]:
         """Every dependency: (held, taken, kinds seen)."""
         src, dst, kinds = self._core.edges()

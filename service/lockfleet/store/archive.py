@@ -6,7 +6,8 @@ Layout (what `lockfleet analyze` reads):
 
 one row per event with the columns of CONTRACT section 2 (defaults filled in: `mode`, `subclass`
 and `irq` 0; `host` always set, to the batch's host where the row names none) plus `stream_id`
-(string) and `seq` (uint64) of the batch it came from, rows in log order; the day is the UTC day
+(string) and `seq` (uint64) of the batch it came from, `lsn` (uint64) and `row` (uint32): the
+row's place in the log; rows in log order; the day is the UTC day
 of `ts_ns`. A segment's files are written as `.tmp` and renamed, then the segment is recorded as
 archived in `archive/_state.json`; a crash in between only redoes the same files under the same
 names. Compaction runs on its own thread and reads only sealed (immutable) segments, so it never
@@ -40,12 +41,15 @@ SCHEMA = pa.schema([
     ("mode", pa.uint8()), ("subclass", pa.uint8()), ("instance", pa.uint64()), ("irq", pa.uint8()),
     ("site", pa.string()), ("task", pa.string()), ("host", pa.string()),
     ("stream_id", pa.string()), ("seq", pa.uint64()),
+    # the row's place in the log (record lsn, row within the batch): a segment whose rows fall on
+    # two days is split across two day partitions, and these put it back in apply order
+    ("lsn", pa.uint64()), ("row", pa.uint32()),
 ])
 _DEFAULT_ZERO = ("mode", "subclass", "irq")
 STATE = "_state.json"
 
 
-def archive_table(table: pa.Table, host: str, stream_id: str, seq: int) -> pa.Table:
+def archive_table(table: pa.Table, host: str, stream_id: str, seq: int, lsn: int = 0) -> pa.Table:
     """One logged batch in the archive's schema."""
     n = table.num_rows
     cols = []
@@ -55,6 +59,10 @@ def archive_table(table: pa.Table, host: str, stream_id: str, seq: int) -> pa.Ta
             col = pa.array([stream_id] * n, pa.string()) if n else pa.array([], pa.string())
         elif name == "seq":
             col = pa.array(np.full(n, seq, dtype=np.uint64))
+        elif name == "lsn":
+            col = pa.array(np.full(n, lsn, dtype=np.uint64))
+        elif name == "row":
+            col = pa.array(np.arange(n, dtype=np.uint32))
         elif name in table.column_names:
             col = table.column(name)
             if pa.types.is_dictionary(col.type):
@@ -178,7 +186,7 @@ class Archiver:
         counters: dict[str, int] = {}
         for rec in self.log.read(part):
             try:
-                table = archive_table(self._decode(rec.ipc), rec.host, rec.stream_id, rec.seq)
+                table = archive_table(self._decode(rec.ipc), rec.host, rec.stream_id, rec.seq, rec.lsn)
             except (pa.ArrowException, OSError, ValueError) as exc:   # cannot be: it was validated
                 raise LogCorrupt(f"segment {part.seq} lsn {rec.lsn}: unreadable batch ({exc})") from None
             if not table.num_rows:
