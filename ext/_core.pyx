@@ -407,8 +407,9 @@ cdef class Core:
                 or _grow(<void**>&self.par_s, need, 1) or _grow(<void**>&self.queue, need, 4)):
             self.oom = True
             return -1
+        # fresh slots hold 0, which no generation equals; the generation itself runs on, as
+        # mark_a/mark_b still hold stamps of earlier ones
         memset(self.vis, 0, need * 4)
-        self.gen = 1
         self.cap_scratch = need
         return 0
 
@@ -1356,3 +1357,4 @@ cdef class Core:
 
 
 include "graph.pxi"
+
