@@ -248,8 +248,9 @@ def test_archive_layout_columns_days_retention(tmp_path):
     assert f"day={day0}/part-00000001-0.parquet" in files and len(files) == 4
     t = pq.read_table(tmp_path / "archive" / f"day={day0}" / "part-00000001-0.parquet")
     assert t.schema.names == ["ts_ns", "tid", "op", "lock", "mode", "subclass", "instance", "irq", "site",
-                              "task", "host", "stream_id", "seq"]
+                              "task", "host", "stream_id", "seq", "lsn", "row"]
     assert t.schema.field("seq").type == pa.uint64() and t.schema.field("host").type == pa.string()
+    assert t.column("lsn").to_pylist() == [1] * 8 and t.column("row").to_pylist() == list(range(8))
     assert t.num_rows == 8 and set(t.column("host").to_pylist()) == {"web-1"}
     assert t.column("mode").to_pylist() == [0] * 8 and t.column("instance").null_count == 8
     assert pq.ParquetFile(tmp_path / "archive" / f"day={day0}" / "part-00000001-0.parquet") \
@@ -258,6 +259,8 @@ def test_archive_layout_columns_days_retention(tmp_path):
                               for f in (f"day={day0}", f"day={date.fromordinal(date.fromisoformat(day0).toordinal() + 1)}")])
     assert relay.num_rows == 4 and set(relay.column("host").to_pylist()) == {"db-7"}
     assert relay.column("stream_id").to_pylist() == ["s2"] * 4
+    # the batch that spans midnight is split over two days; (lsn, row) put it back in log order
+    assert sorted(zip(relay.column("lsn").to_pylist(), relay.column("row").to_pylist())) == [(2, r) for r in range(4)]
     assert json.loads((tmp_path / "archive" / "_state.json").read_text()) == {"archived_through_segment": 3}
     before = arch.bytes
     assert arch.run_once() == 0 and arch.bytes == before    # idempotent
