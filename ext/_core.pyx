@@ -250,8 +250,8 @@ cdef class Core:
             raise ValueError("max_lock_depth must be between 1 and 1024")
         self.max_depth = max_depth
         if (u64map_init(&self.cls_map, 1024) or u64map_init(&self.thr_map, 1024)
-                or pairidx_init(&self.edge_idx, 4096) or u64map_init(&self.pair_map, 4096)
-                or u64map_init(&self.inst_map, 1024)
+                or pairidx_init(&self.edge_idx, 1024) or u64map_init(&self.pair_map, 256)
+                or u64map_init(&self.inst_map, 256)
 ):
             raise MemoryError()
         self.ra_cls = <int32_t*>malloc(max_depth * sizeof(int32_t))
@@ -402,7 +402,7 @@ cdef class Core:
         cdef int64_t need = 2 * self.n_cls + 2
         if need <= self.cap_scratch:
             return 0
-        need = max(need, self.cap_scratch * 2)
+        need = max(need, self.cap_scratch + self.cap_scratch // 2)
         if (_grow(<void**>&self.vis, need, 4) or _grow(<void**>&self.par_e, need, 4)
                 or _grow(<void**>&self.par_s, need, 1) or _grow(<void**>&self.queue, need, 4)):
             self.oom = True
@@ -487,7 +487,7 @@ cdef class Core:
         if t >= 0:
             return t
         if self.n_thr + 1 > self.cap_thr:
-            cap = max(self.cap_thr + self.cap_thr // 2, 64)
+            cap = max(self.cap_thr + self.cap_thr // 2, 16)
             if (_grow(<void**>&self.thr_host, cap, 4) or _grow(<void**>&self.thr_tid, cap, 8)
                     or _grow(<void**>&self.thr_depth, cap, 4) or _grow(<void**>&self.thr_over, cap, 4)
                     or _grow(<void**>&self.thr_seed, cap, 8) or _grow(<void**>&self.st_cls, cap * d, 4)
@@ -606,7 +606,7 @@ cdef class Core:
         cdef bint new_pair = False
         if e < 0:
             if self.n_edge + 1 > self.cap_edge:
-                cap = max(self.cap_edge + self.cap_edge // 2, 1024)
+                cap = max(self.cap_edge + self.cap_edge // 4, 1024)   # 1.25x: the biggest tables, least slack
                 if (_grow(<void**>&self.e_src, cap, 4) or _grow(<void**>&self.e_dst, cap, 4)
                         or _grow(<void**>&self.e_kinds, cap, 1) or _grow(<void**>&self.e_bkinds, cap, 1)
                         or _grow(<void**>&self.e_bfirst, cap, 4)
@@ -770,7 +770,7 @@ cdef class Core:
         cdef uint8_t ctx = irq & 3
         cdef int32_t ne = 0
         if self.n_chain + 1 > self.cap_chain:
-            cap = max(self.cap_chain + self.cap_chain // 2, 1024)
+            cap = max(self.cap_chain + self.cap_chain // 4, 1024)
             if _grow(<void**>&self.chains, cap, sizeof(Chain)):
                 self.oom = True
                 return -1
