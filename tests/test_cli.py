@@ -8,16 +8,25 @@ import pytest
 from lockfleet.cli import build_parser, main
 
 COMMANDS = {
-    "serve": ("--listen", "--data-dir"),
+    "serve": ("--listen", "--data-dir", "--alertmanager", "--webhook", "--webhook-secret-file", "--blessed"),
     "push": ("FILE", "--host", "--target"),
-    "alerts": ("--target", "--json", "--kind", "--lock", "--host"),
+    "alerts": ("--target", "--json", "--kind", "--lock", "--host", "--since", "--until", "--id", "--hide-suppressed"),
     "stats": ("--target", "--json"),
     "chain": ("A", "B", "--target", "--json"),
     "demo": ("--seed", "--events"),
     "dmesg": ("FILE", "--json", "--host", "--rules", "--no-normalize", "--push", "--target"),
+    "simulate": ("--hosts", "--rate", "--duration", "--target", "--seed", "--cycles", "--check", "--json"),
     "analyze": ("PATH", "--since", "--until", "--hosts", "--json"),
     "diff": ("OLD", "NEW", "--json"),
     "report": ("PATH", "-o"),
+    "lock": ("NAME", "--target", "--json"),
+    "hosts": ("--target", "--json"),
+    "export": ("--output", "--target", "--json"),
+    "dot": ("ID", "--output", "--radius", "--target", "--json"),
+    "watch": ("--after", "--from-end", "--count", "--target", "--json"),
+    "suppress": ("ID", "--reason", "--author", "--target", "--json"),
+    "unsuppress": ("ID", "--target", "--json"),
+    "suppressions": ("--target", "--json"),
 }
 
 

@@ -40,7 +40,7 @@ def test_token_file_format_and_constant_time_roles(tmp_path):
     assert tokens.role_of(INGEST.encode()) == "ingest" and tokens.role_of(INGEST[::-1].encode()) == "ingest"
     assert tokens.role_of(QUERY.encode()) == "query"
     assert tokens.role_of(b"") == "" and tokens.role_of(INGEST.encode() + b"x") == ""
-    for text, words in [("admin abcdefghijklmnopqrstuvwxyz\n", "line 1"), ("ingest short\n", "16 characters"),
+    for text, words in [("root abcdefghijklmnopqrstuvwxyz\n", "line 1"), ("ingest short\n", "16 characters"),
                         ("# nothing\n", "no tokens"), ("ingest a b\n", "line 1")]:
         path.write_text(text)
         with pytest.raises(TokenFileError, match=words):

@@ -121,10 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "once it is in the segment log on disk (group commit) and applied; on start "
                                    "the newest snapshot and the log after it are replayed. Sealed log segments "
                                    "are compacted to Parquet under DIR/archive/day=YYYY-MM-DD/. Without TLS it "
-                                   "listens only on loopback. Logs go to stderr.",
-                       epilog="Token file format: one token per line, 'ingest <token>' or 'query <token>' (at "
-                              "least 16 characters; '#' comments); clients send 'authorization: Bearer <token>'. "
-                              "An ingest token opens only Ingest, a query token only Query; health and "
+                                   "listens only on loopback. Logs go to stderr. Suppressions ('lockfleet "
+                                   "suppress') are kept in DIR/suppressions.json.",
+                       epilog="Token file format: one token per line, 'ingest <token>', 'query <token>' or "
+                              "'admin <token>' (at least 16 characters; '#' comments); clients send "
+                              "'authorization: Bearer <token>'. An ingest token opens only Ingest, a query token "
+                              "only Query's reads; an admin token opens all of Query, including Suppress and "
+                              "Unsuppress (`lockfleet suppress/unsuppress`), which a query token cannot call; "
+                              "without admin tokens in the file, nobody can change suppressions. Health and "
                               "reflection stay open. With --client-ca, a client certificate stands for the host "
                               "in its CN and DNS SANs, and a stream may push only for that host, unless the "
                               "certificate's subject has OU=lockfleet-relay (a relay may push for any host).")
@@ -175,6 +179,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)")
     g.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="stderr log lines as text or as one JSON object each")
+    g = p.add_argument_group(
+        "publishing (each new finding, and each finding that grew a new host or dependency kind, goes once to "
+        "every sink, in order, from a durable outbox under DIR/publish/; a failing sink is retried with back-off "
+        "and never slows ingest; DIR/alerts.jsonl always gets every publication, one JSON a line)")
+    g.add_argument("--alertmanager", action="append", default=None, metavar="URL",
+                   help="Prometheus Alertmanager to POST to (URL/api/v2/alerts), e.g. http://127.0.0.1:9093; "
+                        "labels alertname, kind, locks, severity, finding, service; the lockdep report is the "
+                        "'description' annotation; repeatable")
+    g.add_argument("--alertmanager-label", action="append", default=None, metavar="NAME=VALUE",
+                   help="an extra label on every Alertmanager alert (e.g. cluster=prod); repeatable")
+    g.add_argument("--alertmanager-ttl-days", type=_nonneg_float, default=365.0, metavar="DAYS",
+                   help="endsAt of an Alertmanager alert is this far after its publication (a lock-order "
+                        "finding does not resolve by itself)")
+    g.add_argument("--webhook", action="append", default=None, metavar="URL",
+                   help="POST each publication as JSON to URL (headers X-Lockfleet-Seq, X-Lockfleet-Event, "
+                        "Idempotency-Key); repeatable")
+    g.add_argument("--webhook-secret-file", metavar="FILE",
+                   help="sign webhook bodies: header X-Lockfleet-Signature: sha256=<hex HMAC-SHA256 of the body> "
+                        "keyed with this file's content (at least 16 bytes)")
+    g.add_argument("--blessed", metavar="FILE",
+                   help="lock orders never reported, lines 'HELD -> TAKEN' ('#' comments): a finding that rests "
+                        "on one is listed as suppressed and not published")
+    g.add_argument("--publish-interval", type=_nonneg_float, default=ServeConfig.publish_interval, metavar="S",
+                   help="how often the publisher looks for new or grown findings (only when batches came in)")
+    g.add_argument("--sink-retry-max", type=_nonneg_float, default=ServeConfig.sink_retry_max, metavar="S",
+                   help="longest back-off between retries of a failing sink (it starts at 0.5s and doubles)")
+    g.add_argument("--max-watchers", type=_positive_int, default=ServeConfig.max_watchers, metavar="N",
+                   help="concurrent `lockfleet watch` (Query.WatchAlerts) streams")
 
     p = sub.add_parser("push", help="send event files (Parquet or Arrow IPC) and wait for every ack",
                        description="Send lock-event files (Parquet, or Arrow IPC file or stream format, with the "
@@ -192,14 +224,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "this long, resending what was not acked (default: 0, fail at once)")
 
     p = sub.add_parser("alerts", help="print the current alerts",
-                       description="Print the service's current alerts as lockdep-style reports, separated by "
-                                   "blank lines, or as one JSON document with --json.")
+                       description="Print the service's current alerts: a table (seq, id, kind, locks, hosts, "
+                                   "first seen, published or suppressed), then each as a lockdep-style report, "
+                                   "separated by blank lines; or one JSON document with --json. Suppressed "
+                                   "findings are listed, marked, unless --hide-suppressed.")
     _target_option(p, "query")
     p.add_argument("--json", action="store_true", help='print {"alerts": [alert.to_dict(), ...]} instead')
     p.add_argument("--kind", default="", choices=KINDS, metavar="KIND",
                    help=f"only alerts of this kind: {', '.join(KINDS)} (default: every kind)")
     p.add_argument("--lock", default="", metavar="NAME", help="only alerts involving this lock (default: any)")
     p.add_argument("--host", default="", metavar="NAME", help="only alerts involving this host (default: any)")
+    from .cli_query import add_alert_filters
+    add_alert_filters(p)
 
     p = sub.add_parser("stats", help="print the service's counters",
                        description="Print the service's counters (events, locks, edges, alerts, ...; ingest.* "
@@ -228,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .agent.dmesg import add_dmesg_parser
     add_dmesg_parser(sub)
+    from .agent.simulate import add_simulate_parser
+    add_simulate_parser(sub, _target_option, _connection)
+    from .cli_query import add_query_parsers
+    add_query_parsers(sub)
     from .offline import add_offline_parsers
     COMMANDS.update(add_offline_parsers(sub))
     return parser
@@ -237,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    handler = COMMANDS[args.command]
+    handler = COMMANDS.get(args.command) or (lambda a: a.func(a))
     try:
         return handler(args)
     except CliError as exc:
@@ -287,7 +327,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          segment_seconds=args.segment_seconds, snapshot_seconds=args.snapshot_seconds,
                          snapshot_log_bytes=args.snapshot_bytes, archive_retention_days=args.archive_retention_days,
                          tls_cert=path(args.tls_cert), tls_key=path(args.tls_key), client_ca=path(args.client_ca),
-                         token_file=path(args.token_file), metrics_listen=args.metrics_listen or "", limits=limits)
+                         token_file=path(args.token_file), metrics_listen=args.metrics_listen or "", limits=limits,
+                         **_publishing_settings(args))
     try:
         serve_forever(config)
     except UsageError as exc:
@@ -295,6 +336,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ServiceError as exc:
         raise CliError(str(exc)) from None
     return EXIT_OK
+
+
+def _publishing_settings(args: argparse.Namespace) -> dict[str, Any]:
+    from .alerts.sinks import check_url
+
+    labels = []
+    for item in args.alertmanager_label or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier() or not name.isascii():
+            raise CliError(f"--alertmanager-label {item!r}: expected NAME=VALUE with NAME a label name "
+                           "([a-zA-Z_][a-zA-Z0-9_]*)", EXIT_USAGE)
+        labels.append((name, value))
+    try:
+        ams = tuple(check_url(u, "--alertmanager") for u in args.alertmanager or ())
+        hooks = tuple(check_url(u, "--webhook") for u in args.webhook or ())
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    if args.webhook_secret_file and not hooks:
+        raise CliError("--webhook-secret-file needs a --webhook", EXIT_USAGE)
+    return {"alertmanagers": ams, "alertmanager_labels": tuple(labels),
+            "alertmanager_ttl_seconds": args.alertmanager_ttl_days * 86400.0, "webhooks": hooks,
+            "webhook_secret_file": ServeConfig.path(args.webhook_secret_file), "blessed": ServeConfig.path(args.blessed),
+            "publish_interval": max(args.publish_interval, 0.01), "sink_retry_max": args.sink_retry_max,
+            "max_watchers": args.max_watchers}
 
 
 @_agent_errors
@@ -314,15 +379,21 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 @_agent_errors
 def cmd_alerts(args: argparse.Namespace) -> int:
-    from .agent import fetch_alerts
+    from .agent.query import fetch_alerts
+    from .cli_query import alerts_table, suppression_line
 
-    alerts = fetch_alerts(_connection(args, "query"), kind=args.kind, lock=args.lock, host=args.host)
+    alerts = fetch_alerts(_connection(args, "query"), kind=args.kind, lock=args.lock, host=args.host,
+                          since_ns=args.since, until_ns=args.until, alert_id=args.alert_id,
+                          hide_suppressed=args.hide_suppressed)
     if args.json:
         print(json.dumps({"alerts": [a.data for a in alerts]}, indent=2))
     elif not alerts:
         print("no alerts")
     else:
-        print("\n\n".join(a.report.rstrip("\n") for a in alerts))
+        print(alerts_table(alerts))
+        if not args.brief:
+            print("\n" + "\n\n".join("\n".join(filter(None, [suppression_line(a.data), a.report.rstrip("\n")]))
+                                    for a in alerts))
     return EXIT_OK
 
 
@@ -404,7 +475,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "push": cmd_push, "alerts": cmd_alerts, "stats": cmd_stats,
-            "chain": cmd_chain, "demo": cmd_demo, "dmesg": lambda args: args.func(args)}
+            "chain": cmd_chain, "demo": cmd_demo, "dmesg": lambda args: args.func(args),
+            "simulate": lambda args: args.func(args)}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,10 +1,15 @@
-"""The agent side: read event files, push them to the service, and query it."""
+"""The agent side: the Agent SDK (buffered, acknowledged event streams), instrumentation of
+Python programs' locks, the fleet simulator, event files, pushing, and queries of the service."""
 
 from .channel import AgentError, Connection, Refused, Unreachable, read_token
 from .files import EventFile, FileError, read_event_file, to_ipc
 from .push import PushResult, Stream, push_batches, push_streams
 from .query import AlertView, ChainView, fetch_alerts, fetch_chain, fetch_stats
+from .sdk import Agent, AgentClosed
+# after the submodule is imported, so that `lockfleet.agent.instrument` is the function
+from .instrument import instrument, uninstrument  # noqa: E402
 
-__all__ = ["AgentError", "AlertView", "ChainView", "Connection", "read_token", "EventFile", "FileError", "PushResult", "Refused", "Stream",
-           "Unreachable", "fetch_alerts", "fetch_chain", "fetch_stats", "push_batches", "push_streams",
-           "read_event_file", "to_ipc"]
+
+__all__ = ["Agent", "AgentClosed", "AgentError", "AlertView", "ChainView", "Connection", "read_token", "EventFile",
+           "FileError", "PushResult", "Refused", "Stream", "Unreachable", "fetch_alerts", "fetch_chain", "fetch_stats",
+           "instrument", "push_batches", "push_streams", "read_event_file", "to_ipc", "uninstrument"]

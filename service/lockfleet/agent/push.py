@@ -1,32 +1,30 @@
-"""Push batches to the service on one Ingest.Push stream and wait for every ack.
+"""Push ordered streams of pre-built batches (event files, dmesg reports) and wait for every ack,
+on the Agent SDK (`sdk.Agent`, one Agent and Push call per stream, one stream after another).
 
-Batches go out with a bounded window of unacknowledged ones; acks come back in order. A duplicate
-ack (a batch the service already had) counts as acknowledged. A refusal stops the push and raises
-Refused with the service's code, reason and message.
+Each stream's batches go out as sequence numbers first_seq, first_seq + 1, ... with a bounded
+window of unacknowledged ones; a duplicate ack (a batch the service already had) counts as
+acknowledged. A refusal stops the push and raises Refused with the service's code, reason and
+message.
 
 With `retry_for` > 0, a lost connection or a refusal the service marks as passing (UNAVAILABLE: it
-is shutting down or its disk is full) is retried on a new call, resending every batch not yet
-acknowledged; the service acks the ones it already has as duplicates, so nothing is applied twice.
+is shutting down or its disk is full) is retried on a new call for up to that many seconds of
+outage, resending every batch not yet acknowledged; the service acks the ones it already has as
+duplicates, so nothing is applied twice.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-import grpc
 import pyarrow as pa
 
 from ..v1 import lockfleet_pb2 as pb
-from ..v1 import lockfleet_pb2_grpc as pb_grpc
-from .channel import AgentError, Connection, Refused, Unreachable, as_connection, from_rpc_error, open_channel
-from .files import to_ipc
+from .channel import AgentError, Connection, Refused, as_connection
+from .sdk import Agent
 
 WINDOW = 8
-RETRYABLE = ("UNAVAILABLE",)
+MAX_BUFFERED_EVENTS = 4 << 20     # events encoded ahead of their acks, per stream
 
 
 @dataclass(frozen=True)
@@ -49,19 +47,6 @@ class PushResult:
     retries: int = 0          # new calls made after a lost connection or a passing refusal
 
 
-@dataclass
-class _Item:
-    stream: Stream
-    seq: int
-    batch: pa.RecordBatch | bytes
-    ipc: bytes = b""
-
-    def payload(self) -> bytes:
-        if not self.ipc:
-            self.ipc = self.batch if isinstance(self.batch, bytes) else to_ipc(self.batch)
-        return self.ipc
-
-
 def push_batches(target: str | Connection, host: str, stream_id: str,
                  batches: Sequence[pa.RecordBatch | bytes], **kwargs: object) -> PushResult:
     """Push one stream of batches (RecordBatches or IPC bytes) for `host`; see push_streams."""
@@ -76,80 +61,33 @@ def push_streams(target: str | Connection, host: str, streams: Iterable[Stream],
     Refused when it refuses a batch. `on_ack(stream_id, seq, ack)` sees every successful ack.
     """
     conn = as_connection(target)
-    items = [_Item(s, seq, b) for s in streams for seq, b in enumerate(s.batches, start=s.first_seq)]
     result = PushResult()
-    done = 0
-    deadline = time.monotonic() + retry_for
-    backoff = 0.1
-    while done < len(items):
+    for s in streams:
+        if not s.batches:
+            continue
+        callback = None if on_ack is None else (lambda seq, ack, sid=s.stream_id: on_ack(sid, seq, ack))
+        agent = Agent(conn, host, stream_id=s.stream_id, first_seq=s.first_seq, window=window, retry_for=retry_for,
+                      on_refused="fail", on_ack=callback, max_buffered_events=MAX_BUFFERED_EVENTS, quiet=True)
         try:
-            done += _push_once(conn, host, items[done:], window, result, on_ack)
-        except (Unreachable, Refused) as exc:
-            retryable = isinstance(exc, Unreachable) or exc.code in RETRYABLE
-            if not retryable or time.monotonic() + backoff > deadline:
-                raise
-            done += getattr(exc, "acked", 0)
-            result.retries += 1
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+            for batch in s.batches:
+                agent.send_batch(batch)
+            agent.close()
+        except Refused as exc:
+            agent.abort()
+            if s.label:
+                raise Refused(exc.code, f"{s.label}: {exc}", exc.reason) from None
+            raise
+        except BaseException:
+            agent.abort()
+            raise
+        finally:
+            st = agent.stats()
+            result.batches += st["acked_batches"]
+            result.duplicates += st["duplicate_batches"]
+            result.events += st["applied_events"]
+            result.new_alerts.extend(st["new_alerts"])
+            result.retries += st["reconnects"]
     return result
 
 
-def _push_once(conn: Connection, host: str, items: list[_Item], window: int, result: PushResult,
-               on_ack: Callable[[str, int, pb.PushAck], None] | None) -> int:
-    """One Push call for `items`; returns how many were acked. On failure the exception carries
-    `acked`, the number acked before it."""
-    slots = threading.Semaphore(window)
-    stop = threading.Event()
-    pending: deque[_Item] = deque()
-    pending_lock = threading.Lock()
-    acked = 0
-
-    def requests() -> Iterator[pb.PushBatch]:
-        for item in items:
-            slots.acquire()
-            if stop.is_set():
-                return
-            ipc = item.payload()
-            with pending_lock:
-                pending.append(item)
-            yield pb.PushBatch(host=host, stream_id=item.stream.stream_id, seq=item.seq, arrow_ipc=ipc)
-
-    try:
-        with open_channel(conn) as channel:
-            call = pb_grpc.IngestStub(channel).Push(requests(), metadata=conn.metadata)
-            try:
-                for ack in call:
-                    with pending_lock:
-                        item = pending.popleft() if pending else None
-                    if item is None or ack.seq != item.seq:
-                        raise AgentError(f"lockfleet at {conn.target} acked seq {ack.seq}, expected "
-                                         f"{item.seq if item else 'none'}")
-                    if not ack.ok:
-                        where = f" ({item.stream.label})" if item.stream.label else ""
-                        raise Refused(ack.code or "UNKNOWN", f"batch {item.seq}{where} refused ({ack.code}): {ack.error}",
-                                      ack.reason)
-                    acked += 1
-                    result.batches += 1
-                    result.duplicates += ack.duplicate
-                    result.events += ack.events
-                    result.new_alerts.extend(ack.new_alerts)
-                    if on_ack is not None:
-                        on_ack(item.stream.stream_id, item.seq, ack)
-                    slots.release()
-                    if acked == len(items):
-                        break
-            except grpc.RpcError as err:
-                raise from_rpc_error(conn, err) from None
-            finally:
-                stop.set()
-                slots.release()  # wake the request generator if it waits for a slot
-                call.cancel()
-    except AgentError as exc:
-        exc.acked = acked  # type: ignore[attr-defined]
-        raise
-    if acked != len(items):
-        exc = Unreachable(f"lockfleet at {conn.target} closed the stream after {acked} of {len(items)} acks")
-        exc.acked = acked  # type: ignore[attr-defined]
-        raise exc
-    return acked
+__all__ = ["AgentError", "PushResult", "Stream", "WINDOW", "push_batches", "push_streams"]

@@ -4,7 +4,8 @@ metrics endpoint. `Service` runs it in-process (the demo, tests); `serve_forever
 `lockfleet serve` runs until SIGTERM or SIGINT.
 
 Data dir layout: `lock` (one service per dir), `log/` (the segment log), `snapshots/`,
-`archive/day=YYYY-MM-DD/*.parquet`.
+`archive/day=YYYY-MM-DD/*.parquet`, `publish/` (the outbox of publications and each sink's cursor),
+`alerts.jsonl` (every publication, one JSON a line), `suppressions.json`.
 
 Start: the newest valid snapshot (if the engine can restore one), then the log after it. Stop
 (SIGTERM): health goes NOT_SERVING, new batches are refused with UNAVAILABLE, every admitted batch
@@ -39,6 +40,7 @@ from .config import ServeConfig
 from .gateway import Gateway, decode
 from .ingest import IngestServicer
 from .metrics import MetricsServer, Registry
+from .publishing import Publishing
 from .query import QueryServicer
 
 log = logging.getLogger("lockfleet.server")
@@ -87,6 +89,10 @@ class Service:
         try:
             self._tokens = load_tokens(cfg.token_file) if cfg.token_file else None
         except TokenFileError as exc:
+            raise UsageError(str(exc)) from None
+        try:
+            self._publishing = Publishing(cfg)
+        except ValueError as exc:   # a malformed --blessed file, an unusable secret file
             raise UsageError(str(exc)) from None
         self._requested_port = port
         self.data_dir = Path(cfg.data_dir)
@@ -167,6 +173,16 @@ class Service:
         r.gauge("lockfleet_archive_bytes", "Bytes of Parquet in the archive.",
                 lambda: self._archiver.bytes if self._archiver else 0)
         r.gauge("lockfleet_snapshot_lsn", "Log position of the newest snapshot.", lambda: self._last_snapshot[0])
+        self.m_published = r.counter("lockfleet_publications_total",
+                                     "Publications appended to the outbox, by event (new, grew).", ("event",))
+        self.m_deliveries = r.counter("lockfleet_sink_deliveries_total",
+                                      "Attempts to deliver a publication to a sink, by sink and result (ok, failed).",
+                                      ("sink", "result"))
+        r.gauge("lockfleet_outbox_seq", "Seq of the newest publication in the outbox.",
+                lambda: self._publishing.outbox.last_seq)
+        r.gauge("lockfleet_sink_pending", "Publications not yet acknowledged by the slowest sink.",
+                lambda: max(self._publishing.publisher.pending().values(), default=0)
+                if self._publishing.publisher else 0)
 
     def _observe(self, what: str, value: Any) -> None:
         if what == "applied":
@@ -200,7 +216,11 @@ class Service:
                                group_delay=cfg.group_commit_ms / 1000.0)
         self._log.on_fsync = self.m_fsync.observe
         self._gateway = Gateway(Engine(), self._log, lim, observe=self._observe)
-        workers = lim.max_streams + 16
+        try:
+            self._publishing.open()
+        except (ValueError, OSError) as exc:
+            raise ServiceError(f"cannot read the publishing state in {self.data_dir}: {exc}") from None
+        workers = lim.max_streams + cfg.max_watchers + 16
         interceptors = [TokenInterceptor(self._tokens, on_denied=lambda r: self.m_denied.inc(1, r))] if self._tokens else []
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lockfleet-rpc"),
@@ -210,7 +230,7 @@ class Service:
                      ("grpc.max_send_message_length", lim.grpc_message_bytes)])
         pb_grpc.add_IngestServicer_to_server(
             IngestServicer(self._gateway, lim.max_inflight_per_stream, self.mtls, on_ack=self._on_ack), server)
-        pb_grpc.add_QueryServicer_to_server(QueryServicer(self._gateway), server)
+        pb_grpc.add_QueryServicer_to_server(QueryServicer(self._gateway, self._publishing, cfg.max_watchers), server)
         self._health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
@@ -231,6 +251,8 @@ class Service:
         self._archiver.on_archived = self._prune_log
         self._log.on_seal = self._archiver.wake
         self._archiver.start()
+        self._publishing.start(self._gateway, on_publish=lambda rec: self.m_published.inc(1, rec["event"]),
+                               on_delivery=lambda sink, ok: self.m_deliveries.inc(1, sink, "ok" if ok else "failed"))
         if cfg.metrics_listen:
             try:
                 mhost, mport = parse_hostport(cfg.metrics_listen)
@@ -344,18 +366,22 @@ class Service:
                 self._log.wait_durable(self._log.appended_lsn, grace)
             except Exception as exc:
                 log.error("shutting down with batches not durable: %s", exc)
+        self._publishing.close_watchers()
         if self._server is not None:
             self._server.stop(min(grace, 5.0)).wait()
             self._server = None
         if self._housekeeper is not None:
             self._housekeeper.join(5)
             self._housekeeper = None
+        if self._gateway is not None and self._log is not None:
+            self._publishing.stop(flush_seconds=min(grace, 2.0))
         if self._gateway is not None and self._log is not None and not self._log.error:
             self.snapshot(timeout=grace)
         self._release()
         log.info("stopped")
 
     def _release(self) -> None:
+        self._publishing.stop(flush_seconds=0)
         if self._archiver is not None:
             self._archiver.stop()
             self._archiver = None

@@ -1,10 +1,12 @@
 """Who may do what: bearer tokens per role, and the host a client certificate stands for.
 
-Token file (`--token-file`): one token per line, `ingest <token>` or `query <token>`; blank lines
-and lines starting with `#` are ignored; a role may have several tokens (rotation). Clients send
-`authorization: Bearer <token>` metadata. An ingest token opens `lockfleet.v1.Ingest`, a query token
-`lockfleet.v1.Query`; neither opens the other. Health and reflection stay open (they reveal no
-data). Tokens are compared in constant time, against every token of the role.
+Token file (`--token-file`): one token per line, `ingest <token>`, `query <token>` or
+`admin <token>`; blank lines and lines starting with `#` are ignored; a role may have several tokens
+(rotation). Clients send `authorization: Bearer <token>` metadata. An ingest token opens
+`lockfleet.v1.Ingest`, a query token the reads of `lockfleet.v1.Query`; an admin token opens all of
+Query, including the calls that change what is published (`Suppress`, `Unsuppress`), which a query
+token does not. Health and reflection stay open (they reveal no data). Tokens are compared in
+constant time, against every token of the role.
 
 Client certificates (`--client-ca`): the host a certificate stands for is its subject CN and each of
 its DNS subject alternative names; a certificate whose subject has OU=lockfleet-relay is a relay's,
@@ -24,9 +26,13 @@ import grpc
 
 from .gateway import ANYONE, Peer
 
-ROLES = ("ingest", "query")
+ROLES = ("ingest", "query", "admin")
 RELAY_OU = "lockfleet-relay"
 _SERVICE_ROLE = {"/lockfleet.v1.Ingest/": "ingest", "/lockfleet.v1.Query/": "query"}
+# Calls that change state rather than read it, and the role they need instead of their service's.
+ADMIN_METHODS = frozenset({"/lockfleet.v1.Query/Suppress", "/lockfleet.v1.Query/Unsuppress"})
+# The roles that may make a call needing a role (an admin may also read).
+_GRANTS = {"ingest": ("ingest",), "query": ("query", "admin"), "admin": ("admin",)}
 
 
 class TokenFileError(ValueError):
@@ -59,7 +65,8 @@ def load_tokens(path: str | Path) -> Tokens:
             continue
         parts = line.split()
         if len(parts) != 2 or parts[0] not in ROLES:
-            raise TokenFileError(f"--token-file {path} line {n}: expected 'ingest <token>' or 'query <token>'")
+            raise TokenFileError(f"--token-file {path} line {n}: expected 'ingest <token>', 'query <token>' "
+                                 "or 'admin <token>'")
         if len(parts[1]) < 16:
             raise TokenFileError(f"--token-file {path} line {n}: a token must be at least 16 characters")
         by_role[parts[0]].append(parts[1].encode())
@@ -87,7 +94,8 @@ class TokenInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         method: str = details.method
-        need = next((role for prefix, role in _SERVICE_ROLE.items() if method.startswith(prefix)), "")
+        need = "admin" if method in ADMIN_METHODS else \
+            next((role for prefix, role in _SERVICE_ROLE.items() if method.startswith(prefix)), "")
         handler = continuation(details)
         if not need or handler is None:
             return handler
@@ -98,9 +106,10 @@ class TokenInterceptor(grpc.ServerInterceptor):
         role = self._tokens.role_of(token)
         if not role:
             return self._deny(handler, grpc.StatusCode.UNAUTHENTICATED, "bad_token", "the bearer token is not valid")
-        if role != need:
+        if role not in _GRANTS[need]:
+            hint = " (add an 'admin <token>' line to the server's --token-file)" if need == "admin" else ""
             return self._deny(handler, grpc.StatusCode.PERMISSION_DENIED, "wrong_role",
-                              f"a {role} token does not grant {need} access ({method})")
+                              f"a {role} token does not grant {need} access ({method}){hint}")
         return handler
 
     def _deny(self, handler: Any, code: grpc.StatusCode, reason: str, message: str) -> Any:

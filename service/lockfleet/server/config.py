@@ -49,6 +49,16 @@ class ServeConfig:
     metrics_listen: str = ""
     grace_seconds: float = 10.0
     limits: Limits = field(default_factory=Limits)
+    # publishing (the JSONL sink, <data-dir>/alerts.jsonl, is always on)
+    alertmanagers: tuple[str, ...] = ()      # Alertmanager base URLs (POST <url>/api/v2/alerts)
+    alertmanager_labels: tuple[tuple[str, str], ...] = ()   # extra static labels
+    alertmanager_ttl_seconds: float = 365 * 86400.0          # endsAt this far after a publication
+    webhooks: tuple[str, ...] = ()           # URLs that get each publication as a JSON POST
+    webhook_secret_file: Path | None = None  # HMAC-SHA256 key for X-Lockfleet-Signature
+    blessed: Path | None = None              # lock orders 'A -> B' that are never reported
+    publish_interval: float = 0.2            # how often the publisher looks for new or grown findings
+    sink_retry_max: float = 30.0             # longest back-off between retries of a failing sink
+    max_watchers: int = 16                   # concurrent WatchAlerts streams
 
     @staticmethod
     def path(value: str | os.PathLike[str] | None) -> Path | None:

@@ -106,6 +106,17 @@ class Counters:
 
 
 @dataclass
+class HostStats:
+    """What one host has sent (for `Query.Hosts`)."""
+
+    batches: int = 0          # batches with this host on the envelope
+    events: int = 0           # rows attributed to it (its envelope's, or a relay's `host` column)
+    first_ns: int = 0         # service clock at its first batch; 0 when known only from a replayed log
+    last_ns: int = 0          # service clock at its latest batch
+    last_event_ts_ns: int = 0  # the latest event time it sent (host clock)
+
+
+@dataclass
 class StreamState:
     seq: int                  # high-water seq, applied
     lsn: int                  # the log record that set it (durable once the log passes it)
@@ -182,6 +193,7 @@ class Gateway:
         self._observe = observe or (lambda _k, _v: None)
         self.counters = Counters()
         self.snapshot_lsn = 0
+        self._hosts: dict[str, HostStats] = {}
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -202,7 +214,9 @@ class Gateway:
             for h, tid in zip(hosts, tids.tolist()):
                 threads.setdefault(h, set()).add(tid)
         c = meta["counters"]
+        hosts = {h: HostStats(**v) for h, v in meta.get("hosts", {}).items()}
         self._engine = engine
+        self._hosts = hosts
         self._streams = streams
         self._schemas = {s: s for s in schemas}
         self._classes = classes
@@ -234,6 +248,7 @@ class Gateway:
                 self._classes |= batch_classes(ev)
                 for h, tids in batch_threads(ev, rec.host).items():
                     self._threads.setdefault(h, set()).update(tids.tolist())
+                self._count_hosts(rec.host, batch_host_rows(ev, rec.host), 0)
                 self._streams[key] = StreamState(rec.seq, rec.lsn, self._intern(fingerprint(table.schema)))
                 self.counters.batches += 1
                 self.counters.replayed += 1
@@ -322,6 +337,7 @@ class Gateway:
                               f"client's certificate is for {host!r} and is not a relay's (OU=lockfleet-relay)")
         classes = batch_classes(ev)
         threads = batch_threads(ev, host)
+        host_rows = batch_host_rows(ev, host)
         with self._apply:
             self._unavailable_check()
             with self._meta:
@@ -368,6 +384,7 @@ class Gateway:
             self.counters.batches += 1
             self.counters.events += table.num_rows
             self.counters.bytes += len(ipc)
+            self._count_hosts(host, host_rows, time.time_ns())
         ticket.lsn = lsn
         ticket.events = table.num_rows
         ticket.new_alerts = tuple(a.id for a in new)
@@ -423,6 +440,21 @@ class Gateway:
             self.counters.refused_by_reason[reason] = self.counters.refused_by_reason.get(reason, 0) + 1
         self._observe("refused", reason)
 
+    def _count_hosts(self, host: str, rows: dict[str, tuple[int, int]], now_ns: int) -> None:
+        """Per-host counters for one applied batch (in the ordered section)."""
+        with self._meta:
+            env = self._hosts.setdefault(host, HostStats())
+            env.batches += 1
+            for h, (n, last_ts) in rows.items():
+                st = self._hosts.setdefault(h, HostStats())
+                st.events += n
+                st.last_event_ts_ns = max(st.last_event_ts_ns, last_ts)
+            for h in {host, *rows}:
+                st = self._hosts[h]
+                if now_ns:
+                    st.first_ns = st.first_ns or now_ns
+                    st.last_ns = now_ns
+
     def _intern(self, fp: str) -> str:
         return self._schemas.setdefault(fp, fp)
 
@@ -440,7 +472,8 @@ class Gateway:
             meta = {"version": SNAPSHOT_VERSION, "lsn": lsn, "schemas": schemas,
                     "streams": [[h, s, st.seq, index[st.schema]] for (h, s), st in self._streams.items()],
                     "counters": {"batches": c.batches, "events": c.events, "duplicates": c.duplicates,
-                                 "refused": c.refused, "refused_by_reason": dict(c.refused_by_reason)}}
+                                 "refused": c.refused, "refused_by_reason": dict(c.refused_by_reason)},
+                    "hosts": {h: asdict(st) for h, st in self._hosts.items()}}
             classes = json.dumps(sorted(self._classes))
             hosts = [h for h, tids in self._threads.items() for _ in range(len(tids))]
             tids = np.fromiter((t for s in self._threads.values() for t in s), dtype=np.int64, count=len(hosts))
@@ -457,6 +490,32 @@ class Gateway:
         """Run a read-only query against the engine, serialized with ingest."""
         with self._apply:
             return fn(self._engine)
+
+    def read_durable(self, fn: Callable[[Engine], T]) -> tuple[T, int]:
+        """Like `read`, and the log position that view includes (see `wait_durable`)."""
+        with self._apply:
+            return fn(self._engine), self._log.appended_lsn
+
+    def wait_durable(self, lsn: int, timeout: float | None = None) -> bool:
+        """Whether every batch up to `lsn` is durable within `timeout`; raises LogUnavailable."""
+        return bool(self._log.wait_durable(lsn, timeout))
+
+    @property
+    def applied_batches(self) -> int:
+        """Batches applied so far (changes whenever the engine's state may have)."""
+        return self.counters.batches
+
+    def hosts(self) -> dict[str, dict[str, int]]:
+        """Per host: HostStats as a dict, plus `streams` and `threads`."""
+        with self._meta:
+            out = {h: asdict(st) for h, st in self._hosts.items()}
+            streams: dict[str, int] = {}
+            for h, _sid in self._streams:
+                streams[h] = streams.get(h, 0) + 1
+        for h, d in out.items():
+            d["streams"] = streams.get(h, 0)
+            d["threads"] = len(self._threads.get(h, ()))
+        return out
 
     def ingest_stats(self) -> dict[str, Any]:
         with self._meta:
@@ -555,6 +614,23 @@ def batch_classes(ev: Events) -> set[str]:
         keys = _unique(idx.astype(np.int64) * 8 + ev.subclass.astype(np.int64))
         return {values[k >> 3] if not k & 7 else f"{values[k >> 3]}/{k & 7}" for k in keys.tolist()}
     return {values[i] for i in _unique(idx).tolist()}
+
+
+def batch_host_rows(ev: Events, host: str) -> dict[str, tuple[int, int]]:
+    """host -> (rows, latest ts_ns) of one batch (rows without a `host` value are the envelope's)."""
+    if ev.n == 0:
+        return {}
+    if ev.host is None:
+        return {host: (ev.n, int(ev.ts_ns.max()))}
+    out: dict[str, tuple[int, int]] = {}
+    hidx = ev.host.index
+    for h in _unique(hidx).tolist():
+        name = ev.host.values[h] if h >= 0 else host
+        mask = hidx == h
+        n, last = int(mask.sum()), int(ev.ts_ns[mask].max())
+        old = out.get(name, (0, last))
+        out[name] = (old[0] + n, max(old[1], last))
+    return out
 
 
 def batch_threads(ev: Events, host: str) -> dict[str, np.ndarray]:

@@ -1,0 +1,238 @@
+"""The publisher: turns findings into publications and delivers them to every sink, off the ingest
+path.
+
+One thread (`lockfleet-publish`) notices findings: whenever the source's version changes (a batch
+was applied, a suppression changed), it asks the source for the current findings and compares each
+with what the outbox says was last published of it: a finding never published is `new`; one whose
+hosts or dependency kinds grew is `grew`. A suppressed finding (recorded, or through a blessed
+order) is skipped: not published. Each publication is appended durably to the outbox.
+
+One thread per sink (`lockfleet-sink-NAME`) follows the outbox from that sink's cursor, sends each
+publication in order, and saves the cursor once the sink acknowledged it. A sink that fails is
+retried with the same publication after a back-off (doubling from `retry_initial` to
+`retry_max`), while the other sinks and ingest go on. Across a restart, each sink resumes after its
+saved cursor: nothing is lost, and nothing a sink acknowledged is sent to it again (except in the
+instant between its acknowledgment and the cursor's save, should the process die right there: the
+JSONL sink checks its file for that; webhook receivers get an Idempotency-Key; Alertmanager
+deduplicates by labels).
+
+Knows nothing of the engine or of gRPC: `source()` returns the findings, `version()` a value that
+changes when they may have.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .model import Alert
+from .outbox import GREW, NEW, Cursors, Outbox
+from .sinks import Sink
+from .suppress import Blessed, Suppressions, effective
+
+log = logging.getLogger("lockfleet.publish")
+
+
+class NotReady(Exception):
+    """The source cannot give a durable view right now (e.g. the log is unavailable); try later."""
+
+
+@dataclass
+class SinkState:
+    sink: Sink
+    cursor: int = 0
+    delivered: int = 0
+    failures: int = 0
+    last_error: str = ""
+    retrying_since: float = 0.0
+    thread: threading.Thread | None = None
+    ready: bool = False
+
+
+@dataclass
+class Counts:
+    scans: int = 0
+    published: int = 0
+    by_event: dict[str, int] = field(default_factory=lambda: {NEW: 0, GREW: 0})
+    suppressed: int = 0      # findings found suppressed at the last scan
+
+
+class Publisher:
+    def __init__(self, outbox: Outbox, cursors: Cursors, sinks: Sequence[Sink], source: Callable[[], list[Alert]],
+                 version: Callable[[], object] = lambda: None, suppressions: Suppressions | None = None,
+                 blessed: Blessed | None = None, interval: float = 0.2, retry_initial: float = 0.5,
+                 retry_max: float = 30.0) -> None:
+        self.outbox = outbox
+        self.cursors = cursors
+        self.sinks = [SinkState(s, cursor=cursors.get(s.key)) for s in sinks]
+        self.source = source
+        self.version = version
+        self.suppressions = suppressions
+        self.blessed = blessed or Blessed()
+        self.interval = interval
+        self.retry_initial = retry_initial
+        self.retry_max = max(retry_max, retry_initial)
+        self.counts = Counts()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._scan_lock = threading.Lock()
+        self._seen: object = object()
+        self._threads: list[threading.Thread] = []
+        self.on_publish: Callable[[dict[str, Any]], None] = lambda _rec: None
+        self.on_delivery: Callable[[str, bool], None] = lambda _sink, _ok: None
+
+    # -- noticing ---------------------------------------------------------------------------
+
+    def _version(self) -> object:
+        return (self.version(), self.suppressions.version if self.suppressions else 0)
+
+    def scan(self) -> list[dict[str, Any]]:
+        """Publish what changed since the last publications; returns the new outbox records.
+        Raises NotReady or OSError (nothing of this scan was published past the failure)."""
+        with self._scan_lock:
+            version = self._version()
+            alerts = self.source()
+            out = []
+            suppressed = 0
+            for alert in sorted(alerts, key=lambda a: a.seq):
+                if effective(alert, self.suppressions, self.blessed) is not None:
+                    suppressed += 1
+                    continue
+                change = self.outbox.change(alert)
+                if change is None:
+                    continue
+                event, new_hosts, new_kinds = change
+                rec = self.outbox.append(alert, event, new_hosts, new_kinds)
+                self.counts.published += 1
+                self.counts.by_event[event] = self.counts.by_event.get(event, 0) + 1
+                log.info("published #%d: %s %s %s%s", rec["seq"], event, alert.kind, alert.id,
+                         f" (new hosts {', '.join(new_hosts)})" if new_hosts else
+                         f" (new kinds {'; '.join(new_kinds)})" if new_kinds else "")
+                self.on_publish(rec)
+                out.append(rec)
+            self.counts.scans += 1
+            self.counts.suppressed = suppressed
+            self._seen = version
+            return out
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _notice(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                if self._version() != self._seen:
+                    self.scan()
+            except NotReady as exc:
+                log.debug("publisher waits: %s", exc)
+            except Exception as exc:   # disk full, a broken source: keep trying, never stop ingest
+                log.error("publishing failed (will retry): %s", exc)
+                self._stop.wait(1.0)
+
+    # -- delivering -------------------------------------------------------------------------
+
+    def _deliver(self, st: SinkState) -> None:
+        sink = st.sink
+        try:
+            st.cursor = sink.recover(self.cursors.get(sink.key))
+        except Exception as exc:
+            st.last_error = f"cannot start: {exc}"
+            log.error("sink %s cannot start: %s; it receives nothing until the service restarts", sink.name, exc)
+            return
+        st.ready = True
+        backoff = self.retry_initial
+        while not self._stop.is_set():
+            pending = self.outbox.wait_after(st.cursor, timeout=1.0, limit=64)
+            for pub in pending:
+                if self._stop.is_set():
+                    return
+                try:
+                    sink.send(pub)
+                except Exception as exc:
+                    st.failures += 1
+                    st.last_error = str(exc)
+                    if not st.retrying_since:
+                        st.retrying_since = time.monotonic()
+                    self.on_delivery(sink.name, False)
+                    log.warning("sink %s did not take publication #%d (%s); retrying in %.1fs",
+                                sink.name, pub["seq"], exc, backoff)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, self.retry_max)
+                    break
+                st.cursor = pub["seq"]
+                try:
+                    self.cursors.set(sink.key, st.cursor)
+                except OSError as exc:   # it was delivered; the cursor is saved with the next one
+                    log.error("cannot save the cursor of sink %s: %s", sink.name, exc)
+                st.delivered += 1
+                if st.retrying_since:
+                    log.info("sink %s is back after %.1fs", sink.name, time.monotonic() - st.retrying_since)
+                st.retrying_since = 0.0
+                st.last_error = ""
+                backoff = self.retry_initial
+                self.on_delivery(sink.name, True)
+
+    # -- life -------------------------------------------------------------------------------
+
+    def start(self) -> Publisher:
+        t = threading.Thread(target=self._notice, name="lockfleet-publish", daemon=True)
+        self._threads.append(t)
+        for st in self.sinks:
+            st.thread = threading.Thread(target=self._deliver, args=(st,), name=f"lockfleet-sink-{st.sink.name}",
+                                         daemon=True)
+            self._threads.append(st.thread)
+        for t in self._threads:
+            t.start()
+        return self
+
+    def pending(self) -> dict[str, int]:
+        """Per sink: publications not yet acknowledged."""
+        last = self.outbox.last_seq
+        return {st.sink.name: max(0, last - st.cursor) for st in self.sinks}
+
+    def stop(self, flush_seconds: float = 2.0) -> None:
+        """A last scan (findings of the batches acked so far get into the outbox), up to
+        `flush_seconds` for the sinks to catch up, then stop; what is left waits in the outbox."""
+        try:
+            self.scan()
+        except Exception as exc:
+            log.warning("last publishing scan failed: %s", exc)
+        deadline = time.monotonic() + flush_seconds
+        while time.monotonic() < deadline and any(
+                st.ready and st.cursor < self.outbox.last_seq and not st.last_error for st in self.sinks):
+            time.sleep(0.02)
+        self._stop.set()
+        self._wake.set()
+        self.outbox.wake()
+        for t in self._threads:
+            t.join(timeout=max(0.1, deadline - time.monotonic()) + 1.0)
+        for st in self.sinks:
+            left = self.outbox.last_seq - st.cursor
+            if left > 0:
+                log.warning("sink %s: %d publication(s) not yet delivered; they go out after the restart",
+                            st.sink.name, left)
+            try:
+                st.sink.close()
+            except Exception:
+                pass
+
+    def status(self) -> dict[str, Any]:
+        last = self.outbox.last_seq
+        return {
+            "last_seq": last,
+            "scans": self.counts.scans,
+            "published": self.counts.published,
+            "by_event": dict(self.counts.by_event),
+            "suppressed": self.counts.suppressed,
+            "sinks": {st.sink.name: {"cursor": st.cursor, "pending": max(0, last - st.cursor),
+                                     "delivered": st.delivered, "failures": st.failures,
+                                     "last_error": st.last_error} for st in self.sinks},
+        }
