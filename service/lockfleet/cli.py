@@ -478,5 +478,25 @@ COMMANDS = {"serve": cmd_serve, "push": cmd_push, "alerts": cmd_alerts, "stats":
             "chain": cmd_chain, "demo": cmd_demo, "dmesg": lambda args: args.func(args),
             "simulate": lambda args: args.func(args)}
 
+
+
+def run() -> None:
+    """The console script: main(), then leave without running C++ static destructors. gRPC's and
+    Arrow's thread pools can still be winding down when the interpreter finalizes, and tearing
+    them down there has aborted the process ("terminate called without an active exception")
+    after the command had already done its work and chosen its exit status."""
+    try:
+        code = main()
+    except SystemExit as exc:          # argparse's usage errors and --help
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
