@@ -4,15 +4,21 @@ Events are read as one lazy frame (`events_frame`: ts_ns, tid, op, lock, subclas
 apply order), with the selection pushed down into the Parquet scans, and each query runs on polars'
 streaming engine over it (one at a time: sharing one scan between queries would cache all of it).
 Hold times need each thread's rows in order together: they are computed in parts cut by a hash of
-the thread id, so memory follows the part (about 5M events) and the number of holds kept for the
-quantiles, not the archive.
+the thread id (so no hold spans two parts: every thread's rows are in one part, and no pairing is
+lost), and each part is reduced at once to partial aggregates per lock class (count, sum, min, max,
+and a log-scale histogram), which are merged across parts (`HoldSketch`). Memory follows the part
+(about 5M events) and the number of lock classes, not the archive.
 
 - `classes`: events per lock class (`name` or `name/subclass`): events, acquires (trylocks too),
   releases (a release names no subclass: it counts on `name`), hosts;
 - `hosts`: per host: events, acquires, releases, threads, lock classes, first and last ts_ns, and
   the findings it takes part in (from the engine);
-- `hold_times`: per class, from acquisitions paired with releases: count, p50, p99 (nearest rank),
-  max and mean hold in ns. Pairing is per (host, thread, lock name), last in first out, as the
+- `hold_times`: per class, from acquisitions paired with releases: count, p50, p99, max and mean
+  hold in ns. count, max and mean are exact; p50 and p99 come from a log-scale histogram (16
+  buckets per power of two, each ~4.4% wide): the bucket that holds the nearest-rank value is found
+  exactly, and its geometric midpoint is reported, so p50/p99 are within 2^(1/32) - 1 ~ 2.2% of the
+  exact nearest-rank values (plus up to 0.5 ns from rounding to whole ns; holds of 0 ns or less
+  report 0). Pairing is per (host, thread, lock name), last in first out, as the
   engine matches a release without instances; a release with nothing to pair is left out, and so
   is an acquisition still held at the end; `taken_while_held`: the acquisitions the holder made
   while it held the class (at any depth);
@@ -195,23 +201,98 @@ def holds_query(ev: pl.LazyFrame) -> pl.LazyFrame:
                     (pl.col("na1") - pl.col("na")).alias("inside")))
 
 
-def hold_times_query(holds: pl.LazyFrame) -> pl.LazyFrame:
-    return (holds.group_by("lock", "subclass")
-            .agg(pl.len().alias("count"),
-                 pl.col("hold_ns").quantile(0.5, "nearest").cast(pl.Int64).alias("p50_ns"),
-                 pl.col("hold_ns").quantile(0.99, "nearest").cast(pl.Int64).alias("p99_ns"),
-                 pl.col("hold_ns").max().alias("max_ns"),
-                 pl.col("hold_ns").mean().alias("mean_ns"),
-                 pl.col("inside").sum().alias("taken_while_held"))
-            .select(class_name(), "count", "p50_ns", "p99_ns", "max_ns", "mean_ns", "taken_while_held")
-            .sort(["count", "class"], descending=[True, False]))
+HIST_PER_OCTAVE = 16
+# the largest relative error of a reported p50/p99 (before rounding to whole ns): a bucket spans
+# [2^(b/16), 2^((b+1)/16)), and its geometric midpoint is within 2^(1/32) of either end
+QUANTILE_REL_ERROR = 2 ** (1 / (2 * HIST_PER_OCTAVE)) - 1
+_CLASS_KEY = ["lock", "subclass"]
 
 
-def hold_histogram_query(holds: pl.LazyFrame) -> pl.LazyFrame:
-    bucket = (pl.when(pl.col("hold_ns") <= 1).then(0)
-              .otherwise(pl.col("hold_ns").cast(pl.Float64).log(2).floor())).cast(pl.Int32).alias("bucket")
-    return (holds.with_columns(bucket).group_by("lock", "subclass", "bucket").agg(pl.len().alias("count"))
-            .select(class_name(), "bucket", "count").sort(["class", "bucket"]))
+def fine_bucket() -> pl.Expr:
+    """The hold's log-scale bucket: floor(log2(hold_ns) * 16) (bucket b: 2^(b/16) <= ns <
+    2^((b+1)/16), ~4.4% wide), or -1 for holds of 0 ns or less (a clock step)."""
+    ns = pl.col("hold_ns")
+    return (pl.when(ns <= 0).then(pl.lit(-1.0))
+            .otherwise((ns.cast(pl.Float64).log(2) * HIST_PER_OCTAVE).floor())).cast(pl.Int32).alias("fb")
+
+
+class HoldSketch:
+    """Mergeable hold-time statistics per lock class (lock, subclass): `stats` (count, sum, min and
+    max of hold_ns, and the acquisitions made inside the holds) and `hist` (holds per log-scale
+    bucket `fb`, see `fine_bucket`). Each part's holds are reduced to these and summed into them,
+    so what is kept has a row per class and a row per (class, bucket) in use (at most 16 per power
+    of two of ns), whatever the number of holds or parts.
+
+    p50/p99 (`hold_times`): the nearest-rank value's bucket, found exactly from the cumulative
+    bucket counts, reported as the bucket's geometric midpoint (clamped to the class's exact min and
+    max): within QUANTILE_REL_ERROR (2^(1/32) - 1 ~ 2.2%) of the exact nearest-rank value, plus up to
+    0.5 ns from rounding to whole ns. count, max, mean and taken_while_held are exact."""
+
+    STATS = {"lock": LOCK, "subclass": pl.UInt8, "count": pl.Int64, "sum_ns": pl.Int64, "min_ns": pl.Int64,
+             "max_ns": pl.Int64, "inside": pl.Int64}
+    HIST = {"lock": LOCK, "subclass": pl.UInt8, "fb": pl.Int32, "count": pl.Int64}
+
+    def __init__(self) -> None:
+        self.stats = pl.DataFrame(schema=self.STATS)
+        self.hist = pl.DataFrame(schema=self.HIST)
+
+    @staticmethod
+    def partials(holds: pl.LazyFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """One part's holds (lock, subclass, hold_ns, inside) as (stats, hist) partials."""
+        stats = (holds.group_by(_CLASS_KEY)
+                 .agg(pl.len().cast(pl.Int64).alias("count"), pl.col("hold_ns").sum().cast(pl.Int64).alias("sum_ns"),
+                      pl.col("hold_ns").min().cast(pl.Int64).alias("min_ns"),
+                      pl.col("hold_ns").max().cast(pl.Int64).alias("max_ns"),
+                      pl.col("inside").sum().cast(pl.Int64).alias("inside")))
+        hist = (holds.with_columns(fine_bucket()).group_by([*_CLASS_KEY, "fb"])
+                .agg(pl.len().cast(pl.Int64).alias("count")))
+        s, h = pl.collect_all([stats, hist])
+        return s.select(list(HoldSketch.STATS)), h.select(list(HoldSketch.HIST))
+
+    def add(self, holds: pl.DataFrame | pl.LazyFrame) -> None:
+        """Reduce a part's holds and merge them in."""
+        self.merge(*self.partials(holds.lazy()))
+
+    def merge(self, stats: pl.DataFrame, hist: pl.DataFrame) -> None:
+        self.stats = (pl.concat([self.stats, stats.cast(self.STATS)]).group_by(_CLASS_KEY, maintain_order=True)
+                      .agg(pl.col("count").sum(), pl.col("sum_ns").sum(), pl.col("min_ns").min(),
+                           pl.col("max_ns").max(), pl.col("inside").sum()))
+        self.hist = (pl.concat([self.hist, hist.cast(self.HIST)]).group_by([*_CLASS_KEY, "fb"], maintain_order=True)
+                     .agg(pl.col("count").sum()))
+
+    def _quantile(self, q: float, name: str) -> pl.LazyFrame:
+        # the nearest rank, as polars' quantile(q, "nearest"): round((n - 1) * q), half away from 0
+        rank = ((pl.col("n") - 1).cast(pl.Float64) * q + 0.5).floor()
+        fb = pl.col("fb")
+        mid = pl.when(fb < 0).then(pl.lit(0.0)).otherwise(
+            pl.lit(2.0).pow((fb.cast(pl.Float64) + 0.5) / HIST_PER_OCTAVE))
+        return (self.hist.lazy().sort([*_CLASS_KEY, "fb"])
+                .with_columns(pl.col("count").cum_sum().over(_CLASS_KEY).alias("cum"),
+                              pl.col("count").sum().over(_CLASS_KEY).alias("n"))
+                .filter(pl.col("cum") > rank)
+                .group_by(_CLASS_KEY).agg(fb.first())
+                .select(*_CLASS_KEY, mid.alias(name)))
+
+    def hold_times(self) -> pl.DataFrame:
+        """count, p50_ns, p99_ns (see the class), max_ns, mean_ns, taken_while_held per class."""
+        def clamp(c: str) -> pl.Expr:
+            return pl.col(c).clip(pl.col("min_ns").cast(pl.Float64), pl.col("max_ns").cast(pl.Float64)).round(0) \
+                .cast(pl.Int64).alias(c)
+        return (self.stats.lazy()
+                .join(self._quantile(0.5, "p50_ns"), on=_CLASS_KEY, how="left", nulls_equal=True)
+                .join(self._quantile(0.99, "p99_ns"), on=_CLASS_KEY, how="left", nulls_equal=True)
+                .with_columns(clamp("p50_ns"), clamp("p99_ns"),
+                              (pl.col("sum_ns").cast(pl.Float64) / pl.col("count")).alias("mean_ns"),
+                              pl.col("inside").alias("taken_while_held"))
+                .select(class_name(), "count", "p50_ns", "p99_ns", "max_ns", "mean_ns", "taken_while_held")
+                .sort(["count", "class"], descending=[True, False]).collect())
+
+    def hold_histogram(self) -> pl.DataFrame:
+        """Holds per class in power-of-two buckets of ns (bucket b: 2^b <= ns < 2^(b+1), bucket 0
+        also holds 1 ns and less): the fine buckets summed (floor(fb / 16) = floor(log2(ns)))."""
+        bucket = (pl.max_horizontal(pl.col("fb"), pl.lit(0, pl.Int32)) // HIST_PER_OCTAVE).cast(pl.Int32)
+        return (self.hist.lazy().group_by(*_CLASS_KEY, bucket.alias("bucket")).agg(pl.col("count").sum())
+                .select(class_name(), "bucket", "count").sort(["class", "bucket"]).collect())
 
 
 def timeline_query(ev: pl.LazyFrame, t0: int, width: int) -> pl.LazyFrame:
@@ -296,9 +377,10 @@ def compute(plan: Plan, selection: Selection, engine: Engine,
             alerts_by_host: dict[str, int] | None = None,
             status: Callable[[str], None] | None = None, partition_rows: int = PARTITION_ROWS) -> Aggregates:
     """Every aggregate of the plan's events: one streaming pass for the counts, one for the
-    timeline, then the hold times in parts of about `partition_rows` events, cut by a hash of
-    (host, thread) (pairing needs a thread's rows together; threads are independent), so that
-    memory follows the part, not the archive; only the hold durations are kept for the quantiles."""
+    timeline, then the hold times in parts of about `partition_rows` events, cut by a hash of the
+    thread id (pairing needs a thread's rows together; threads are independent, so no hold spans
+    two parts). Each part's holds are reduced at once to partial aggregates per lock class, merged
+    into a `HoldSketch`: memory follows the part and the number of classes, not the archive."""
     ev = events_frame(plan, selection)
     if status:
         status("aggregating: classes, hosts")
@@ -318,38 +400,21 @@ def compute(plan: Plan, selection: Selection, engine: Engine,
     timeline = timeline_query(ev, t0, width).collect(engine="streaming")
     total = int(hosts["events"].sum()) if hosts.height else 0
     n_parts = max(1, -(-total // max(1, partition_rows)))
-    parts: list[pl.DataFrame] = []
+    sketch = HoldSketch()
     for i in range(n_parts):
         if status:
             status(f"aggregating: hold times, part {i + 1} of {n_parts}")
         # by thread id alone: a thread's rows stay together whatever its host, and the filter
         # needs only the tid column, which the Parquet reader filters before decoding the others
         part = ev if n_parts == 1 else ev.filter(pl.col("tid").hash(seed=7) % n_parts == i)
-        parts.append(holds_query(part).collect(engine="streaming"))
-    holds = pl.concat(parts, how="vertical")
-    del parts
-    hold_times, hist = _hold_tables(holds, partition_rows // 2)
+        holds = holds_query(part).collect(engine="streaming")
+        sketch.add(holds)
+        del holds
+    hold_times, hist = sketch.hold_times(), sketch.hold_histogram()
     edges = edges_frame(engine)
     return Aggregates(classes=classes, hosts=hosts, hold_times=hold_times, edges=edges,
                       held_while_taking=held_while_taking(edges, hold_times), timeline=timeline, hold_histogram=hist,
                       timeline_width_ns=width)
-
-
-def _hold_tables(holds: pl.DataFrame, part_rows: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """hold_times and hold_histogram, a part of the classes at a time (quantiles sort each class's
-    holds: doing all of them at once would copy every hold)."""
-    k = max(1, -(-holds.height // max(1, part_rows)))
-    if k == 1:
-        return tuple(pl.collect_all([hold_times_query(holds.lazy()), hold_histogram_query(holds.lazy())]))
-    key = (pl.col("lock").to_physical().cast(pl.UInt64) * 8 + pl.col("subclass").cast(pl.UInt64)) % k
-    times, hists = [], []
-    for i in range(k):
-        sub = holds.lazy().filter(key == i)
-        t, h = pl.collect_all([hold_times_query(sub), hold_histogram_query(sub)])
-        times.append(t)
-        hists.append(h)
-    return (pl.concat(times).sort(["count", "class"], descending=[True, False]),
-            pl.concat(hists).sort(["class", "bucket"]))
 
 
 _NICE = [1, 2, 5]
