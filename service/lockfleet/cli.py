@@ -34,13 +34,9 @@ class CliError(Exception):
 
 
 def _hostport(text: str) -> str:
-    from .server.address import parse_hostport
+    from .address import hostport_arg
 
-    try:
-        parse_hostport(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+    return hostport_arg(text)
 
 
 def _target_option(p: argparse.ArgumentParser, role: str) -> None:

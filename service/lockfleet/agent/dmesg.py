@@ -810,13 +810,9 @@ def _push(logs: list[Log], norm: Normalizer, target: str, host: str | None, json
 
 
 def _hostport(text: str) -> str:
-    from ..server.address import parse_hostport
+    from ..address import hostport_arg
 
-    try:
-        parse_hostport(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+    return hostport_arg(text)
 
 
 def add_dmesg_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -34,7 +34,7 @@ from ..store import (Archiver, DataDirLocked, LogCorrupt, SegmentLog, load_newes
                      snapshot_files, write_snapshot)
 from ..v1 import lockfleet_pb2 as pb
 from ..v1 import lockfleet_pb2_grpc as pb_grpc
-from .address import is_loopback, join_hostport, parse_hostport
+from ..address import is_loopback, join_hostport, parse_hostport
 from .auth import TokenFileError, TokenInterceptor, load_tokens
 from .config import ServeConfig
 from .gateway import Gateway, decode

@@ -36,3 +36,14 @@ def is_loopback(host: str) -> bool:
     except OSError:
         return False
     return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
+
+
+def hostport_arg(text: str) -> str:
+    """argparse type for a HOST:PORT option: the text itself, or a usage error saying why."""
+    import argparse
+
+    try:
+        parse_hostport(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
