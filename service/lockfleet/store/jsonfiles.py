@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .atomic import fsync_dir, write_atomic
+
 log = logging.getLogger("lockfleet.store")
 
 
@@ -24,34 +26,11 @@ class JsonLinesCorrupt(RuntimeError):
     """A JSON-lines file is damaged somewhere other than its last line."""
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_json_atomic(path: Path, doc: Any) -> None:
     """Replace `path` with `doc` as JSON, atomically and durably; raises OSError (the old file stays)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-        fsync_dir(path.parent)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, [(json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()])
 
 
 def read_json(path: Path, default: Any) -> Any:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .eventlog import EventLog, LogCorrupt, LogUnavailable, Record, SealedPart
+from .atomic import fsync_dir
 
 log = logging.getLogger("lockfleet.store")
 
@@ -491,9 +492,4 @@ def _fsync(fd: int) -> None:
     os.fsync(fd)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_fsync_dir = fsync_dir

@@ -14,13 +14,14 @@ that reads back whole; a damaged one is skipped with a warning.
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+
+from .atomic import write_atomic
 
 log = logging.getLogger("lockfleet.store")
 
@@ -64,26 +65,7 @@ def write_snapshot(directory: Path, lsn: int, sections: dict[str, bytes]) -> Pat
         crc = zlib.crc32(p, crc)
     parts.append(_U32.pack(crc))
     path = directory / f"snap-{lsn:020d}.lfsnap"
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            for p in parts:
-                view = memoryview(p)
-                while view:
-                    view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, parts)
     return path
 
 
