@@ -112,6 +112,13 @@ class Engine:
             return []
         return self._apply(ev, host or DEFAULT_HOST)
 
+    def ingest_events(self, ev: Events, host: str | None = None) -> list[Alert]:
+        """ingest() for a batch the caller has already validated with `events.normalize` (the
+        service checks its limits on the normalized columns, and need not validate twice)."""
+        if ev.n == 0:
+            return []
+        return self._apply(ev, host or DEFAULT_HOST)
+
     def _apply(self, ev: Events, host: str) -> list[Alert]:
         core = self._core
         kw = {}
@@ -342,6 +349,42 @@ class Engine:
     def links(self) -> list[Link]:
         """Every dependency with its evidence and counters."""
         return [self._link(e) for e in range(self._core.edge_count())]
+
+    # Evidence by id, for readers that walk the graph themselves (the service's lock view, the
+    # export, analyze's tables). Dependency ids run 0..edge_count()-1 in the order the
+    # dependencies were first made; class ids likewise. Ids are stable for an Engine's life.
+
+    def edge_count(self) -> int:
+        return self._core.edge_count()
+
+    def link(self, edge: int) -> Link:
+        """Dependency `edge` with its evidence and counters."""
+        return self._link(edge)
+
+    def edge_classes(self) -> tuple[np.ndarray, np.ndarray]:
+        """The held and taken class ids of every dependency, by dependency id."""
+        src, dst, _kinds = self._core.edges()
+        return src, dst
+
+    def class_id(self, name: str) -> int:
+        """The id of lock class `name` (`name` or `name/subclass`), or -1."""
+        return self._class_id(name)
+
+    def class_name(self, cls: int) -> str:
+        return self._class_name(cls)
+
+    def usage(self, name: str) -> tuple[str, list[Usage]] | None:
+        """Lock class `name`'s lockdep usage string (`{+.+.}`'s inside) and its irq usage bits,
+        each with the acquisition that first set it; None for an unknown class."""
+        c = self._class_id(name)
+        if c < 0:
+            return None
+        found = []
+        for bit, usage in enumerate(_USAGE_NAMES):
+            o = self._core.class_usage_occ(c, bit)
+            if o >= 0:
+                found.append(Usage(lock=self._class_name(c), usage=usage, first=self._occurrence(o)))
+        return self._usage_string(c), found
 
     def edges(self) -> list[tuple[str, str, tuple[str, ...]]]:
         """Every dependency: (held, taken, kinds seen)."""

@@ -323,15 +323,8 @@ def edges_frame(engine: Engine) -> pl.DataFrame:
 
 
 def _links(engine: Engine):
-    """Each dependency with its evidence. The engine has no public call for all of them yet, so
-    this reads them the way its chain_links() does, one per edge id."""
-    n = engine.stats()["edges"]
-    link = getattr(engine, "links", None)
-    if callable(link):  # a future public Engine.links()
-        yield from link()
-        return
-    for e in range(n):
-        yield engine._link(e)  # noqa: SLF001 (see above)
+    """Each dependency with its evidence."""
+    return engine.links()
 
 
 def held_while_taking(edges: pl.DataFrame, hold_times: pl.DataFrame) -> pl.DataFrame:

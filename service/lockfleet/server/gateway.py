@@ -239,7 +239,7 @@ class Gateway:
                 try:
                     table = decode(rec.ipc, max_rows=1 << 62)
                     ev = normalize(table)
-                    self._engine.ingest(table, host=rec.host)
+                    self._engine.ingest_events(ev, host=rec.host)
                 except (EventError, Refusal) as exc:
                     skipped += 1
                     log.error("replay: skipped logged batch host=%s stream=%s seq=%d: %s",
@@ -366,7 +366,7 @@ class Gateway:
                 if fresh:
                     new_threads[h] = fresh
             try:
-                new = self._engine.ingest(table, host=host)
+                new = self._engine.ingest_events(ev, host=host)
             except EventError as exc:
                 raise Refusal("INVALID_ARGUMENT", event_reason(str(exc)), f"batch seq {seq}: {exc}") from None
             except Exception as exc:  # an engine bug: report it, keep serving

@@ -5,10 +5,8 @@ Each function runs under the gateway's read lock (callers pass it to `Gateway.re
 time there short: the export reads the edge table in pieces (`edge_rows(engine, start, stop)`),
 the edge count having been fixed at its start.
 
-They use the Engine's public API where it has one (`lock_info`, `edge_table`, `neighbourhood`, if
-present) and otherwise its evidence accessors (`_class_id`, `_link`, `_usage_string`,
-`_occurrence`, and the core's `edges`, `edge_count`, `class_usage_occ`): nothing here finds or
-judges cycles, it only reads the evidence the engine keeps.
+They read the Engine's evidence by id (`edge_classes`, `link`, `class_id`, `usage`): nothing here
+finds or judges cycles, it only reads the evidence the engine keeps.
 """
 
 from __future__ import annotations
@@ -21,9 +19,6 @@ import pyarrow as pa
 
 from ..alerts.model import Alert, Link, Occurrence, Usage
 from ..engine import Engine
-
-USAGE_NAMES = ("IN-HARDIRQ-W", "IN-HARDIRQ-R", "HARDIRQ-ON-W", "HARDIRQ-ON-R",
-               "IN-SOFTIRQ-W", "IN-SOFTIRQ-R", "SOFTIRQ-ON-W", "SOFTIRQ-ON-R")
 
 EDGE_SCHEMA = pa.schema([
     ("held", pa.utf8()), ("taken", pa.utf8()), ("kinds", pa.list_(pa.utf8())), ("count", pa.uint64()),
@@ -48,32 +43,24 @@ class LockView:
 
 
 def _edge_arrays(engine: Engine) -> tuple[np.ndarray, np.ndarray]:
-    src, dst, _kinds = engine._core.edges()
+    src, dst = engine.edge_classes()
     return np.asarray(src), np.asarray(dst)
 
 
 def lock_view(engine: Engine, name: str) -> LockView | None:
     """One lock class: dependencies in and out, irq usage, hosts, first and last evidence."""
-    public = getattr(engine, "lock_info", None)
-    if callable(public):
-        return public(name)  # type: ignore[no-any-return]
-    c = engine._class_id(name)
+    c = engine.class_id(name)
     if c < 0:
         return None
     src, dst = _edge_arrays(engine)
-    edges_in = tuple(engine._link(int(e)) for e in np.flatnonzero(dst == c))
-    edges_out = tuple(engine._link(int(e)) for e in np.flatnonzero(src == c))
-    core = engine._core
-    usages = []
-    for bit, usage in enumerate(USAGE_NAMES):
-        o = core.class_usage_occ(c, bit)
-        if o >= 0:
-            usages.append(Usage(lock=name, usage=usage, first=engine._occurrence(o)))
+    edges_in = tuple(engine.link(int(e)) for e in np.flatnonzero(dst == c))
+    edges_out = tuple(engine.link(int(e)) for e in np.flatnonzero(src == c))
+    usage_string, usages = engine.usage(name) or ("....", [])
     hosts = {h for link in (*edges_in, *edges_out) for h in link.hosts} | {u.first.host for u in usages}
     firsts = [link.first_taken.ts_ns for link in (*edges_in, *edges_out)] + [u.first.ts_ns for u in usages]
     lasts = [link.last_ts_ns for link in (*edges_in, *edges_out)] + firsts
     alerts = tuple(a.id for a in engine.alerts() if name in a.locks)
-    return LockView(name=engine._class_name(c), usage=engine._usage_string(c), usages=tuple(usages),
+    return LockView(name=engine.class_name(c), usage=usage_string, usages=tuple(usages),
                     edges_in=edges_in, edges_out=edges_out, hosts=tuple(sorted(h for h in hosts if h)),
                     first_ts_ns=min((t for t in firsts if t), default=0), last_ts_ns=max(lasts, default=0),
                     count=sum(link.count for link in (*edges_in, *edges_out)), alerts=alerts)
@@ -83,10 +70,7 @@ def neighbourhood(engine: Engine, alert: Alert, radius: int = 1, max_edges: int 
                   ) -> tuple[list[Link], int, dict[str, str]]:
     """Dependencies within `radius` steps of the finding's locks (besides its own), the most taken
     first, at most `max_edges`; how many were left out; usage strings of the locks shown."""
-    public = getattr(engine, "neighbourhood", None)
-    if callable(public):
-        return public(alert, radius, max_edges)  # type: ignore[no-any-return]
-    ids = {engine._class_id(n) for n in alert.locks} - {-1}
+    ids = {engine.class_id(n) for n in alert.locks} - {-1}
     if not ids or radius <= 0:
         return [], 0, {}
     src, dst = _edge_arrays(engine)
@@ -102,7 +86,7 @@ def neighbourhood(engine: Engine, alert: Alert, radius: int = 1, max_edges: int 
         reached |= nxt
         frontier = np.fromiter(nxt, dtype=np.int64)
     own = {(link.held, link.taken) for link in alert.links}
-    links = [engine._link(int(e)) for e in np.flatnonzero(seen)]
+    links = [engine.link(int(e)) for e in np.flatnonzero(seen)]
     links = [link for link in links if (link.held, link.taken) not in own]
     links.sort(key=lambda x: (-x.count, x.held, x.taken))
     shown = links[:max_edges]
@@ -110,25 +94,22 @@ def neighbourhood(engine: Engine, alert: Alert, radius: int = 1, max_edges: int 
     for link in shown:
         for n in (link.held, link.taken):
             if n not in usage:
-                c = engine._class_id(n)
-                if c >= 0:
-                    usage[n] = engine._usage_string(c)
+                known = engine.usage(n)
+                if known is not None:
+                    usage[n] = known[0]
     return shown, len(links) - len(shown), usage
 
 
 def edge_count(engine: Engine) -> int:
-    return int(engine._core.edge_count())
+    return engine.edge_count()
 
 
 def edge_rows(engine: Engine, start: int, stop: int) -> pa.RecordBatch:
     """Dependencies start..stop-1 (ids in the order they were first made) as a record batch of
     EDGE_SCHEMA."""
-    public = getattr(engine, "edge_table", None)
-    if callable(public):
-        return public(start, stop)  # type: ignore[no-any-return]
     cols: dict[str, list[Any]] = {f.name: [] for f in EDGE_SCHEMA}
     for e in range(start, stop):
-        link = engine._link(e)
+        link = engine.link(e)
         o: Occurrence = link.first_taken
         for key, value in (("held", link.held), ("taken", link.taken), ("kinds", list(link.kinds)),
                            ("count", link.count), ("hosts", list(link.hosts)), ("first_host", o.host),
