@@ -824,7 +824,9 @@ cdef class Core:
 
     cdef void _acquire(self, int32_t th, int32_t c, int32_t name, uint8_t mode, uint8_t trylock,
                        uint8_t irq, uint64_t inst, int32_t site, int32_t task, int64_t ts,
-                       int32_t row, bint reacquire) noexcept nogil:
+                       int32_t row, bint reacquire, uint64_t times) noexcept nogil:
+        """`times`: how many acquisitions this row stands for (an edge-mode agent's `count`; 0 makes
+        the dependency without counting it)."""
         cdef int32_t d = self.thr_depth[th], ci, occ
         cdef int64_t slot = <int64_t>th * self.max_depth + d
         cdef uint64_t key
@@ -842,12 +844,14 @@ cdef class Core:
         ci = self._chain_find(key)
         if ci >= 0:
             self.chain_hits += 1
-            self.chains[ci].count += 1
+            self.chains[ci].count += times
             self.chains[ci].last_s = _seconds(ts)
             occ = -1
         else:
             self.chain_misses += 1
             self._validate(th, c, mode, trylock, irq, inst, site, task, ts, row, key, reacquire)
+            if times != 1 and not self.oom:
+                self.chains[self.n_chain - 1].count = times
         self.st_cls[slot] = c
         self.st_name[slot] = name
         self.st_site[slot] = site
@@ -900,14 +904,14 @@ cdef class Core:
         for i in range(n):
             self._acquire(th, self.ra_cls[i], self.ra_name[i], self.ra_mode[i], self.ra_try[i],
                           self.ra_irq[i], self.ra_inst[i], self.ra_site[i], self.ra_task[i],
-                          self.ra_ts[i], row, True)
+                          self.ra_ts[i], row, True, 1)
 
     cdef int _run(self, Py_ssize_t n, const int64_t* ts, const int64_t* tid, const uint8_t* op,
                   const int32_t* lk, const int32_t* lk_map, int32_t* cls_cache,
                   const uint8_t* mode, const uint8_t* sub, const uint64_t* inst, const uint8_t* irq,
                   const int32_t* site, const int32_t* site_map, const int32_t* task,
                   const int32_t* task_map, const int32_t* host, const int32_t* host_map,
-                  int32_t default_host) noexcept nogil:
+                  const uint64_t* count, int32_t default_host) noexcept nogil:
         cdef Py_ssize_t r
         cdef int32_t th = -1, h, lh = -1, li, nm, c, si, tk
         cdef int64_t t, lt = 0
@@ -947,7 +951,8 @@ cdef class Core:
                 c = self._class(nm, s)
             if c < 0:
                 return -1
-            self._acquire(th, c, nm, m, 1 if o == 2 else 0, iq, ins, si, tk, ts[r], <int32_t>r, False)
+            self._acquire(th, c, nm, m, 1 if o == 2 else 0, iq, ins, si, tk, ts[r], <int32_t>r, False,
+                          count[r] if count != NULL else 1)
             if self.oom:
                 return -1
         return -1 if self.oom else 0
@@ -958,13 +963,14 @@ cdef class Core:
                const int32_t[::1] lock, const int32_t[::1] lock_map,
                mode=None, subclass=None, instance=None, irq=None,
                site=None, site_map=None, task=None, task_map=None, host=None, host_map=None,
-               int default_host=0):
+               count=None, int default_host=0):
         """Apply one validated batch (flat columns; string columns as per-row dictionary indices
         plus per-batch maps from dictionary index to global id). Returns the number of findings;
         read them with findings()."""
         cdef Py_ssize_t n = ts.shape[0]
         cdef const uint8_t[::1] v_mode, v_sub, v_irq
-        cdef const uint64_t[::1] v_inst
+        cdef const uint64_t[::1] v_inst, v_count
+        cdef const uint64_t* p_count = NULL
         cdef const int32_t[::1] v_site, v_site_map, v_task, v_task_map, v_host, v_host_map
         cdef const uint8_t* p_mode = NULL
         cdef const uint8_t* p_sub = NULL
@@ -1006,6 +1012,9 @@ cdef class Core:
             p_task = &v_task[0]
             v_task_map = task_map
             p_task_map = &v_task_map[0] if v_task_map.shape[0] else NULL
+        if count is not None:
+            v_count = count
+            p_count = &v_count[0]
         if host is not None:
             v_host = host
             p_host = &v_host[0]
@@ -1018,7 +1027,7 @@ cdef class Core:
         with nogil:
             rc = self._run(n, &ts[0], &tid[0], &op[0], &lock[0], &lock_map[0], p_cache,
                            p_mode, p_sub, p_inst, p_irq, p_site, p_site_map, p_task, p_task_map,
-                           p_host, p_host_map, default_host)
+                           p_host, p_host_map, p_count, default_host)
             if rc == 0:
                 clock_gettime(CLOCK_MONOTONIC, &t0)
                 rc = _finish_batch(self)

@@ -152,3 +152,22 @@ def test_depth_limit_is_a_setting():
     st = eng.stats()
     assert st["depth_overflows"] == 2
     assert st["alerts"] == 0   # the untracked releases are absorbed, not bad_unlocks
+
+
+def test_count_column_says_how_many_acquisitions_a_row_stands_for():
+    """A uint64 `count` (edge-mode agents) multiplies a row; 0 makes the dependency uncounted;
+    a `count` column of another type is an unknown column and ignored (CONTRACT section 2)."""
+    def batch(count):
+        cols = {"ts_ns": pa.array([1, 2, 3, 4], pa.int64()), "tid": pa.array([1] * 4, pa.int64()),
+                "op": pa.array([0, 0, 1, 1], pa.uint8()), "lock": pa.array(["A", "B", "B", "A"])}
+        if count is not None:
+            cols["count"] = count
+        return pa.record_batch(cols)
+
+    eng = Engine()
+    eng.ingest(batch(pa.array([None, 5, None, None], pa.uint64())), host="h")
+    eng.ingest(batch(pa.array([None, 0, None, None], pa.uint64())), host="h")
+    eng.ingest(batch(None), host="h")
+    eng.ingest(batch(pa.array([7, 7, 7, 7], pa.int64())), host="h")   # not uint64: ignored
+    (link,) = eng.chain_links("A", "B")
+    assert link.count == 5 + 0 + 1 + 1

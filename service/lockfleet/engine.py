@@ -130,6 +130,8 @@ class Engine:
             kw["instance"] = ev.instance
         if ev.irq is not None:
             kw["irq"] = ev.irq
+        if ev.count is not None:
+            kw["count"] = ev.count
         for col, interner in (("site", self._sites), ("task", self._tasks), ("host", self._hosts)):
             s = getattr(ev, col)
             if s is not None:

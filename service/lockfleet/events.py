@@ -63,6 +63,7 @@ class Events:
     subclass: np.ndarray | None
     instance: np.ndarray | None
     irq: np.ndarray | None
+    count: np.ndarray | None      # uint64 `count` column: acquisitions a row stands for (null: 1)
     site: Strings | None
     task: Strings | None
     host: Strings | None
@@ -94,9 +95,15 @@ def normalize(batch: pa.RecordBatch | pa.Table, row_offset: int = 0) -> Events:
             strings[col] = _string_column(batch.column(col), col, col in REQUIRED, row_offset)
         else:
             strings[col] = None
+    count = None
+    if "count" in names and batch.schema.field("count").type == pa.uint64():
+        # an extension for edge-mode agents: a uint64 `count` says how many acquisitions the row
+        # stands for; a `count` column of any other type is an unknown column, and ignored
+        count = pc.fill_null(batch.column("count"), 1).to_numpy(zero_copy_only=False)
     return Events(n=n, ts_ns=cols["ts_ns"], tid=cols["tid"], op=cols["op"], lock=strings["lock"],
                   mode=cols["mode"], subclass=cols["subclass"], instance=cols["instance"],
-                  irq=cols["irq"], site=strings["site"], task=strings["task"], host=strings["host"])
+                  irq=cols["irq"], count=count, site=strings["site"], task=strings["task"],
+                  host=strings["host"])
 
 
 def _table_to_batch(table: pa.Table) -> pa.RecordBatch:

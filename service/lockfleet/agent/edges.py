@@ -31,10 +31,9 @@ What one shipment holds (`export_new`), in this order:
   service's engine finds them again from the dependencies and usage bits.)
 
 Counts: the acquire-of-taken row of each dependency carries an extra column `count` (uint64,
-null on the other rows): how many times the local engine took the dependency since the last
-shipment. The service ignores unknown columns today, so it does NOT merge counts yet: its
-`Link.count` for an edge-mode host counts shipments, not acquisitions. A later change can read
-the column (and `stats()` reports the local counters meanwhile).
+null elsewhere): the acquisitions it stands for since the last shipment (0 for a second new kind
+shipped in the same round). The service's engine reads a uint64 `count` column (docs/semantics.md),
+so `Link.count` on the service equals the sum over the hosts' local counts, as with raw events.
 
 Synthetic threads use tids from a reserved high range (`SYNTHETIC_TID_BASE` and up, cycling
 over `SYNTHETIC_TID_POOL` ids so that the service's per-host thread limit is never reached);
