@@ -256,8 +256,13 @@ cdef int _plain_bfs(Core self, int32_t a, int32_t b) noexcept nogil:
 cdef int _raise(Core self, int32_t ru, int32_t rv) noexcept nogil:
     """A new edge from component ru to rv with lvl[ru] >= lvl[rv]: lift rv above ru and push the
     lift forward until every edge climbs again. 1: the lift came back to ru, so the edge closes a
-    cycle of components (levels are then left inconsistent: the caller recomputes); 0: done."""
-    cdef int64_t sp = 0
+    cycle of components, or it outgrew its budget (levels are then left inconsistent: the caller
+    recomputes); 0: done."""
+    cdef int64_t sp = 0, work = 0
+    # a lift that grows past half the graph costs about what recomputing it does: give up and
+    # let the caller recompute (a chain inserted tail first, in small batches, would otherwise
+    # lift its whole tail on every insert)
+    cdef int64_t budget = max(<int64_t>4096, (self.n_cls + self.n_edge) // 2)
     cdef int32_t r, m, y, lv, j
     self.reorders += 1
     self.lvl[rv] = self.lvl[ru] + 1
@@ -269,6 +274,9 @@ cdef int _raise(Core self, int32_t ru, int32_t rv) noexcept nogil:
         lv = self.lvl[r]
         m = r
         while m >= 0:
+            work += self.out_n[m] + 1
+            if work > budget:
+                return 1
             for j in range(self.out_n[m]):
                 y = self.rep[self.out_e[m][2 * j]]
                 if y == ru:
