@@ -31,7 +31,6 @@ No Python object is touched inside the row loop or the graph algorithms (all nog
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, calloc, realloc, free, qsort
 from libc.string cimport memset, memcpy
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 import numpy as np
 cimport numpy as cnp
@@ -243,7 +242,7 @@ cdef class Core:
     cdef int32_t* ra_edges
     # counters
     cdef public int64_t events, acquires, releases, depth_overflows, chain_hits, chain_misses
-    cdef public int64_t recomputes, reorders, searches, search_budget_exhausted, last_violating, graph_ns
+    cdef public int64_t recomputes, reorders, searches, search_budget_exhausted
 
     def __cinit__(self, int max_depth=48):
         if max_depth < 1 or max_depth > 1024:
@@ -983,7 +982,6 @@ cdef class Core:
         cdef const int32_t* p_host = NULL
         cdef const int32_t* p_host_map = NULL
         cdef int rc
-        cdef timespec t0, t1
         cdef cnp.ndarray[int32_t, ndim=1] cache = np.full(max(lock_map.shape[0], 1), -1, dtype=np.int32)
         cdef int32_t* p_cache = <int32_t*>cache.data
         if n == 0:
@@ -1029,10 +1027,7 @@ cdef class Core:
                            p_mode, p_sub, p_inst, p_irq, p_site, p_site_map, p_task, p_task_map,
                            p_host, p_host_map, p_count, default_host)
             if rc == 0:
-                clock_gettime(CLOCK_MONOTONIC, &t0)
                 rc = _finish_batch(self)
-                clock_gettime(CLOCK_MONOTONIC, &t1)
-                self.graph_ns += (t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec)
         self.events += n
         self.counts_dirty = True
         if rc != 0:
@@ -1121,9 +1116,6 @@ cdef class Core:
                 self.ei_h[i] if i >= 0 else 0, self.ei_t[i] if i >= 0 else 0, self.ev_modes[e] & 3, (self.ev_modes[e] >> 2) & 1,
                 (self.ev_modes[e] >> 3) & 3,
                 self.e_count[e], self.e_last[e], hosts)
-
-    def find_edge(self, int32_t src, int32_t dst):
-        return pairidx_find(&self.edge_idx, self.e_src, self.e_dst, src, dst)
 
     def edges(self):
         """(src, dst, kinds) arrays of every dependency."""

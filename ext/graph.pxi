@@ -407,7 +407,6 @@ cdef int _finish_batch(Core self) noexcept nogil:
             rv = self.rep[self.e_dst[e]]
             if ru == rv or self.lvl[ru] >= self.lvl[rv]:
                 violating += 1
-    self.last_violating = violating
     # a lift costs about the region it moves, a recomputation the whole graph: recompute when
     # the batch disagrees in many places relative to the graph's size
     if violating > RECOMPUTE_AT and violating * RECOMPUTE_RATIO > self.n_cls + self.n_edge:

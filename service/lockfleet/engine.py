@@ -157,7 +157,7 @@ class Engine:
         core = self._core
         if kind == "circular":
             edges = tuple(path)
-            ident = "\n".join(sorted(f"{self._edge_names(e)[0]}\0{self._edge_names(e)[1]}" for e in edges))
+            ident = "\n".join(sorted("\0".join(self._edge_names(e)) for e in edges))
             rec = _Record(id="", kind=kind, seq=0, edges=edges, occ=occ)
         elif kind in ("recursive", "bad_unlock"):
             ident = self._class_name(a)

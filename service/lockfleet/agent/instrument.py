@@ -255,16 +255,7 @@ class TracedLock:
                 _dead()
 
     def __exit__(self, t: object, v: object, tb: object) -> None:
-        self._lf_lock.release()
-        tr = _tracer
-        if tr is not None:
-            try:
-                info = _tls.info
-            except AttributeError:
-                info = _thread_info()
-            if info is not None and tr.put((_time_ns(), info[0], 1, self._lf_name, 0, 0, id(self), 0, None,
-                                            info[1])) is None:
-                _dead()
+        self.release()
 
     def locked(self) -> bool:
         return self._lf_lock.locked()
