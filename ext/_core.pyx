@@ -40,6 +40,9 @@ from hashmap cimport (U64Map, mix64, u64map_init, u64map_free, u64map_get, u64ma
 
 cnp.import_array()
 
+cdef extern from *:
+    int __builtin_ctzll(unsigned long long) nogil
+
 cdef uint64_t TOP = (<uint64_t>1) << 63
 # finding kinds, as the engine names them
 DEF F_CIRCULAR = 1
@@ -47,6 +50,7 @@ DEF F_RECURSIVE = 2
 DEF F_BAD_UNLOCK = 3
 DEF F_IRQ_INVERSION = 4
 DEF F_INCONSISTENT = 5
+DEF F_WITNESS = 6           # a later cycle through a known inversion, kept with its evidence
 # edge kinds (bit index): held exclusive/shared x taken non-recursive/recursive-read
 DEF K_EN = 0
 DEF K_ER = 1
@@ -59,6 +63,18 @@ DEF DFS_BUDGET = 2000000
 # recompute the components instead of moving the order when a batch brings more disagreeing arrivals
 DEF RECOMPUTE_AT = 48
 DEF RECOMPUTE_RATIO = 64
+# edge flags
+DEF EF_INV = 1      # the dependency is an inversion: its arrival closed a strong cycle of the order
+# inversions: how many witnesses each keeps with their evidence, how many have reach words (64 a
+# word), and the edge steps one witness search may take
+DEF WITNESS_KEEP = 8
+DEF MAX_WORDS = 8
+DEF WITNESS_BUDGET = 1000000
+# search restrictions (graph.pxi): none, one component, a level ceiling, a witness's region
+DEF R_NONE = 0
+DEF R_COMP = 1
+DEF R_LEVEL = 2
+DEF R_WIT = 3
 
 cdef struct Chain:
     # one validated held-lock stack (lockdep's lock_chain), 24 bytes
@@ -75,7 +91,7 @@ cdef struct Field:
     int64_t count
 
 
-_SNAP_MAGIC = b"LFCORE04"
+_SNAP_MAGIC = b"LFCORE05"
 
 
 cdef inline uint32_t _seconds(int64_t ts_ns) noexcept nogil:
@@ -115,6 +131,22 @@ cdef class Core:
     cdef int32_t* out_c
     cdef int32_t* mark_a
     cdef int32_t* mark_b
+    # the order: in0_n/out0_n count each class's dependencies that are not inversions (a class
+    # with none coming in can be put below anything without a search); in_e lists the edges into
+    # each class, built at the first inversion (edges below in_upto were added then, the rest at
+    # their arrival)
+    cdef int32_t* in0_n
+    cdef int32_t* out0_n
+    cdef int32_t** in_e
+    cdef int32_t* in_n
+    cdef int32_t* in_c
+    cdef bint have_in
+    cdef int64_t in_upto
+    # reach words of the first MAX_WORDS * 64 inversions: bit j of dw[w][c] is set when inversion
+    # 64w+j's taken class reaches c (c included); of aw[w][c], when c reaches its held class
+    cdef int32_t n_words
+    cdef uint64_t* dw[MAX_WORDS]
+    cdef uint64_t* aw[MAX_WORDS]
     cdef U64Map cls_map
     # threads and their held stacks
     cdef int64_t n_thr, cap_thr
@@ -151,6 +183,7 @@ cdef class Core:
     cdef int32_t* e_src
     cdef int32_t* e_dst
     cdef uint8_t* e_kinds
+    cdef uint8_t* e_flags            # EF_INV
     # kinds that arrived in the current batch, and the first of their arrivals (ar_next links the
     # rest): a search for arrival t must not use a kind that arrived after t
     cdef uint8_t* e_bkinds
@@ -180,6 +213,13 @@ cdef class Core:
     cdef int32_t* ph_next
     cdef U64Map pair_map
     cdef uint32_t arrival_seq
+    # inversions, in the order they arrived: the dependency, witnesses counted, witnesses kept
+    cdef int64_t n_inv, cap_inv
+    cdef int32_t* inv_edge
+    cdef uint64_t* inv_wit
+    cdef int32_t* inv_kept
+    cdef U64Map inv_map              # edge | TOP -> inversion index
+    cdef bint any_rread              # some dependency was taken as a recursive read (xR)
     # chains
     cdef int64_t n_chain, cap_chain
     cdef Chain* chains
@@ -243,6 +283,7 @@ cdef class Core:
     # counters
     cdef public int64_t events, acquires, releases, depth_overflows, chain_hits, chain_misses
     cdef public int64_t recomputes, reorders, searches, search_budget_exhausted
+    cdef public int64_t witnesses, witness_budget_exhausted, inversions_untracked
 
     def __cinit__(self, int max_depth=48):
         if max_depth < 1 or max_depth > 1024:
@@ -250,8 +291,7 @@ cdef class Core:
         self.max_depth = max_depth
         if (u64map_init(&self.cls_map, 1024) or u64map_init(&self.thr_map, 1024)
                 or pairidx_init(&self.edge_idx, 1024) or u64map_init(&self.pair_map, 256)
-                or u64map_init(&self.inst_map, 256)
-):
+                or u64map_init(&self.inst_map, 256) or u64map_init(&self.inv_map, 64)):
             raise MemoryError()
         self.ra_cls = <int32_t*>malloc(max_depth * sizeof(int32_t))
         self.ra_name = <int32_t*>malloc(max_depth * sizeof(int32_t))
@@ -277,6 +317,21 @@ cdef class Core:
         u64map_free(&self.pair_map)
         for i in range(self.n_cls):
             free(self.out_e[i])
+            if self.in_e != NULL:
+                free(self.in_e[i])
+        for i in range(self.n_words):
+            free(self.dw[i])
+            free(self.aw[i])
+        free(self.in_e)
+        free(self.in_n)
+        free(self.in_c)
+        free(self.in0_n)
+        free(self.out0_n)
+        free(self.e_flags)
+        free(self.inv_edge)
+        free(self.inv_wit)
+        free(self.inv_kept)
+        u64map_free(&self.inv_map)
         free(self.cls_name)
         free(self.cls_sub)
         free(self.cls_usage)
@@ -373,11 +428,13 @@ cdef class Core:
         free(self.ra_mode)
         free(self.ra_try)
         free(self.ra_irq)
+        free(self.ra_edges)
 
     # ------------------------------------------------------------------ storage growth
 
     cdef int _ensure_cls(self, int64_t need) noexcept nogil:
         cdef int64_t cap = self.cap_cls, i
+        cdef int w
         if need <= cap:
             return 0
         cap = max(need, cap + cap // 2, 256)
@@ -388,9 +445,16 @@ cdef class Core:
                 or _grow(<void**>&self.mnext, cap, 4) or _grow(<void**>&self.out_e, cap, sizeof(int32_t*))
                 or _grow(<void**>&self.out_n, cap, 4) or _grow(<void**>&self.out_c, cap, 4)
                 or _grow(<void**>&self.mark_a, cap, 4)
-                or _grow(<void**>&self.mark_b, cap, 4)):
+                or _grow(<void**>&self.mark_b, cap, 4)
+                or _grow(<void**>&self.in0_n, cap, 4) or _grow(<void**>&self.out0_n, cap, 4)
+                or _grow(<void**>&self.in_e, cap, sizeof(int32_t*))
+                or _grow(<void**>&self.in_n, cap, 4) or _grow(<void**>&self.in_c, cap, 4)):
             self.oom = True
             return -1
+        for w in range(self.n_words):
+            if _grow(<void**>&self.dw[w], cap, 8) or _grow(<void**>&self.aw[w], cap, 8):
+                self.oom = True
+                return -1
         for i in range(self.cap_cls, cap):
             self.mark_a[i] = 0
             self.mark_b[i] = 0
@@ -415,6 +479,7 @@ cdef class Core:
     cdef int32_t _class(self, int32_t name, int32_t sub) noexcept nogil:
         cdef uint64_t key = ((<uint64_t>name) << 8) | <uint64_t>sub | TOP
         cdef int32_t c = u64map_get(&self.cls_map, key)
+        cdef int w
         if c >= 0:
             return c
         if self._ensure_cls(self.n_cls + 1):
@@ -433,6 +498,14 @@ cdef class Core:
         self.out_e[c] = NULL
         self.out_n[c] = 0
         self.out_c[c] = 0
+        self.in_e[c] = NULL
+        self.in_n[c] = 0
+        self.in_c[c] = 0
+        self.in0_n[c] = 0
+        self.out0_n[c] = 0
+        for w in range(self.n_words):
+            self.dw[w][c] = 0
+            self.aw[w][c] = 0
         if u64map_put(&self.cls_map, key, c):
             self.oom = True
         return c
@@ -608,6 +681,7 @@ cdef class Core:
                 cap = max(self.cap_edge + self.cap_edge // 4, 1024)   # 1.25x: the biggest tables, least slack
                 if (_grow(<void**>&self.e_src, cap, 4) or _grow(<void**>&self.e_dst, cap, 4)
                         or _grow(<void**>&self.e_kinds, cap, 1) or _grow(<void**>&self.e_bkinds, cap, 1)
+                        or _grow(<void**>&self.e_flags, cap, 1)
                         or _grow(<void**>&self.e_bfirst, cap, 4)
                         or _grow(<void**>&self.ev_task, cap, 4) or _grow(<void**>&self.ev_ts, cap, 8)
                         or _grow(<void**>&self.ev_site_h, cap, 4) or _grow(<void**>&self.ev_site_t, cap, 4)
@@ -624,6 +698,7 @@ cdef class Core:
             self.e_dst[e] = dst
             self.e_kinds[e] = 0
             self.e_bkinds[e] = 0
+            self.e_flags[e] = 0
             self.ev_task[e] = task
             self.ev_ts[e] = ts
             self.ev_site_h[e] = self.st_site[slot]
@@ -641,6 +716,8 @@ cdef class Core:
             new_pair = True
         if not (self.e_kinds[e] >> k) & 1:
             self.e_kinds[e] |= <uint8_t>(1 << k)
+            if k & 1:
+                self.any_rread = True
             self.arrival_seq += 1
             if self.n_ar + 1 > self.cap_ar:
                 cap = max(self.cap_ar + self.cap_ar // 2, 256)
@@ -1046,6 +1123,34 @@ cdef class Core:
         out.sort(key=lambda t: t[1])
         return out
 
+    def inversions(self):
+        """Every inversion in arrival order: (dependency, witnesses counted, witnesses kept)."""
+        return [(self.inv_edge[i], self.inv_wit[i], self.inv_kept[i]) for i in range(self.n_inv)]
+
+    def inversion_witnesses(self, int64_t i):
+        """Witnesses counted for inversion i (its own cycle included)."""
+        return self.inv_wit[i] if 0 <= i < self.n_inv else 0
+
+    def is_inversion(self, int32_t e):
+        return 0 <= e < self.n_edge and bool(self.e_flags[e] & EF_INV)
+
+    def check_invariants(self):
+        """Check the order's invariants (graph.pxi's _check_invariants); AssertionError names the
+        first one broken. Linear in the graph, with the reach words."""
+        cdef int bad
+        with nogil:
+            bad = _check_invariants(self)
+        if bad < 0:
+            raise MemoryError()
+        if bad:
+            raise AssertionError({
+                1: "an order dependency between components does not climb the levels",
+                2: "component membership or adjacency is inconsistent",
+                3: "the per-class order edge counts disagree with the order",
+                4: "inversion flags disagree with the inversion list",
+                5: "a reach word is not closed under the dependencies",
+            }[bad])
+
     def overflows(self):
         """(host id, tid) of this batch's first depth overflows, for the log."""
         return [(self.ov_host[i], self.ov_tid[i]) for i in range(self.n_ov)]
@@ -1150,17 +1255,21 @@ cdef class Core:
 
     def memory_breakdown(self):
         """Bytes per table family (capacities), for the benchmarks' memory figures."""
-        cdef int64_t adj = 0, i
+        cdef int64_t adj = 0, inadj = 0, i
         for i in range(self.n_cls):
             adj += 8 * self.out_c[i]
+            inadj += 4 * self.in_c[i]
         return {
-            "classes": self.cap_cls * (4 + 1 + 1 + 1 + 1 + 32 + 4 * 3 + sizeof(void*) + 4 * 2 + 4 * 2)
+            "classes": self.cap_cls * (4 + 1 + 1 + 1 + 1 + 32 + 4 * 3 + sizeof(void*) + 4 * 2 + 4 * 2
+                                       + 4 * 2 + sizeof(void*) + 4 * 2)
                        + (self.cls_map.mask + 1) * 12,
-            "adjacency": adj,
+            "adjacency": adj + inadj,
+            "inversions": self.cap_inv * (4 + 8 + 4) + (self.inv_map.mask + 1) * 12
+                          + self.n_words * self.cap_cls * 16,
             "threads": self.cap_thr * (4 + 8 + 4 + 4 + 8)
                        + self.cap_thr * self.max_depth * (4 * 4 + 8 * 3 + 3) + (self.thr_map.mask + 1) * 12,
             "occurrences": self.cap_occ * (4 * 4 + 8 * 3 + 3),
-            "edges": self.cap_edge * (4 + 4 + 1 + 1 + 4 + 4 + 4 + 8 + 8 + 4 + 8 + 4 + 4 + 1)
+            "edges": self.cap_edge * (4 + 4 + 1 + 1 + 1 + 4 + 4 + 4 + 8 + 8 + 4 + 8 + 4 + 4 + 1)
                      + (self.edge_idx.mask + 1) * 4 + self.cap_ei * 20 + (self.inst_map.mask + 1) * 12,
             "edge_hosts": self.cap_pair * 8 + (self.pair_map.mask + 1) * 12,
             "chains": self.cap_chain * sizeof(Chain) + (self.chain_mask + 1) * 4 + self.cap_ce * 4,
@@ -1172,7 +1281,7 @@ cdef class Core:
     # indexes are not saved but rebuilt from the arrays on load (they are derived state).
 
     cdef int _fields(self, Field* f) noexcept nogil:
-        cdef int n = 0
+        cdef int n = 0, w
         cdef int64_t c = self.n_cls, t = self.n_thr, sd = self.n_thr * self.max_depth
         cdef int64_t o = self.n_occ, e = self.n_edge
         f[n] = Field(<void**>&self.cls_name, 4, c); n += 1
@@ -1184,6 +1293,8 @@ cdef class Core:
         f[n] = Field(<void**>&self.rep, 4, c); n += 1
         f[n] = Field(<void**>&self.lvl, 4, c); n += 1
         f[n] = Field(<void**>&self.mnext, 4, c); n += 1
+        f[n] = Field(<void**>&self.in0_n, 4, c); n += 1
+        f[n] = Field(<void**>&self.out0_n, 4, c); n += 1
         f[n] = Field(<void**>&self.thr_host, 4, t); n += 1
         f[n] = Field(<void**>&self.thr_tid, 8, t); n += 1
         f[n] = Field(<void**>&self.thr_depth, 4, t); n += 1
@@ -1212,6 +1323,7 @@ cdef class Core:
         f[n] = Field(<void**>&self.e_src, 4, e); n += 1
         f[n] = Field(<void**>&self.e_dst, 4, e); n += 1
         f[n] = Field(<void**>&self.e_kinds, 1, e); n += 1
+        f[n] = Field(<void**>&self.e_flags, 1, e); n += 1
         f[n] = Field(<void**>&self.e_bkinds, 1, e); n += 1
         f[n] = Field(<void**>&self.e_bfirst, 4, e); n += 1
         f[n] = Field(<void**>&self.ev_task, 4, e); n += 1
@@ -1230,11 +1342,17 @@ cdef class Core:
         f[n] = Field(<void**>&self.ph_next, 4, self.n_pair); n += 1
         f[n] = Field(<void**>&self.chains, sizeof(Chain), self.n_chain); n += 1
         f[n] = Field(<void**>&self.ce_edge, 4, self.n_ce); n += 1
+        f[n] = Field(<void**>&self.inv_edge, 4, self.n_inv); n += 1
+        f[n] = Field(<void**>&self.inv_wit, 8, self.n_inv); n += 1
+        f[n] = Field(<void**>&self.inv_kept, 4, self.n_inv); n += 1
+        for w in range(self.n_words):
+            f[n] = Field(<void**>&self.dw[w], 8, c); n += 1
+            f[n] = Field(<void**>&self.aw[w], 8, c); n += 1
         return n
 
     def dump(self):
         """The whole core state as bytes (see load)."""
-        cdef Field f[64]
+        cdef Field f[96]
         cdef int nf, i
         cdef int64_t x, nb
         parts = [_SNAP_MAGIC]
@@ -1242,7 +1360,8 @@ cdef class Core:
                   self.n_chain, self.n_ce, self.n_ei, self.arrival_seq, self.any_safe, self.events,
                   self.acquires, self.releases, self.depth_overflows, self.chain_hits,
                   self.chain_misses, self.recomputes, self.reorders, self.searches,
-                  self.search_budget_exhausted]
+                  self.search_budget_exhausted, self.n_inv, self.n_words, self.any_rread,
+                  self.witnesses, self.witness_budget_exhausted, self.inversions_untracked]
         parts.append(np.array(header, dtype=np.int64).tobytes())
         nf = self._fields(f)
         for i in range(nf):
@@ -1260,15 +1379,15 @@ cdef class Core:
     def load(const unsigned char[::1] data):
         """A Core from dump()'s bytes; raises ValueError on anything malformed."""
         cdef int64_t off = len(_SNAP_MAGIC), nb, x, i, n
-        cdef Field f[64]
-        cdef int nf
+        cdef Field f[96]
+        cdef int nf, w
         cdef Core core
         cdef int32_t p, e
         cdef uint64_t key
-        if data.shape[0] < off + 21 * 8 or bytes(data[:off]) != _SNAP_MAGIC:
+        if data.shape[0] < off + 27 * 8 or bytes(data[:off]) != _SNAP_MAGIC:
             raise ValueError("not a lockfleet core snapshot")
-        h = np.frombuffer(bytes(data[off:off + 21 * 8]), dtype=np.int64).tolist()
-        off += 21 * 8
+        h = np.frombuffer(bytes(data[off:off + 27 * 8]), dtype=np.int64).tolist()
+        off += 27 * 8
         core = Core(int(h[0]))
         (core.n_cls, core.n_thr, core.n_occ, core.n_edge, core.n_pair, core.n_chain,
          core.n_ce, core.n_ei) = h[1:9]
@@ -1277,7 +1396,10 @@ cdef class Core:
         (core.events, core.acquires, core.releases, core.depth_overflows, core.chain_hits,
          core.chain_misses, core.recomputes, core.reorders, core.searches,
          core.search_budget_exhausted) = h[11:21]
-        if min(h[1:9]) < 0:
+        core.n_inv, core.n_words = h[21], h[22]
+        core.any_rread = bool(h[23])
+        core.witnesses, core.witness_budget_exhausted, core.inversions_untracked = h[24:27]
+        if min(h[1:9]) < 0 or not 0 <= core.n_inv or not 0 <= core.n_words <= MAX_WORDS:
             raise ValueError("corrupt core snapshot header")
         core.cap_cls = 0
         if core._ensure_cls(max(core.n_cls, 1)):
@@ -1289,6 +1411,12 @@ cdef class Core:
         core.cap_chain = max(core.n_chain, 1)
         core.cap_ce = max(core.n_ce, 1)
         core.cap_ei = max(core.n_ei, 1)
+        core.cap_inv = max(core.n_inv, 1)
+        for w in range(core.n_words):
+            core.dw[w] = <uint64_t*>calloc(core.cap_cls, 8)
+            core.aw[w] = <uint64_t*>calloc(core.cap_cls, 8)
+            if core.dw[w] == NULL or core.aw[w] == NULL:
+                raise MemoryError()
         nf = core._fields(f)
         for i in range(nf):
             nb = f[i].elem * f[i].count
@@ -1307,6 +1435,8 @@ cdef class Core:
         off += 4 * n
         cdef const int32_t[::1] outn = outn_a
         for x in range(n):
+            core.in_e[x] = NULL
+            core.in_n[x] = core.in_c[x] = 0
             core.out_n[x] = core.out_c[x] = outn[x]
             core.out_e[x] = NULL
             if outn[x]:
@@ -1349,6 +1479,10 @@ cdef class Core:
         self.chain_mask = c - 1
         for i in range(self.n_ei):
             u64map_put(&self.inst_map, <uint64_t>self.ei_edge[i] | TOP, <int32_t>i)
+        for i in range(self.n_inv):
+            u64map_put(&self.inv_map, <uint64_t>self.inv_edge[i] | TOP, <int32_t>i)
+        if self.n_inv and _build_in(self):
+            self.oom = True
         for i in range(self.n_chain):
             j = <int64_t>(self.chains[i].key & <uint64_t>self.chain_mask)
             while self.chain_slots[j] >= 0:

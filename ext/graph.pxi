@@ -107,7 +107,40 @@ cdef int _path_is_simple(Core self) noexcept nogil:
     return 1
 
 
-cdef int _simple_dfs(Core self, int32_t v, int32_t u, int kclose, uint32_t tlim, int32_t comp) noexcept nogil:
+cdef inline bint _present(Core self, int32_t e, uint32_t tlim) noexcept nogil:
+    """Had dependency e arrived by arrival number tlim? (Only pairs new in this batch can say no.)"""
+    return self.e_bkinds[e] == 0 or _kinds_at(self, e, tlim) != 0
+
+
+cdef inline int32_t _bits_meet(Core self, int32_t y, int32_t x) noexcept nogil:
+    """The oldest tracked inversion whose held class y reaches and whose taken class reaches x
+    (so that an arrival x -> y closes a cycle through it), or -1."""
+    cdef int w
+    cdef uint64_t m
+    for w in range(self.n_words):
+        m = self.aw[w][y] & self.dw[w][x]
+        if m:
+            return w * 64 + <int32_t>__builtin_ctzll(m)
+    return -1
+
+
+cdef inline bint _allowed(Core self, int32_t y, int rmode, int32_t rarg, int32_t x) noexcept nogil:
+    """May a search toward x enter class y? R_COMP: y is in component rarg. R_LEVEL: y's
+    component is at level <= rarg (an order path to x cannot climb above x). R_WIT: y can still
+    reach x: by the order alone (level <= rarg, x's level), or through an inversion whose held
+    class y reaches and whose taken class reaches x. Every restriction only drops classes that
+    cannot reach x, so a breadth-first search finds the same path under each of them."""
+    if rmode == R_COMP:
+        return self.rep[y] == rarg
+    if rmode == R_LEVEL:
+        return self.lvl[self.rep[y]] <= rarg
+    if rmode == R_WIT:
+        return self.lvl[self.rep[y]] <= rarg or _bits_meet(self, y, x) >= 0
+    return True
+
+
+cdef int _simple_dfs(Core self, int32_t v, int32_t u, int kclose, uint32_t tlim, int rmode,
+                     int32_t rarg, bint skip_inv) noexcept nogil:
     """Exhaustive search for a simple strong path v ~> u (the BFS found only a walk). Bounded by
     DFS_BUDGET edge steps; returns 1 found (in self.path), 0 none, -1 error."""
     cdef int64_t n = self.n_cls + 1, top = 0, budget = DFS_BUDGET, i
@@ -141,8 +174,10 @@ cdef int _simple_dfs(Core self, int32_t v, int32_t u, int kclose, uint32_t tlim,
             if budget <= 0:
                 self.search_budget_exhausted += 1
                 break
+            if skip_inv and self.e_flags[e] & EF_INV:
+                continue
             y = self.e_dst[e]
-            if comp >= 0 and self.rep[y] != comp:
+            if rmode and not _allowed(self, y, rmode, rarg, u):
                 continue
             km = _kinds_at(self, e, tlim)
             if st:
@@ -179,9 +214,11 @@ cdef int _simple_dfs(Core self, int32_t v, int32_t u, int kclose, uint32_t tlim,
     return rc
 
 
-cdef int _strong_path(Core self, int32_t v, int32_t u, int kclose, uint32_t tlim, int32_t comp) noexcept nogil:
+cdef int _strong_path(Core self, int32_t v, int32_t u, int kclose, uint32_t tlim, int rmode,
+                      int32_t rarg, bint skip_inv, int64_t budget) noexcept nogil:
     """Is there a strong path v ~> u that the arrival u -(kclose)-> v closes into a strong cycle,
-    using kinds arrived by tlim and classes of component comp? 1 yes (path in self.path), 0 no."""
+    using kinds arrived by tlim, classes the restriction allows, and (skip_inv) no inversion?
+    1 yes (path in self.path), 0 no, -1 error, -2 gave up after `budget` edge steps (< 0: none)."""
     cdef int32_t g = _next_gen(self), x2, x, y, y2, e, st0 = kclose & 1
     cdef int64_t qh = 0, qt = 0, i
     cdef uint8_t st, km, nst
@@ -196,10 +233,16 @@ cdef int _strong_path(Core self, int32_t v, int32_t u, int kclose, uint32_t tlim
         qh += 1
         x = x2 >> 1
         st = x2 & 1
+        if budget >= 0:
+            budget -= self.out_n[x] + 1
+            if budget < 0:
+                return -2
         for i in range(self.out_n[x]):
             e = self.out_e[x][2 * i + 1]
+            if skip_inv and self.e_flags[e] & EF_INV:
+                continue
             y = self.e_dst[e]
-            if comp >= 0 and self.rep[y] != comp:
+            if rmode and not _allowed(self, y, rmode, rarg, u):
                 continue
             km = _kinds_at(self, e, tlim)
             if st:
@@ -218,7 +261,7 @@ cdef int _strong_path(Core self, int32_t v, int32_t u, int kclose, uint32_t tlim
                     return -1
                 if _path_is_simple(self):
                     return 1
-                return _simple_dfs(self, v, u, kclose, tlim, comp)
+                return _simple_dfs(self, v, u, kclose, tlim, rmode, rarg, skip_inv)
             self.queue[qt] = y2
             qt += 1
     return 0
@@ -254,14 +297,13 @@ cdef int _plain_bfs(Core self, int32_t a, int32_t b) noexcept nogil:
 
 
 cdef int _raise(Core self, int32_t ru, int32_t rv) noexcept nogil:
-    """A new edge from component ru to rv with lvl[ru] >= lvl[rv]: lift rv above ru and push the
-    lift forward until every edge climbs again. 1: the lift came back to ru, so the edge closes a
-    cycle of components, or it outgrew its budget (levels are then left inconsistent: the caller
-    recomputes); 0: done."""
+    """A new order edge from component ru to rv with lvl[ru] >= lvl[rv]: lift rv above ru and
+    push the lift forward until every order edge climbs again. 1: the lift came back to ru, so
+    the edge closes a cycle of components, or it outgrew its budget (levels are then left
+    inconsistent: the caller recomputes); 0: done."""
     cdef int64_t sp = 0, work = 0
     # a lift that grows past half the graph costs about what recomputing it does: give up and
-    # let the caller recompute (a chain inserted tail first, in small batches, would otherwise
-    # lift its whole tail on every insert)
+    # let the caller recompute
     cdef int64_t budget = max(<int64_t>4096, (self.n_cls + self.n_edge) // 2)
     cdef int32_t r, m, y, lv, j
     self.reorders += 1
@@ -278,6 +320,8 @@ cdef int _raise(Core self, int32_t ru, int32_t rv) noexcept nogil:
             if work > budget:
                 return 1
             for j in range(self.out_n[m]):
+                if self.e_flags[self.out_e[m][2 * j + 1]] & EF_INV:
+                    continue
                 y = self.rep[self.out_e[m][2 * j]]
                 if y == ru:
                     return 1
@@ -292,8 +336,9 @@ cdef int _raise(Core self, int32_t ru, int32_t rv) noexcept nogil:
 
 
 cdef int _tarjan(Core self) noexcept nogil:
-    """Rebuild components (rep, member lists) and their topological order from scratch:
-    Tarjan's algorithm, iterative. Components complete in reverse topological order."""
+    """Rebuild the order's components (rep, member lists) and their levels from scratch, over
+    every dependency but the inversions: Tarjan's algorithm, iterative. Components complete in
+    reverse topological order."""
     cdef int64_t n = self.n_cls, idx = 0, sp = 0, cp = 0, ncomp = 0, s
     cdef int32_t* index = <int32_t*>malloc(n * 4 + 4)
     cdef int32_t* low = <int32_t*>malloc(n * 4 + 4)
@@ -324,7 +369,10 @@ cdef int _tarjan(Core self) noexcept nogil:
             x = cs_node[cp - 1]
             if cs_pos[cp - 1] < self.out_n[x]:
                 y = self.out_e[x][2 * cs_pos[cp - 1]]
+                p = self.out_e[x][2 * cs_pos[cp - 1] + 1]
                 cs_pos[cp - 1] += 1
+                if self.e_flags[p] & EF_INV:
+                    continue
                 if index[y] < 0:
                     index[y] = low[y] = <int32_t>idx
                     idx += 1
@@ -365,6 +413,8 @@ cdef int _tarjan(Core self) noexcept nogil:
         w = x
         while w >= 0:
             for p in range(self.out_n[w]):
+                if self.e_flags[self.out_e[w][2 * p + 1]] & EF_INV:
+                    continue
                 y = self.rep[self.out_e[w][2 * p]]
                 if y != x and self.lvl[y] <= self.lvl[x]:
                     self.lvl[y] = self.lvl[x] + 1
@@ -373,15 +423,98 @@ cdef int _tarjan(Core self) noexcept nogil:
     return 0
 
 
-cdef int _check_cycle(Core self, int64_t i) noexcept nogil:
-    """Arrival i lies inside a component: search for a strong cycle through it."""
-    cdef int32_t e = self.ar_edge[i], u = self.e_src[e], v = self.e_dst[e], f
-    cdef int k = self.ar_kind[i]
+# ---------------------------------------------------------------------- inversions and witnesses
+# An arrival that closes a strong cycle of the order (the dependencies that are not inversions)
+# is an inversion: a finding. One that closes a strong cycle only through inversions is a witness
+# of the oldest inversion on the cycle found: counted, and kept with its cycle while that
+# inversion has fewer than WITNESS_KEEP. Whether an arrival x -> y can close a cycle through
+# inversion i is a test of two bits: the reach words say whether y reaches i's held class and
+# i's taken class reaches x, over every dependency (inversions included). The words only grow
+# (each class gains each bit once), so keeping them costs O(V + E) per tracked inversion over the
+# whole stream; a witness search runs only where the bits say a cycle exists.
+
+cdef int _in_add(Core self, int32_t v, int32_t e) noexcept nogil:
+    cdef int32_t c
+    if self.in_n[v] == self.in_c[v]:
+        c = self.in_c[v] * 2 if self.in_c[v] else 2
+        if _grow(<void**>&self.in_e[v], c, 4):
+            self.oom = True
+            return -1
+        self.in_c[v] = c
+    self.in_e[v][self.in_n[v]] = e
+    self.in_n[v] += 1
+    return 0
+
+
+cdef int _build_in(Core self) noexcept nogil:
+    """The edges into each class, for the reach words' backward half: built at the first
+    inversion from the edge table (every dependency made so far, arrived or not: _present
+    filters); later dependencies are added at their arrival."""
+    cdef int64_t e
+    for e in range(self.n_edge):
+        if _in_add(self, self.e_dst[e], <int32_t>e):
+            return -1
+    self.in_upto = self.n_edge
+    self.have_in = True
+    return 0
+
+
+cdef int _spread(Core self, int32_t start, int w, uint64_t bits, bint fwd, uint32_t tlim) noexcept nogil:
+    """Add `bits` to word w of start's reach (fwd: dw, forward along dependencies; else aw,
+    backward) and carry every bit a class gains on to its neighbours."""
+    cdef uint64_t* word = self.dw[w] if fwd else self.aw[w]
+    cdef int32_t z, y, e
     cdef int64_t j
-    cdef int rc = _strong_path(self, v, u, k, self.ar_seq[i], self.rep[u])
-    if rc <= 0:
-        return rc
-    if self._finding(F_CIRCULAR, self.ar_row[i], e, k, -1, -1, -1, -1):
+    cdef uint64_t nb
+    if not (bits & ~word[start]):
+        return 0
+    word[start] |= bits
+    self.n_wl = 0
+    if self._push_i32(&self.wl, &self.n_wl, &self.cap_wl, start):
+        return -1
+    while self.n_wl > 0:
+        self.n_wl -= 1
+        z = self.wl[self.n_wl]
+        if fwd:
+            for j in range(self.out_n[z]):
+                e = self.out_e[z][2 * j + 1]
+                y = self.out_e[z][2 * j]
+                nb = word[z] & ~word[y]
+                if nb and _present(self, e, tlim):
+                    word[y] |= nb
+                    if self._push_i32(&self.wl, &self.n_wl, &self.cap_wl, y):
+                        return -1
+        else:
+            for j in range(self.in_n[z]):
+                e = self.in_e[z][j]
+                y = self.e_src[e]
+                nb = word[z] & ~word[y]
+                if nb and _present(self, e, tlim):
+                    word[y] |= nb
+                    if self._push_i32(&self.wl, &self.n_wl, &self.cap_wl, y):
+                        return -1
+    return 0
+
+
+cdef int _spread_edge(Core self, int32_t e, uint32_t tlim) noexcept nogil:
+    """A new dependency u -> v: what reaches u now reaches v's successors, and so on."""
+    cdef int32_t u = self.e_src[e], v = self.e_dst[e]
+    cdef int w
+    for w in range(self.n_words):
+        if _spread(self, v, w, self.dw[w][u], True, tlim) or _spread(self, u, w, self.aw[w][v], False, tlim):
+            return -1
+    return 0
+
+
+cdef int32_t _inversion_of(Core self, int32_t e) noexcept nogil:
+    return u64map_get(&self.inv_map, <uint64_t>e | TOP)
+
+
+cdef int _record_cycle(Core self, int32_t kind, int64_t i, int32_t b) noexcept nogil:
+    """A circular or witness finding for arrival i: its cycle is self.path then the arrival."""
+    cdef int32_t e = self.ar_edge[i], f
+    cdef int64_t j
+    if self._finding(kind, self.ar_row[i], e, b, -1, -1, -1, -1):
         return -1
     f = <int32_t>self.n_f - 1
     for j in range(self.path_n):
@@ -393,10 +526,163 @@ cdef int _check_cycle(Core self, int64_t i) noexcept nogil:
     return 0
 
 
+cdef int _new_inversion(Core self, int64_t i, bint was_order) noexcept nogil:
+    """Arrival i closed a strong cycle of the order (in self.path): it is an inversion."""
+    cdef int32_t e = self.ar_edge[i], u = self.e_src[e], v = self.e_dst[e], x
+    cdef int64_t cap
+    cdef int w
+    if _record_cycle(self, F_CIRCULAR, i, self.ar_kind[i]):
+        return -1
+    self.e_flags[e] |= EF_INV
+    if was_order:
+        self.out0_n[u] -= 1
+        self.in0_n[v] -= 1
+    if self.n_inv + 1 > self.cap_inv:
+        cap = max(self.cap_inv * 2, 16)
+        if (_grow(<void**>&self.inv_edge, cap, 4) or _grow(<void**>&self.inv_wit, cap, 8)
+                or _grow(<void**>&self.inv_kept, cap, 4)):
+            self.oom = True
+            return -1
+        self.cap_inv = cap
+    x = <int32_t>self.n_inv
+    self.n_inv += 1
+    self.inv_edge[x] = e
+    self.inv_wit[x] = 1             # its own cycle is its first witness
+    self.inv_kept[x] = 1
+    self.witnesses += 1
+    if u64map_put(&self.inv_map, <uint64_t>e | TOP, x):
+        self.oom = True
+        return -1
+    if x >= MAX_WORDS * 64:
+        self.inversions_untracked += 1
+        if self.ar_new[i] and self.n_words and _spread_edge(self, e, self.ar_seq[i]):
+            return -1
+        return 0
+    if not self.have_in and _build_in(self):
+        return -1
+    w = x >> 6
+    if w == self.n_words:
+        self.dw[w] = <uint64_t*>calloc(max(self.cap_cls, 1), 8)
+        self.aw[w] = <uint64_t*>calloc(max(self.cap_cls, 1), 8)
+        if self.dw[w] == NULL or self.aw[w] == NULL:
+            self.oom = True
+            return -1
+        self.n_words += 1
+    # the cycle runs v ~> u -> v: v's side reaches forward, u's side backward
+    if (_spread(self, v, w, (<uint64_t>1) << (x & 63), True, self.ar_seq[i])
+            or _spread(self, u, w, (<uint64_t>1) << (x & 63), False, self.ar_seq[i])):
+        return -1
+    if self.ar_new[i] and _spread_edge(self, e, self.ar_seq[i]):
+        return -1
+    return 0
+
+
+cdef int _witness(Core self, int64_t i) noexcept nogil:
+    """Arrival i is no inversion: does it close a strong cycle through a known one?"""
+    cdef int32_t e = self.ar_edge[i], u = self.e_src[e], v = self.e_dst[e], i0, j, x
+    cdef int64_t p
+    cdef int rc
+    i0 = _bits_meet(self, v, u)
+    if i0 < 0:
+        return 0
+    if not self.any_rread and self.inv_kept[i0] >= WITNESS_KEEP:
+        # no recursive read anywhere: every cycle is strong, and this one needs no evidence
+        self.inv_wit[i0] += 1
+        self.witnesses += 1
+        return 0
+    rc = _strong_path(self, v, u, self.ar_kind[i], self.ar_seq[i], R_WIT, self.lvl[self.rep[u]],
+                      False, WITNESS_BUDGET)
+    if rc == -1:
+        return -1
+    if rc == -2:
+        self.witness_budget_exhausted += 1
+        if not self.any_rread:
+            self.inv_wit[i0] += 1
+            self.witnesses += 1
+        return 0
+    if rc == 0:
+        return 0
+    # the witness belongs to the oldest inversion on the cycle found
+    j = -1
+    for p in range(self.path_n):
+        if self.e_flags[self.path[p]] & EF_INV:
+            x = _inversion_of(self, self.path[p])
+            if x >= 0 and (j < 0 or x < j):
+                j = x
+    if j < 0:
+        j = i0
+    self.inv_wit[j] += 1
+    self.witnesses += 1
+    if self.inv_kept[j] < WITNESS_KEEP:
+        self.inv_kept[j] += 1
+        return _record_cycle(self, F_WITNESS, i, j)
+    return 0
+
+
+cdef inline bint _single(Core self, int32_t c) noexcept nogil:
+    return self.rep[c] == c and self.mnext[c] < 0
+
+
+cdef int _arrive(Core self, int64_t i, bint recomputed) noexcept nogil:
+    """Bring arrival i into the order, in arrival order (lockdep's check_prev_add, with the
+    search). recomputed: the components were rebuilt over this whole batch (levels hold for a
+    superset of the order), so only an arrival inside a component can close an order cycle.
+    Returns 1 when the order needs recomputing, 0 done, -1 error."""
+    cdef int32_t e = self.ar_edge[i], u = self.e_src[e], v = self.e_dst[e], ru = -1, rv = -1
+    cdef int k = self.ar_kind[i]
+    cdef uint32_t tlim = self.ar_seq[i]
+    cdef bint is_new = self.ar_new[i], inv_before = self.e_flags[e] & EF_INV, climbs = True
+    cdef int rc = 0, found = 0
+    if not inv_before:
+        ru = self.rep[u]
+        rv = self.rep[v]
+        if ru == rv:
+            found = _strong_path(self, v, u, k, tlim, R_COMP, ru, True, -1)
+        elif not recomputed and self.lvl[ru] >= self.lvl[rv]:
+            climbs = False
+            # an order path v ~> u stays at levels <= u's; none exists when u has no order edge
+            # coming in or v none going out
+            if not ((_single(self, u) and self.in0_n[u] == 0) or (_single(self, v) and self.out0_n[v] == 0)):
+                found = _strong_path(self, v, u, k, tlim, R_LEVEL, self.lvl[ru], True, -1)
+        if found < 0:
+            return -1
+    if found:
+        return -1 if _new_inversion(self, i, not is_new) else 0
+    # not an inversion: a witness? (searched while the levels still hold without this edge)
+    if self.n_inv and _witness(self, i):
+        return -1
+    if not inv_before:
+        if is_new:
+            self.out0_n[u] += 1
+            self.in0_n[v] += 1
+        if not climbs:
+            if _single(self, u) and self.in0_n[u] == 0:
+                self.lvl[u] = self.lvl[rv] - 1      # nothing below u to push down
+            elif _single(self, v) and self.out0_n[v] == 0:
+                self.lvl[v] = self.lvl[ru] + 1      # nothing above v to push up
+            else:
+                rc = _raise(self, ru, rv)
+                if rc < 0:
+                    return -1
+    if is_new and self.n_words and _spread_edge(self, e, tlim):
+        return -1
+    return rc
+
+
+cdef int _add_adjacency(Core self, int64_t i) noexcept nogil:
+    cdef int32_t e = self.ar_edge[i], u = self.e_src[e], v = self.e_dst[e]
+    if _adj_add(&self.out_e[u], &self.out_n[u], &self.out_c[u], v, e):
+        self.oom = True
+        return -1
+    if self.have_in and e >= self.in_upto and _in_add(self, v, e):
+        return -1
+    return 0
+
+
 cdef int _finish_batch(Core self) noexcept nogil:
     """Bring the batch's arrivals into the graph, in arrival order, and search where needed."""
-    cdef int64_t i, j, violating = 0, recompute_from = -1, added = 0
-    cdef int32_t e, u, v, ru, rv
+    cdef int64_t i, j, violating = 0, recompute_from = -1, added = 0, inv0 = self.n_inv
+    cdef int32_t e, ru, rv
     cdef int rc
     if self._ensure_scratch():
         return -1
@@ -413,42 +699,28 @@ cdef int _finish_batch(Core self) noexcept nogil:
         recompute_from = 0
     else:
         for i in range(self.n_ar):
-            e = self.ar_edge[i]
-            u = self.e_src[e]
-            v = self.e_dst[e]
             if self.ar_new[i]:
-                if _adj_add(&self.out_e[u], &self.out_n[u], &self.out_c[u], v, e):
-                    self.oom = True
+                if _add_adjacency(self, i):
                     return -1
                 added = i + 1
-            ru = self.rep[u]
-            rv = self.rep[v]
-            if ru == rv:
-                if _check_cycle(self, i) < 0:
-                    return -1
-            elif self.ar_new[i] and self.lvl[ru] >= self.lvl[rv]:
-                rc = _raise(self, ru, rv)
-                if rc < 0:
-                    return -1
-                if rc == 1:
-                    recompute_from = i
-                    break
+            rc = _arrive(self, i, False)
+            if rc < 0:
+                return -1
+            if rc == 1:
+                recompute_from = i + 1
+                break
     if recompute_from >= 0:
         for j in range(added, self.n_ar):
-            if self.ar_new[j]:
-                e = self.ar_edge[j]
-                u = self.e_src[e]
-                v = self.e_dst[e]
-                if _adj_add(&self.out_e[u], &self.out_n[u], &self.out_c[u], v, e):
-                    self.oom = True
-                    return -1
+            if self.ar_new[j] and _add_adjacency(self, j):
+                return -1
         if _tarjan(self):
             return -1
         for j in range(recompute_from, self.n_ar):
-            e = self.ar_edge[j]
-            if self.rep[self.e_src[e]] == self.rep[self.e_dst[e]]:
-                if _check_cycle(self, j) < 0:
-                    return -1
+            if _arrive(self, j, True) < 0:
+                return -1
+        # inversions found here were part of the components just built: take them out
+        if self.n_inv > inv0 and _tarjan(self):
+            return -1
     rc = _irq_propagate(self)
     for i in range(self.n_uc):
         self.cls_flags[self.uc_cls[i]] &= <uint8_t>~16
@@ -457,6 +729,55 @@ cdef int _finish_batch(Core self) noexcept nogil:
         self.e_bkinds[self.ar_edge[i]] = 0
     self.n_ar = 0
     return rc
+
+
+cdef int _check_invariants(Core self) noexcept nogil:
+    """0 when the order holds, else the number of the first broken invariant:
+    1 an order edge between components does not climb; 2 a component's member list is not closed
+    (rep of a member differs); 3 in0_n/out0_n disagree with the order edges; 4 an inversion is
+    not flagged or a flagged edge is not an inversion; 5 a reach word is not closed under the
+    dependencies (a class reaches an inversion's end without its bit)."""
+    cdef int64_t c, j, e
+    cdef int32_t y, m, r
+    cdef int w
+    cdef int32_t* cnt_in = <int32_t*>calloc(self.n_cls + 1, 4)
+    cdef int32_t* cnt_out = <int32_t*>calloc(self.n_cls + 1, 4)
+    cdef int bad = 0
+    if cnt_in == NULL or cnt_out == NULL:
+        free(cnt_in); free(cnt_out)
+        return -1
+    for c in range(self.n_cls):
+        r = self.rep[c]
+        m = r
+        while m >= 0 and bad == 0:
+            if self.rep[m] != r:
+                bad = 2
+            m = self.mnext[m]
+        for j in range(self.out_n[c]):
+            e = self.out_e[c][2 * j + 1]
+            y = self.out_e[c][2 * j]
+            if self.e_src[e] != c or self.e_dst[e] != y:
+                bad = 2
+            for w in range(self.n_words):
+                if (self.dw[w][c] & ~self.dw[w][y]) or (self.aw[w][y] & ~self.aw[w][c]):
+                    bad = 5
+            if self.e_flags[e] & EF_INV:
+                if _inversion_of(self, <int32_t>e) < 0:
+                    bad = 4
+                continue
+            cnt_out[c] += 1
+            cnt_in[y] += 1
+            if self.rep[y] != r and self.lvl[self.rep[y]] <= self.lvl[r] and bad == 0:
+                bad = 1
+    for j in range(self.n_inv):
+        if not (self.e_flags[self.inv_edge[j]] & EF_INV):
+            bad = 4
+    for c in range(self.n_cls):
+        if bad == 0 and (cnt_in[c] != self.in0_n[c] or cnt_out[c] != self.out0_n[c]):
+            bad = 3
+    free(cnt_in)
+    free(cnt_out)
+    return bad
 
 
 # ---------------------------------------------------------------------- irq reachability

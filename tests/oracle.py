@@ -331,10 +331,14 @@ class Oracle:
         return assignment_is_strong(sets, wrap=False) is not None
 
     def find_strong_cycle(self, held: str, taken: str, closing_kinds: Iterable[str],
-                          upto: int | None = None) -> tuple[str, ...] | None:
+                          upto: int | None = None,
+                          exclude: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset()
+                          ) -> tuple[str, ...] | None:
         """A strong simple cycle through `held -> taken` whose kind on that pair is one of
         `closing_kinds`, using dependencies that had arrived by `upto`. Returned lockdep-style:
         `taken` first (the lock whose acquisition closes it), `held` last.
+
+        `exclude`: pairs the path may not use (the inversions, for the order's cycles).
 
         Plain DFS over simple paths taken ~> held. While walking it keeps the set of
         (kind chosen on the closing pair, does the path so far end in R) that some valid
@@ -356,7 +360,7 @@ class Oracle:
                         return cyc
                 return None
             for nxt in succ.get(node, ()):
-                if nxt in on_path:
+                if nxt in on_path or (node, nxt) in exclude:
                     continue
                 ks = self.kinds_at((node, nxt), upto)
                 new = frozenset(
@@ -382,6 +386,29 @@ class Oracle:
         arrived by then, existed."""
         return [a for a in self.arrivals
                 if self.find_strong_cycle(a.held, a.taken, {a.kind}, a.seq) is not None]
+
+    def inversion_run(self) -> tuple[list[tuple[Arrival, tuple[str, ...]]], list[Arrival]]:
+        """docs/semantics.md "Inversions": walking the arrivals in order, an arrival whose pair is
+        not an inversion yet and that closes a strong cycle avoiding every inversion so far is an
+        inversion (with that cycle); any other arrival that closes a strong cycle is a witness.
+        Returns (inversions with their first cycle, witness arrivals)."""
+        if getattr(self, "_inv_cache", (None,))[0] == len(self.arrivals):
+            return self._inv_cache[1]
+        inv: set[tuple[str, str]] = set()
+        invs: list[tuple[Arrival, tuple[str, ...]]] = []
+        wits: list[Arrival] = []
+        for a in self.arrivals:
+            pair = (a.held, a.taken)
+            if pair not in inv:
+                cyc = self.find_strong_cycle(a.held, a.taken, {a.kind}, a.seq, exclude=frozenset(inv))
+                if cyc:
+                    inv.add(pair)
+                    invs.append((a, cyc))
+                    continue
+            if self.find_strong_cycle(a.held, a.taken, {a.kind}, a.seq) is not None:
+                wits.append(a)
+        self._inv_cache = (len(self.arrivals), (invs, wits))
+        return invs, wits
 
     def has_strong_cycle(self, upto: int | None = None) -> bool:
         return any(self.find_strong_cycle(h, t, self.kinds_at((h, t), upto), upto) is not None
@@ -604,10 +631,9 @@ class OracleEngine:
             before = len(orc.arrivals)
             rec, bad = set(orc.recursive), set(orc.bad_unlock)
             orc.feed_row(row)
-            for a in orc.arrivals[before:]:
-                cyc = orc.find_strong_cycle(a.held, a.taken, orc.kinds_at((a.held, a.taken), a.seq), a.seq)
-                if cyc:
-                    x = self._raise(("circular", edge_set(cyc)), "circular", cyc)
+            if len(orc.arrivals) > before:
+                for a, cyc in orc.inversion_run()[0]:
+                    x = self._raise(("circular", (a.held, a.taken)), "circular", cyc)
                     if x:
                         new.append(x)
             for c in set(orc.recursive) - rec:

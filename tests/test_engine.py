@@ -56,15 +56,22 @@ def test_no_host_alone_makes_a_finding():
         assert fed_seed(eng, hosts={host}) == []
 
 
-def test_alert_id_is_stable_whatever_closes_the_cycle():
-    a, b = Engine(), Engine()
+def test_alert_id_names_the_inversion():
+    """The id is the inversion's: the same rows in the same order give the same id on any
+    engine; the same cycle closed by another dependency is another inversion, so another id."""
+    a, b, c = Engine(), Engine(), Engine()
     items = list(seed_scenario().items())
     for host, t in items:
         a.ingest(t, host=host)
+        c.ingest(t, host=host)
     for host, t in reversed(items):
         b.ingest(t, host=host)
-    (x,), (y,) = a.alerts(), b.alerts()
-    assert x.id == y.id and set(x.locks) == set(y.locks)
+    (x,), (y,), (z,) = a.alerts(), b.alerts(), c.alerts()
+    assert set(x.locks) == set(y.locks)
+    assert x.id == z.id
+    assert x.inversion == (x.links[-1].held, x.links[-1].taken)
+    assert y.inversion == (y.links[-1].held, y.links[-1].taken)
+    assert x.inversion != y.inversion and x.id != y.id
 
 
 def test_chain_and_links_carry_evidence():

@@ -79,8 +79,10 @@ class F:
         return (self.kind, self.locks[-1], self.irq)
 
 
-def cycle(*locks: str, threads: tuple[int, ...]) -> F:
-    return F("circular", tuple(locks), threads)
+def cycle(*locks: str, threads: tuple[int, ...], also: tuple[int, ...] = ()) -> F:
+    """A circular finding: its first cycle, the threads that made it, and (also) the threads of
+    its later witnesses, whose hosts join the finding's."""
+    return F("circular", tuple(locks), threads, also=also)
 
 
 def host_of(i: int, mode: str) -> str:
@@ -126,7 +128,8 @@ def _run_mode(s: Stream, mode: str, max_lock_depth: int) -> Run:
 
 
 def oracle_identities(orc: Oracle) -> set[tuple]:
-    return orc.findings() | {("circular", edge_set(c)) for c in orc.strong_cycles()}
+    """The rule book's findings: one circular finding per inversion, named by its first cycle."""
+    return orc.findings() | {("circular", edge_set(c)) for _a, c in orc.inversion_run()[0]}
 
 
 def engine_edges(eng: Any) -> dict[tuple[str, str], tuple[str, ...]]:
@@ -166,7 +169,8 @@ def check(s: Stream, expected: list[F], mode: str, *, max_lock_depth: int = 48,
             high = low | {host_of(i, mode) for i in f.also}
             assert a.hosts and low <= set(a.hosts) <= high, (f, a.hosts)
             assert list(a.hosts) == sorted(a.hosts)
-        else:
+        else:   # a circular finding's hosts include its witnesses' (`also`)
+            low |= {host_of(i, mode) for i in f.also}
             assert tuple(a.hosts) == tuple(sorted(low)), (f, a.hosts)
     # what each ingest returned adds up to alerts(), each alert once
     returned = [a.id for batch in res.returned for a in batch]
@@ -397,14 +401,47 @@ def test_strong_cycle_behind_a_weak_one(mode: str) -> None:
 
 def test_later_cycles_sharing_edges(mode: str) -> None:
     """Unlike lockdep (which turns itself off after its first report) the service keeps the closing
-    edge and goes on: ABBA, then A -> C and C -> B close the second cycle B -> A -> C -> B."""
+    edge and goes on: ABBA, then A -> C and C -> B close the second cycle B -> A -> C -> B. It runs
+    through the inversion B -> A, so it is that finding's witness, not a new finding."""
     s = Stream()
     ts = [s.thread() for _ in range(4)]
     ts[0].lock_unlock("A", "B")
     ts[1].lock_unlock("B", "A")
     ts[2].lock_unlock("A", "C")
     ts[3].lock_unlock("C", "B")
-    check(s, [cycle("A", "B", threads=(0, 1)), cycle("B", "A", "C", threads=(1, 2, 3))], mode)
+    res = check(s, [cycle("A", "B", threads=(0, 1), also=(2, 3))], mode)
+    (a,) = res.eng.alerts()
+    assert a.count == 2 and a.inversion == ("B", "A")
+    assert [tuple(w.locks) for w in a.witnesses] == [("A", "B"), ("B", "A", "C")]
+
+
+def test_cycle_without_a_known_inversion_is_a_new_finding(mode: str) -> None:
+    """Grouping never hides a deadlock: ABBA (inversion B -> A), then C -> D and D -> C, a cycle
+    through none of it: a second finding."""
+    s = Stream()
+    ts = [s.thread() for _ in range(4)]
+    ts[0].lock_unlock("A", "B")
+    ts[1].lock_unlock("B", "A")
+    ts[2].lock_unlock("C", "D")
+    ts[3].lock_unlock("D", "C")
+    check(s, [cycle("A", "B", threads=(0, 1)), cycle("C", "D", threads=(2, 3))], mode)
+
+
+def test_cycle_through_two_inversions_is_a_witness_of_the_older(mode: str) -> None:
+    """Two inversions, then a cycle that needs both: A -> B, B -> A (inversion 1); C -> D, D -> C
+    (inversion 2); then A -> D and C -> B close B -> A -> D -> C -> B, which runs through both
+    (the order alone has no path B ~> C): a witness of the older one, B -> A."""
+    s = Stream()
+    ts = [s.thread() for _ in range(6)]
+    ts[0].lock_unlock("A", "B")
+    ts[1].lock_unlock("B", "A")
+    ts[2].lock_unlock("C", "D")
+    ts[3].lock_unlock("D", "C")
+    ts[4].lock_unlock("A", "D")
+    ts[5].lock_unlock("C", "B")
+    res = check(s, [cycle("A", "B", threads=(0, 1), also=(3, 4, 5)), cycle("C", "D", threads=(2, 3))], mode)
+    first, second = sorted(res.eng.alerts(), key=lambda a: a.seq)
+    assert (first.count, second.count) == (2, 1)
 
 
 def test_same_cycle_closed_again_is_one_finding(mode: str) -> None:

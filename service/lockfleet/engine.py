@@ -19,19 +19,20 @@ import pyarrow as pa
 
 from ._core import Core
 from ._names import Names
-from .alerts.model import Alert, Link, Occurrence, Usage
+from .alerts.model import Alert, Link, Occurrence, Usage, Witness
 from .events import Events, dictionary_key, normalize
 
 log = logging.getLogger("lockfleet.engine")
 
 _F_KIND = {1: "circular", 2: "recursive", 3: "bad_unlock", 4: "irq_inversion", 5: "inconsistent_state"}
+_F_WITNESS = 6
 _EDGE_KINDS = ("EN", "ER", "SN", "SR")
 _IRQ = ("HARDIRQ", "SOFTIRQ")
 _USAGE_NAMES = ("IN-HARDIRQ-W", "IN-HARDIRQ-R", "HARDIRQ-ON-W", "HARDIRQ-ON-R",
                 "IN-SOFTIRQ-W", "IN-SOFTIRQ-R", "SOFTIRQ-ON-W", "SOFTIRQ-ON-R")
 _SUBCLASS_NAME = re.compile(r"^(.*)/([0-7])$")
 DEFAULT_HOST = "localhost"
-_SNAPSHOT_MAGIC = b"LFENG001"
+_SNAPSHOT_MAGIC = b"LFENG002"
 
 
 class _Interner:
@@ -87,6 +88,8 @@ class _Record:
     held: tuple[int, ...] = ()       # held locks at the trigger
     hosts: set[str] = field(default_factory=set)
     count: int = 1
+    inversion: int = -1              # circular: the core's index of its inversion
+    witnesses: list[tuple[int, ...]] = field(default_factory=list)   # circular: kept cycles after the first
 
 
 class Engine:
@@ -100,6 +103,7 @@ class Engine:
         self._tasks = _Interner()
         self._hosts = _Interner()
         self._records: dict[str, _Record] = {}
+        self._by_inversion: list[str] = []       # inversion index -> circular finding id
         self._batches = 0
 
     # ------------------------------------------------------------------ ingest
@@ -153,12 +157,16 @@ class Engine:
     def _record(self, f: tuple) -> _Record | None:
         """Fold one core finding into the records; return the record if the finding is new."""
         code, _row, a, b, c, d, occ, held, path = f
-        kind = _F_KIND[code]
         core = self._core
+        if code == _F_WITNESS:       # a later cycle through inversion b, kept as its evidence
+            self._records[self._by_inversion[b]].witnesses.append(tuple(path))
+            return None
+        kind = _F_KIND[code]
         if kind == "circular":
+            # the finding is its inversion: the dependency (the cycle's last, a) that closed it
             edges = tuple(path)
-            ident = "\n".join(sorted("\0".join(self._edge_names(e)) for e in edges))
-            rec = _Record(id="", kind=kind, seq=0, edges=edges, occ=occ)
+            ident = "\0".join(self._edge_names(a))
+            rec = _Record(id="", kind=kind, seq=0, edges=edges, occ=occ, inversion=len(self._by_inversion))
         elif kind in ("recursive", "bad_unlock"):
             ident = self._class_name(a)
             rec = _Record(id="", kind=kind, seq=0, cls=a, occ=occ, held=tuple(held))
@@ -187,6 +195,8 @@ class Engine:
         if host:
             rec.hosts.add(host)
         self._records[rid] = rec
+        if kind == "circular":
+            self._by_inversion.append(rid)
         return rec
 
     # ------------------------------------------------------------------ evidence
@@ -262,12 +272,26 @@ class Engine:
         else:  # a cycle: lockdep reports the acquisition that closed it
             trigger = links[-1].first_taken if links else None
         names = [self._class_name(c) for c in classes]
+        inversion, witnesses, count = None, (), r.count
+        if r.kind == "circular" and r.inversion >= 0:
+            inversion = (links[-1].held, links[-1].taken)
+            witnesses = (self._witness(r.edges, links),) + tuple(self._witness(w) for w in r.witnesses)
+            for w in witnesses[1:]:
+                hosts.update(w.hosts)
+            count = self._core.inversion_witnesses(r.inversion)
         return Alert(
             id=r.id, kind=r.kind, locks=tuple(names), hosts=tuple(sorted(h for h in hosts if h)),
             links=links, trigger=trigger, held=tuple(self._occurrence(o) for o in r.held),
             usages=usages, usage_strings={n: self._usage_string(c) for n, c in zip(names, classes)},
-            irq_state=_IRQ[r.irq] if r.irq >= 0 else "", count=r.count,
-            first_ts_ns=trigger.ts_ns if trigger else 0, seq=r.seq)
+            irq_state=_IRQ[r.irq] if r.irq >= 0 else "", count=count,
+            first_ts_ns=trigger.ts_ns if trigger else 0, seq=r.seq, inversion=inversion,
+            witnesses=witnesses)
+
+    def _witness(self, edges: tuple[int, ...], links: tuple[Link, ...] | None = None) -> Witness:
+        if links is None:
+            links = tuple(self._link(e) for e in edges)
+        return Witness(locks=tuple(link.held for link in links), links=links,
+                       hosts=tuple(sorted({h for link in links for h in link.hosts if h})))
 
     # ------------------------------------------------------------------ snapshots
 
@@ -278,6 +302,7 @@ class Engine:
             "batches": self._batches,
             "names": {k: getattr(self, "_" + k).names() for k in ("locks", "sites", "tasks", "hosts")},
             "records": [{**asdict(r), "hosts": sorted(r.hosts)} for r in self._records.values()],
+            "by_inversion": self._by_inversion,
         }
         blob = json.dumps(meta, separators=(",", ":")).encode()
         return _SNAPSHOT_MAGIC + struct.pack("<Q", len(blob)) + blob + self._core.dump()
@@ -303,8 +328,10 @@ class Engine:
                 interner.get(name)
         for r in meta["records"]:
             rec = _Record(**{**r, "edges": tuple(r["edges"]), "bits": tuple(r["bits"]),
-                             "held": tuple(r["held"]), "hosts": set(r["hosts"])})
+                             "held": tuple(r["held"]), "hosts": set(r["hosts"]),
+                             "witnesses": [tuple(w) for w in r["witnesses"]]})
             eng._records[rec.id] = rec
+        eng._by_inversion = list(meta["by_inversion"])
         return eng
 
     # ------------------------------------------------------------------ queries
@@ -312,6 +339,12 @@ class Engine:
     def alerts(self) -> list[Alert]:
         """Every finding so far, deduplicated, in the order they were raised."""
         return [self._alert(r) for r in self._records.values()]
+
+    def witnesses(self, alert_id: str) -> list[Witness] | None:
+        """The witness cycles kept for circular finding `alert_id` (its own first), or None for
+        an unknown id; [] for a finding of another kind."""
+        a = self.alert(alert_id)
+        return None if a is None else list(a.witnesses)
 
     def alert(self, alert_id: str) -> Alert | None:
         r = self._records.get(alert_id)
@@ -419,5 +452,9 @@ class Engine:
             "graph_reorders": core.reorders,
             "cycle_searches": core.searches,
             "search_budget_exhausted": core.search_budget_exhausted,
+            "inversions": len(self._by_inversion),
+            "witnesses": core.witnesses,
+            "witness_budget_exhausted": core.witness_budget_exhausted,
+            "inversions_untracked": core.inversions_untracked,
             "core_bytes": core.memory_bytes(),
         }

@@ -711,19 +711,28 @@ def analyze(logs: list[Log], normalizer: Normalizer | None = None) -> Engine:
 
 def findings(logs: list[Log], normalizer: Normalizer | None = None) -> list[Alert]:
     """The merged graph's alerts, then each report's own cycle where the merged graph showed
-    another cycle through its closing dependency instead (the engine finds one cycle per new
-    dependency), with that report's evidence alone."""
+    another cycle for it (the merged graph makes one finding per inversion; a report whose cycle
+    closed there through another report's inversion is only its witness), with that report's
+    evidence alone. Such a report-own finding is identified by its cycle's dependencies, as the
+    report itself is."""
     alerts = analyze(logs, normalizer).alerts()
-    ids = {a.id for a in alerts}
+    cycles = {_cycle_key(a) for a in alerts if a.kind == "circular"}
     for log in logs:
         for r in log.reports:
             if r.kind != "circular":
                 continue
             for a in analyze([Log(log.path, log.host, log.sha256, [r])], normalizer).alerts():
-                if a.id not in ids:
-                    ids.add(a.id)
-                    alerts.append(replace(a, seq=len(alerts) + 1))
+                key = _cycle_key(a)
+                if a.kind != "circular" or key in cycles:
+                    continue
+                cycles.add(key)
+                digest = hashlib.sha1(("circular\n" + "\n".join(sorted("\0".join(p) for p in key))).encode())
+                alerts.append(replace(a, id="circular-" + digest.hexdigest()[:16], seq=len(alerts) + 1))
     return alerts
+
+
+def _cycle_key(a: Alert) -> frozenset[tuple[str, str]]:
+    return frozenset((link.held, link.taken) for link in a.links)
 
 
 def _sources(logs: list[Log], norm: Normalizer) -> tuple[dict[tuple[str, str], set[str]], list[frozenset[tuple[str, str]]]]:

@@ -71,6 +71,22 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class Witness:
+    """One cycle that closed through a circular finding's inversion (the first is the cycle the
+    inversion itself closed): `locks` as in Alert.locks, `links` its dependencies in that order,
+    the last the arrival that closed it."""
+
+    locks: tuple[str, ...]
+    links: tuple[Link, ...]
+    hosts: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"locks": list(self.locks), "hosts": list(self.hosts),
+                "closing": self.links[-1].to_dict() if self.links else None,
+                "links": [link.to_dict() for link in self.links]}
+
+
+@dataclass(frozen=True)
 class Alert:
     """A finding. For `circular`, `locks[i]` is held while `locks[i+1]` is acquired and the last
     is held while the first is acquired; `locks[0]` is the lock whose acquisition closed the
@@ -93,9 +109,15 @@ class Alert:
     usage_strings: dict[str, str] = field(default_factory=dict)
     # irq_inversion / inconsistent_state: "HARDIRQ" or "SOFTIRQ"
     irq_state: str = ""
-    count: int = 1            # occurrences of the finding (for a cycle: its closing edge's count)
+    count: int = 1            # times the finding was met: a circular one, its witnesses (cycles
+                              # closed through its inversion, its own first); the others, the
+                              # acquisitions or releases that raised it
     first_ts_ns: int = 0
     seq: int = 0              # order in which findings were raised, 1-based
+    # circular: the inversion (held, taken), the dependency whose arrival first closed the cycle
+    inversion: tuple[str, str] | None = None
+    # circular: the witnesses kept with their evidence (the first few; `count` counts them all)
+    witnesses: tuple[Witness, ...] = ()
 
     def render(self) -> str:
         from .render import render
@@ -124,6 +146,10 @@ class Alert:
             ]
         if self.irq_state:
             d["irq_state"] = self.irq_state
+        if self.inversion is not None:
+            d["inversion"] = {"held": self.inversion[0], "taken": self.inversion[1]}
+            d["witnesses"] = self.count
+            d["witnesses_kept"] = len(self.witnesses)
         return d
 
     def single_host(self) -> str | None:
