@@ -188,7 +188,11 @@ def layered(name: str, n_classes: int, n_layers: int, n_distinct: int, n_repeats
             n_back: int = 20, seed: int = 1, zipf_s: float = 1.1,
             mix: tuple[float, float, float] = (0.80, 0.15, 0.05),
             back_min_frac: float = 0.25, back_candidates: int = 16,
-            verbose: bool = False) -> Workload:
+            insulate: bool = True, verbose: bool = False) -> Workload:
+    """W1/W2 (insulate: later forward edges that could close a cycle through a back edge are
+    moved before it), or W1c/W2c (insulate=False: back edges stay where they fall, and every later
+    forward edge that runs around one closes another cycle, as in a fleet whose graph holds
+    unfixed deadlocks)."""
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
     N, L = n_classes, n_layers
@@ -261,7 +265,7 @@ def layered(name: str, n_classes: int, n_layers: int, n_distinct: int, n_repeats
     for p in positions:
         # a few candidate paths; keep the one that forces the fewest later edges to move (counted
         # on the final forward graph plus the back edges already placed)
-        if backs_new:
+        if backs_new and insulate:
             ip_all, ix_all = _csr(N, np.concatenate((fwd[:, 0], [bb for (_, bb, _, _) in backs_new])).astype(np.int64),
                                   np.concatenate((fwd[:, 1], [aa for (_, _, aa, _) in backs_new])).astype(np.int64))
             ip_rev, ix_rev = _csr(N, np.concatenate((fwd[:, 1], [aa for (_, _, aa, _) in backs_new])).astype(np.int64),
@@ -269,7 +273,7 @@ def layered(name: str, n_classes: int, n_layers: int, n_distinct: int, n_repeats
         best = None
         k = int(rng.integers(2, 7))
         ip_p, ix_p = _csr(N, fwd[:p, 0], fwd[:p, 1])            # forward edges only: b is below a
-        for _cand in range(back_candidates):
+        for _cand in range(back_candidates if insulate else 1):
             r = None
             for _attempt in range(20):
                 r = pick_path(ip_p, ix_p, k)
@@ -279,6 +283,9 @@ def layered(name: str, n_classes: int, n_layers: int, n_distinct: int, n_repeats
             if r is None:
                 continue
             a, b = r
+            if not insulate:
+                best = (0, a, b)
+                break
             desc_a = reach_mask(ip_all, ix_all, [a], N)
             anc_b = reach_mask(ip_rev, ix_rev, [b], N)
             cost = int(np.count_nonzero(desc_a[fwd[p:, 0]] & anc_b[fwd[p:, 1]]))
@@ -296,7 +303,7 @@ def layered(name: str, n_classes: int, n_layers: int, n_distinct: int, n_repeats
         ip_f, ix_f = _csr(N, fsrc, fdst)
         ip_r, ix_r = _csr(N, fdst, fsrc)
         deadline = np.full(E, E, np.int64)                     # edge i must come before this position
-        for (p, b, a, _k) in backs_new:
+        for (p, b, a, _k) in (backs_new if insulate else []):
             desc_a = reach_mask(ip_f, ix_f, [a], N)
             anc_b = reach_mask(ip_r, ix_r, [b], N)
             off = desc_a[fwd[:, 0]] & anc_b[fwd[:, 1]]
@@ -347,7 +354,7 @@ def layered(name: str, n_classes: int, n_layers: int, n_distinct: int, n_repeats
                     np.int64).reshape(-1, 2)
     ks = [k for (*_, k) in backs_new] + [k for (*_, k) in backs_rep]
     wl = Workload(name, N, [ph_new, ph_rep], perm[back] if back.size else back, ks,
-                  meta=dict(layers=L, distinct=E, repeats=n_repeats, seed=seed, zipf=zipf_s,
+                  meta=dict(layers=L, distinct=E, repeats=n_repeats, seed=seed, zipf=zipf_s, insulate=insulate,
                             moved_for_insulation=int(len(late)) if backs_new else 0,
                             gen_s=round(time.perf_counter() - t0, 2)))
     if verbose:
@@ -386,6 +393,35 @@ def dense_layers(name: str = "W3b", n_layers: int = 40, width: int = 25, seed: i
                     meta=dict(layers=n_layers, width=width, seed=seed))
 
 
+def messy(name: str = "W5", n_classes: int = 5000, n_edges: int = 30_000, against: float = 0.01,
+          seed: int = 5) -> Workload:
+    """W5, a messy application: a random order of `n_classes`, `n_edges` distinct dependencies of
+    which a fraction `against` go against it (from a later class to an earlier one), all arriving
+    in random order. Which of the against-order edges close a cycle, and when, is left to the
+    stream: nothing is moved out of any cycle's way."""
+    rng = np.random.default_rng(seed)
+    N = n_classes
+    n_back = int(round(n_edges * against))
+    n_fwd = n_edges - n_back
+
+    def s_fwd(rng, m):
+        a = rng.integers(0, N, m)
+        b = rng.integers(0, N - 1, m)
+        b = b + (b >= a)
+        return np.minimum(a, b), np.maximum(a, b)
+
+    fwd = _unique_pairs(rng, s_fwd, n_fwd, N)
+    back = _unique_pairs(rng, lambda r, m: s_fwd(r, m)[::-1], n_back, N,
+                         exclude=fwd[:, 1] * N + fwd[:, 0])
+    edges = np.concatenate([fwd, back])
+    order = rng.permutation(edges.shape[0])
+    edges = edges[order]
+    back_pos = np.flatnonzero(order >= n_fwd)
+    perm = rng.permutation(N).astype(np.int64)
+    return Workload(name, N, [Phase("new", perm[edges], edges.shape[0], back_pos)], perm[edges[back_pos]],
+                    meta=dict(against=n_back, seed=seed))
+
+
 # --------------------------------------------------------------------------------------------------
 # sizes
 
@@ -393,22 +429,32 @@ def dense_layers(name: str = "W3b", n_layers: int = 40, width: int = 25, seed: i
 FULL = {
     "W1": dict(n_classes=5000, n_layers=12, n_distinct=30_000, n_repeats=10_000_000),
     "W2": dict(n_classes=200_000, n_layers=16, n_distinct=2_000_000, n_repeats=2_000_000),
+    "W1c": dict(n_classes=5000, n_layers=12, n_distinct=30_000, n_repeats=10_000_000),
+    "W2c": dict(n_classes=200_000, n_layers=16, n_distinct=2_000_000, n_repeats=2_000_000),
+    "W5": dict(n_classes=5000, n_edges=30_000),
     "W3a": dict(n=20_000),
     "W3b": dict(n_layers=40, width=25),
 }
 QUICK = {
     "W1": dict(n_classes=1000, n_layers=12, n_distinct=6_000, n_repeats=400_000),
     "W2": dict(n_classes=10_000, n_layers=16, n_distinct=100_000, n_repeats=100_000),
+    "W1c": dict(n_classes=1000, n_layers=12, n_distinct=6_000, n_repeats=400_000),
+    "W2c": dict(n_classes=10_000, n_layers=16, n_distinct=100_000, n_repeats=100_000),
+    "W5": dict(n_classes=1000, n_edges=6_000),
     "W3a": dict(n=3_000),
     "W3b": dict(n_layers=12, width=25),
 }
-SEEDS = {"W1": 1, "W2": 2, "W3a": 3, "W3b": 4}
+SEEDS = {"W1": 1, "W2": 2, "W3a": 3, "W3b": 4, "W1c": 1, "W2c": 2, "W5": 5}
 
 
 def make(name: str, quick: bool = False, verbose: bool = False, **over) -> Workload:
     sizes = dict((QUICK if quick else FULL)[name], **over)
     if name in ("W1", "W2"):
         return layered(name, seed=SEEDS[name], verbose=verbose, **sizes)
+    if name in ("W1c", "W2c"):
+        return layered(name, seed=SEEDS[name], insulate=False, verbose=verbose, **sizes)
+    if name == "W5":
+        return messy(name, seed=SEEDS[name], **sizes)
     if name == "W3a":
         return chain(name, seed=SEEDS[name], **sizes)
     if name == "W3b":
@@ -427,10 +473,13 @@ def class_names(n: int) -> pa.Array:
 
 def iter_event_batches(edges: np.ndarray, n_classes: int | None = None, rows_per_batch: int = ROWS_PER_BATCH,
                        n_tids: int = 4, ts0: int = 1_700_000_000_000_000_000, ts_step: int = 100,
-                       dictionary: str = "batch", names: pa.Array | None = None, with_mode: bool = False):
+                       dictionary: str = "batch", names: pa.Array | None = None, with_mode: bool = False,
+                       interleave: bool = False):
     """Yield Arrow RecordBatches of events for edges (m, 2), 4 rows per edge: acquire u, acquire v,
     release v, release u. `tid` cycles over `n_tids` threads, one thread per edge (its stack is
-    empty again after its 4 rows). `lock` is dictionary<int32, utf8>: with dictionary="batch" each
+    empty again after its 4 rows). With `interleave`, each run of `n_tids` edges is taken by
+    `n_tids` threads at once: every thread's first acquisition, then every second one, then the
+    releases, so that consecutive rows come from different threads (64 threads interleaved). `lock` is dictionary<int32, utf8>: with dictionary="batch" each
     batch carries the names it uses (sorted by id, as an agent would send them); with "global" every
     batch shares one dictionary of all classes. ts_ns increases by `ts_step` per row. Vectorized:
     one numpy pass per batch, no per-row Python."""
@@ -449,6 +498,12 @@ def iter_event_batches(edges: np.ndarray, n_classes: int | None = None, rows_per
         ids = np.stack((e[:, 0], e[:, 1], e[:, 1], e[:, 0]), axis=1).ravel()
         op = np.tile(op_pat, k)
         tid = np.repeat(1000 + (np.arange(lo, hi, dtype=np.int64) % max(1, n_tids)), 4)
+        if interleave and n_tids > 1:
+            # within each group of n_tids edges (one per thread), order rows by step, then thread
+            g = np.arange(4 * k) // (4 * n_tids)
+            step = np.arange(4 * k) % 4
+            order = np.lexsort((np.arange(4 * k), step, g))
+            ids, op, tid = ids[order], op[order], tid[order]
         ts = ts0 + (4 * lo + np.arange(4 * k, dtype=np.int64)) * ts_step
         if dictionary == "batch":
             uniq, inv = np.unique(ids, return_inverse=True)

@@ -65,9 +65,13 @@ DEF RECOMPUTE_AT = 48
 DEF RECOMPUTE_RATIO = 64
 # edge flags
 DEF EF_INV = 1      # the dependency is an inversion: its arrival closed a strong cycle of the order
+DEF EF_HOLD = 2     # within one batch's recomputation: a dependency not yet in the order (graph.pxi)
+DEF EF_OUT = 3      # EF_INV | EF_HOLD: not part of the order the levels are kept over
 # inversions: how many witnesses each keeps with their evidence, how many have reach words (64 a
 # word), and the edge steps one witness search may take
 DEF WITNESS_KEEP = 8
+# entries of the recent-thread cache of the row loop
+DEF TCACHE = 256
 DEF MAX_WORDS = 8
 DEF WITNESS_BUDGET = 1000000
 # search restrictions (graph.pxi): none, one component, a level ceiling, a witness's region
@@ -82,6 +86,21 @@ cdef struct Chain:
     uint64_t count      # times this exact stack was taken
     uint32_t last_s     # when last taken, in seconds: "last seen" needs no finer grain
     int32_t edges       # -1 none; >= 0 the one dependency it made; <= -2: -(offset + 2) into ce_edge
+
+
+cdef struct Held:
+    # one held lock of a thread's stack (lockdep's held_lock), 48 bytes: a push or a lookup
+    # touches one cache line however many threads interleave
+    uint64_t key        # the chain key of the stack up to and including this lock
+    uint64_t inst       # lock instance, 0 unknown
+    int64_t ts          # when it was taken
+    int32_t cls         # its class
+    int32_t name        # its name id (a release matches names: it carries no subclass)
+    int32_t site        # where it was taken (site id, -1 unknown)
+    int32_t task        # task name id, -1 unknown
+    uint8_t mode        # 0 exclusive, 1 shared, 2 recursive read
+    uint8_t trylock     # taken by a trylock
+    uint8_t irq         # the irq column at the acquisition
 
 
 cdef struct Field:
@@ -155,17 +174,11 @@ cdef class Core:
     cdef int32_t* thr_depth
     cdef int32_t* thr_over
     cdef uint64_t* thr_seed
-    cdef int32_t* st_cls
-    cdef int32_t* st_name
-    cdef int32_t* st_site
-    cdef int32_t* st_task
-    cdef uint64_t* st_inst
-    cdef int64_t* st_ts
-    cdef uint64_t* st_key
-    cdef uint8_t* st_mode
-    cdef uint8_t* st_try
-    cdef uint8_t* st_irq
+    cdef Held* st                    # max_depth slots per thread: slot th * max_depth + depth
     cdef U64Map thr_map
+    # recent threads, direct-mapped by (host, tid): tc_th -1 empty (derived; not in snapshots)
+    cdef int32_t tc_th[TCACHE]
+    cdef int64_t tc_tid[TCACHE]
     # occurrences: one acquisition or release, kept as evidence
     cdef int64_t n_occ, cap_occ
     cdef int32_t* oc_cls
@@ -220,6 +233,7 @@ cdef class Core:
     cdef int32_t* inv_kept
     cdef U64Map inv_map              # edge | TOP -> inversion index
     cdef bint any_rread              # some dependency was taken as a recursive read (xR)
+    cdef bint superset               # levels hold for more than the order (no O(1) moves)
     # chains
     cdef int64_t n_chain, cap_chain
     cdef Chain* chains
@@ -307,6 +321,7 @@ cdef class Core:
         memset(self.chain_slots, 0xff, 4096 * sizeof(int32_t))
         self.chain_mask = 4095
         self.gen = 1
+        memset(self.tc_th, 0xff, sizeof(self.tc_th))
 
     def __dealloc__(self):
         cdef int64_t i
@@ -351,16 +366,7 @@ cdef class Core:
         free(self.thr_depth)
         free(self.thr_over)
         free(self.thr_seed)
-        free(self.st_cls)
-        free(self.st_name)
-        free(self.st_site)
-        free(self.st_task)
-        free(self.st_inst)
-        free(self.st_ts)
-        free(self.st_key)
-        free(self.st_mode)
-        free(self.st_try)
-        free(self.st_irq)
+        free(self.st)
         free(self.oc_cls)
         free(self.oc_site)
         free(self.oc_host)
@@ -562,12 +568,7 @@ cdef class Core:
             cap = max(self.cap_thr + self.cap_thr // 2, 16)
             if (_grow(<void**>&self.thr_host, cap, 4) or _grow(<void**>&self.thr_tid, cap, 8)
                     or _grow(<void**>&self.thr_depth, cap, 4) or _grow(<void**>&self.thr_over, cap, 4)
-                    or _grow(<void**>&self.thr_seed, cap, 8) or _grow(<void**>&self.st_cls, cap * d, 4)
-                    or _grow(<void**>&self.st_name, cap * d, 4) or _grow(<void**>&self.st_site, cap * d, 4)
-                    or _grow(<void**>&self.st_task, cap * d, 4) or _grow(<void**>&self.st_inst, cap * d, 8)
-                    or _grow(<void**>&self.st_ts, cap * d, 8) or _grow(<void**>&self.st_key, cap * d, 8)
-                    or _grow(<void**>&self.st_mode, cap * d, 1) or _grow(<void**>&self.st_try, cap * d, 1)
-                    or _grow(<void**>&self.st_irq, cap * d, 1)):
+                    or _grow(<void**>&self.thr_seed, cap, 8) or _grow(<void**>&self.st, cap * d, sizeof(Held))):
                 self.oom = True
                 return -1
             self.cap_thr = cap
@@ -611,9 +612,9 @@ cdef class Core:
         return o
 
     cdef int32_t _held_occ(self, int32_t th, int64_t slot) noexcept nogil:
-        return self._occ(self.st_cls[slot], self.st_mode[slot], self.st_try[slot], self.st_inst[slot],
-                         self.st_site[slot], self.thr_host[th], self.st_task[slot], self.thr_tid[th],
-                         self.st_ts[slot], self.st_irq[slot])
+        return self._occ(self.st[slot].cls, self.st[slot].mode, self.st[slot].trylock, self.st[slot].inst,
+                         self.st[slot].site, self.thr_host[th], self.st[slot].task, self.thr_tid[th],
+                         self.st[slot].ts, self.st[slot].irq)
 
     cdef int _finding(self, int32_t kind, int32_t row, int32_t a, int32_t b, int32_t c, int32_t d,
                       int32_t occ, int32_t th) noexcept nogil:
@@ -701,12 +702,12 @@ cdef class Core:
             self.e_flags[e] = 0
             self.ev_task[e] = task
             self.ev_ts[e] = ts
-            self.ev_site_h[e] = self.st_site[slot]
+            self.ev_site_h[e] = self.st[slot].site
             self.ev_site_t[e] = site
-            if self.st_inst[slot] or inst:
-                if self._add_instances(e, self.st_inst[slot], inst):
+            if self.st[slot].inst or inst:
+                if self._add_instances(e, self.st[slot].inst, inst):
                     return -1
-            self.ev_modes[e] = <uint8_t>(mode | (self.st_try[slot] << 2) | (self.st_mode[slot] << 3))
+            self.ev_modes[e] = <uint8_t>(mode | (self.st[slot].trylock << 2) | (self.st[slot].mode << 3))
             self.e_hosts[e] = -1
             self.e_host0[e] = host
             self.e_count[e] = 0
@@ -865,7 +866,7 @@ cdef class Core:
             return occ_t
         if not reacquire:
             for j in range(d):
-                if self.st_cls[base + j] == c and not (mode == 2 and self.st_mode[base + j] != 0):
+                if self.st[base + j].cls == c and not (mode == 2 and self.st[base + j].mode != 0):
                     if occ_t < 0:
                         occ_t = self._occ(c, mode, 0, inst, site, self.thr_host[th], task,
                                           self.thr_tid[th], ts, irq)
@@ -873,17 +874,17 @@ cdef class Core:
                     return occ_t
         j = d - 1
         while j >= 0:
-            if (self.st_irq[base + j] & 3) != ctx:
+            if (self.st[base + j].irq & 3) != ctx:
                 break
-            hc = self.st_cls[base + j]
+            hc = self.st[base + j].cls
             if hc != c:
-                k = (2 if self.st_mode[base + j] != 0 else 0) + (1 if mode == 2 else 0)
+                k = (2 if self.st[base + j].mode != 0 else 0) + (1 if mode == 2 else 0)
                 e = self._edge(hc, c, k, th, base + j, c, mode, inst, site, task, ts, irq, row)
                 if e < 0:
                     return -1
                 self.ra_edges[ne] = e
                 ne += 1
-            if not self.st_try[base + j]:
+            if not self.st[base + j].trylock:
                 break
             j -= 1
         # most chains make one dependency: keep it inline, spill longer lists to ce_edge
@@ -914,7 +915,7 @@ cdef class Core:
                 self.ov_tid[self.n_ov] = self.thr_tid[th]
                 self.n_ov += 1
             return
-        key = self.st_key[slot - 1] if d > 0 else self.thr_seed[th]
+        key = self.st[slot - 1].key if d > 0 else self.thr_seed[th]
         key = mix64(key ^ ((<uint64_t>c << 8) | mode | (<uint64_t>trylock << 2) | (<uint64_t>irq << 3)
                            | (<uint64_t>reacquire << 7))) | 1
         ci = self._chain_find(key)
@@ -928,16 +929,16 @@ cdef class Core:
             self._validate(th, c, mode, trylock, irq, inst, site, task, ts, row, key, reacquire)
             if times != 1 and not self.oom:
                 self.chains[self.n_chain - 1].count = times
-        self.st_cls[slot] = c
-        self.st_name[slot] = name
-        self.st_site[slot] = site
-        self.st_task[slot] = task
-        self.st_inst[slot] = inst
-        self.st_ts[slot] = ts
-        self.st_key[slot] = key
-        self.st_mode[slot] = mode
-        self.st_try[slot] = trylock
-        self.st_irq[slot] = irq
+        self.st[slot].cls = c
+        self.st[slot].name = name
+        self.st[slot].site = site
+        self.st[slot].task = task
+        self.st[slot].inst = inst
+        self.st[slot].ts = ts
+        self.st[slot].key = key
+        self.st[slot].mode = mode
+        self.st[slot].trylock = trylock
+        self.st[slot].irq = irq
         self.thr_depth[th] = d + 1
 
     cdef void _release(self, int32_t th, int32_t name, int32_t sub, uint64_t inst, int32_t site,
@@ -948,7 +949,7 @@ cdef class Core:
         j = d - 1
         while j >= 0:
             s = base + j
-            if self.st_name[s] == name and (inst == 0 or self.st_inst[s] == 0 or self.st_inst[s] == inst):
+            if self.st[s].name == name and (inst == 0 or self.st[s].inst == 0 or self.st[s].inst == inst):
                 break
             j -= 1
         if j < 0:
@@ -967,15 +968,15 @@ cdef class Core:
         n = d - 1 - j
         for i in range(n):
             s = base + j + 1 + i
-            self.ra_cls[i] = self.st_cls[s]
-            self.ra_name[i] = self.st_name[s]
-            self.ra_site[i] = self.st_site[s]
-            self.ra_task[i] = self.st_task[s]
-            self.ra_inst[i] = self.st_inst[s]
-            self.ra_ts[i] = self.st_ts[s]
-            self.ra_mode[i] = self.st_mode[s]
-            self.ra_try[i] = self.st_try[s]
-            self.ra_irq[i] = self.st_irq[s]
+            self.ra_cls[i] = self.st[s].cls
+            self.ra_name[i] = self.st[s].name
+            self.ra_site[i] = self.st[s].site
+            self.ra_task[i] = self.st[s].task
+            self.ra_inst[i] = self.st[s].inst
+            self.ra_ts[i] = self.st[s].ts
+            self.ra_mode[i] = self.st[s].mode
+            self.ra_try[i] = self.st[s].trylock
+            self.ra_irq[i] = self.st[s].irq
         self.thr_depth[th] = j
         for i in range(n):
             self._acquire(th, self.ra_cls[i], self.ra_name[i], self.ra_mode[i], self.ra_try[i],
@@ -989,7 +990,7 @@ cdef class Core:
                   const int32_t* task_map, const int32_t* host, const int32_t* host_map,
                   const uint64_t* count, int32_t default_host) noexcept nogil:
         cdef Py_ssize_t r
-        cdef int32_t th = -1, h, lh = -1, li, nm, c, si, tk
+        cdef int32_t th = -1, h, lh = -1, li, nm, c, si, tk, tcs
         cdef int64_t t, lt = 0
         cdef uint8_t o, m, s, iq
         cdef uint64_t ins
@@ -999,9 +1000,17 @@ cdef class Core:
                 h = host_map[host[r]]
             t = tid[r]
             if th < 0 or h != lh or t != lt:
-                th = self._thread(h, t)
-                if th < 0:
-                    return -1
+                # many threads interleaved row by row: a direct-mapped cache of recent threads
+                # spares the hash of (host, tid) and its probe
+                tcs = <int32_t>((<uint64_t>t + <uint64_t>h * 40503) & (TCACHE - 1))
+                if self.tc_th[tcs] >= 0 and self.tc_tid[tcs] == t and self.thr_host[self.tc_th[tcs]] == h:
+                    th = self.tc_th[tcs]
+                else:
+                    th = self._thread(h, t)
+                    if th < 0:
+                        return -1
+                    self.tc_th[tcs] = th
+                    self.tc_tid[tcs] = t
                 lh = h
                 lt = t
             o = op[r]
@@ -1267,7 +1276,7 @@ cdef class Core:
             "inversions": self.cap_inv * (4 + 8 + 4) + (self.inv_map.mask + 1) * 12
                           + self.n_words * self.cap_cls * 16,
             "threads": self.cap_thr * (4 + 8 + 4 + 4 + 8)
-                       + self.cap_thr * self.max_depth * (4 * 4 + 8 * 3 + 3) + (self.thr_map.mask + 1) * 12,
+                       + self.cap_thr * self.max_depth * sizeof(Held) + (self.thr_map.mask + 1) * 12,
             "occurrences": self.cap_occ * (4 * 4 + 8 * 3 + 3),
             "edges": self.cap_edge * (4 + 4 + 1 + 1 + 1 + 4 + 4 + 4 + 8 + 8 + 4 + 8 + 4 + 4 + 1)
                      + (self.edge_idx.mask + 1) * 4 + self.cap_ei * 20 + (self.inst_map.mask + 1) * 12,
@@ -1300,16 +1309,7 @@ cdef class Core:
         f[n] = Field(<void**>&self.thr_depth, 4, t); n += 1
         f[n] = Field(<void**>&self.thr_over, 4, t); n += 1
         f[n] = Field(<void**>&self.thr_seed, 8, t); n += 1
-        f[n] = Field(<void**>&self.st_cls, 4, sd); n += 1
-        f[n] = Field(<void**>&self.st_name, 4, sd); n += 1
-        f[n] = Field(<void**>&self.st_site, 4, sd); n += 1
-        f[n] = Field(<void**>&self.st_task, 4, sd); n += 1
-        f[n] = Field(<void**>&self.st_inst, 8, sd); n += 1
-        f[n] = Field(<void**>&self.st_ts, 8, sd); n += 1
-        f[n] = Field(<void**>&self.st_key, 8, sd); n += 1
-        f[n] = Field(<void**>&self.st_mode, 1, sd); n += 1
-        f[n] = Field(<void**>&self.st_try, 1, sd); n += 1
-        f[n] = Field(<void**>&self.st_irq, 1, sd); n += 1
+        f[n] = Field(<void**>&self.st, sizeof(Held), sd); n += 1
         f[n] = Field(<void**>&self.oc_cls, 4, o); n += 1
         f[n] = Field(<void**>&self.oc_site, 4, o); n += 1
         f[n] = Field(<void**>&self.oc_host, 4, o); n += 1

@@ -320,7 +320,7 @@ cdef int _raise(Core self, int32_t ru, int32_t rv) noexcept nogil:
             if work > budget:
                 return 1
             for j in range(self.out_n[m]):
-                if self.e_flags[self.out_e[m][2 * j + 1]] & EF_INV:
+                if self.e_flags[self.out_e[m][2 * j + 1]] & EF_OUT:
                     continue
                 y = self.rep[self.out_e[m][2 * j]]
                 if y == ru:
@@ -371,7 +371,7 @@ cdef int _tarjan(Core self) noexcept nogil:
                 y = self.out_e[x][2 * cs_pos[cp - 1]]
                 p = self.out_e[x][2 * cs_pos[cp - 1] + 1]
                 cs_pos[cp - 1] += 1
-                if self.e_flags[p] & EF_INV:
+                if self.e_flags[p] & EF_OUT:
                     continue
                 if index[y] < 0:
                     index[y] = low[y] = <int32_t>idx
@@ -413,7 +413,7 @@ cdef int _tarjan(Core self) noexcept nogil:
         w = x
         while w >= 0:
             for p in range(self.out_n[w]):
-                if self.e_flags[self.out_e[w][2 * p + 1]] & EF_INV:
+                if self.e_flags[self.out_e[w][2 * p + 1]] & EF_OUT:
                     continue
                 y = self.rep[self.out_e[w][2 * p]]
                 if y != x and self.lvl[y] <= self.lvl[x]:
@@ -577,45 +577,112 @@ cdef int _new_inversion(Core self, int64_t i, bint was_order) noexcept nogil:
     return 0
 
 
-cdef int _witness(Core self, int64_t i) noexcept nogil:
-    """Arrival i is no inversion: does it close a strong cycle through a known one?"""
-    cdef int32_t e = self.ar_edge[i], u = self.e_src[e], v = self.e_dst[e], i0, j, x
-    cdef int64_t p
+cdef int _walk(Core self, int32_t start, int32_t goal, int32_t x, bint fwd, uint32_t tlim) noexcept nogil:
+    """Append to self.path a path start ~> goal (fwd) or goal ~> start (backward, walking in-edges
+    from start) through classes carrying inversion x's reach bit (aw: reaches its held class;
+    dw: reached from its taken class). Every such class but the goal has a neighbour with the
+    bit, so a depth-first walk finds the goal after few dead ends. 1 found, 0 not, -1 error."""
+    cdef int32_t g = _next_gen(self), z, y, e, w = x >> 6
+    cdef uint64_t bit = (<uint64_t>1) << (x & 63)
+    cdef uint64_t* word = self.aw[w] if fwd else self.dw[w]
+    cdef int64_t sp = 0, j, n0 = self.path_n
+    cdef bint moved
+    # the walk's stack: classes in queue[], the edge that reached each in par_e[class * 2]
+    self.queue[sp] = start
+    sp += 1
+    self.vis[start * 2] = g
+    while sp > 0:
+        z = self.queue[sp - 1]
+        if z == goal:
+            break
+        moved = False
+        if fwd:
+            for j in range(self.out_n[z]):
+                e = self.out_e[z][2 * j + 1]
+                y = self.out_e[z][2 * j]
+                if self.vis[y * 2] != g and word[y] & bit and _present(self, e, tlim):
+                    moved = True
+                    break
+        else:
+            for j in range(self.in_n[z]):
+                e = self.in_e[z][j]
+                y = self.e_src[e]
+                if self.vis[y * 2] != g and word[y] & bit and _present(self, e, tlim):
+                    moved = True
+                    break
+        if not moved:
+            sp -= 1
+            continue
+        self.vis[y * 2] = g
+        self.par_e[y * 2] = e
+        if sp >= self.cap_scratch:
+            return 0
+        self.queue[sp] = y
+        sp += 1
+    if sp == 0:
+        return 0
+    # the stack holds the path's classes; their edges, in path order
+    if fwd:
+        for j in range(1, sp):
+            if _path_push(self, self.par_e[self.queue[j] * 2]):
+                return -1
+    else:
+        for j in range(sp - 1, 0, -1):
+            if _path_push(self, self.par_e[self.queue[j] * 2]):
+                return -1
+    return 1
+
+
+cdef int _witness_path(Core self, int64_t i, int32_t x) noexcept nogil:
+    """A cycle through arrival i (u -> v) and inversion x (b -> a), in self.path as v ~> u:
+    v ~> b, b -> a, a ~> u. 1 when it is a simple cycle (strong, as the caller knows), else 0."""
+    cdef int32_t e = self.ar_edge[i], u = self.e_src[e], v = self.e_dst[e]
+    cdef int32_t ie = self.inv_edge[x], b = self.e_src[ie], a = self.e_dst[ie]
     cdef int rc
-    i0 = _bits_meet(self, v, u)
+    self.path_n = 0
+    rc = _walk(self, v, b, x, True, self.ar_seq[i])
+    if rc <= 0:
+        return rc
+    if _path_push(self, ie):
+        return -1
+    rc = _walk(self, u, a, x, False, self.ar_seq[i])
+    if rc <= 0:
+        return rc
+    return 1 if _path_is_simple(self) and self.e_src[self.path[0]] == v else 0
+
+
+cdef int _witness(Core self, int64_t i) noexcept nogil:
+    """Arrival i is no inversion: does it close a strong cycle through a known one? It is then a
+    witness of the oldest inversion it closes a cycle through (the reach bits say which)."""
+    cdef int32_t i0
+    cdef int rc = 1
+    i0 = _bits_meet(self, self.e_dst[self.ar_edge[i]], self.e_src[self.ar_edge[i]])
     if i0 < 0:
         return 0
-    if not self.any_rread and self.inv_kept[i0] >= WITNESS_KEEP:
-        # no recursive read anywhere: every cycle is strong, and this one needs no evidence
-        self.inv_wit[i0] += 1
-        self.witnesses += 1
-        return 0
-    rc = _strong_path(self, v, u, self.ar_kind[i], self.ar_seq[i], R_WIT, self.lvl[self.rep[u]],
-                      False, WITNESS_BUDGET)
-    if rc == -1:
-        return -1
-    if rc == -2:
-        self.witness_budget_exhausted += 1
+    if self.any_rread or self.inv_kept[i0] < WITNESS_KEEP:
+        # with recursive reads somewhere a plain cycle may not be strong: confirm it (and a kept
+        # witness needs its cycle): the walk through i0 first, else a bounded strong search
+        rc = 0
         if not self.any_rread:
-            self.inv_wit[i0] += 1
-            self.witnesses += 1
-        return 0
-    if rc == 0:
-        return 0
-    # the witness belongs to the oldest inversion on the cycle found
-    j = -1
-    for p in range(self.path_n):
-        if self.e_flags[self.path[p]] & EF_INV:
-            x = _inversion_of(self, self.path[p])
-            if x >= 0 and (j < 0 or x < j):
-                j = x
-    if j < 0:
-        j = i0
-    self.inv_wit[j] += 1
+            rc = _witness_path(self, i, i0)
+        if rc == 0:
+            rc = _strong_path(self, self.e_dst[self.ar_edge[i]], self.e_src[self.ar_edge[i]],
+                              self.ar_kind[i], self.ar_seq[i], R_WIT,
+                              self.lvl[self.rep[self.e_src[self.ar_edge[i]]]], False, WITNESS_BUDGET)
+        if rc == -1:
+            return -1
+        if rc == -2:
+            self.witness_budget_exhausted += 1
+            if self.any_rread:
+                return 0
+            rc = 0          # no recursive reads: the cycle is there, only its evidence is not
+        elif rc == 0:
+            return 0        # no strong cycle
+    self.inv_wit[i0] += 1
     self.witnesses += 1
-    if self.inv_kept[j] < WITNESS_KEEP:
-        self.inv_kept[j] += 1
-        return _record_cycle(self, F_WITNESS, i, j)
+    if rc == 1 and self.inv_kept[i0] < WITNESS_KEEP:
+        self.inv_kept[i0] += 1
+        return _record_cycle(self, F_WITNESS, i, i0)
     return 0
 
 
@@ -656,7 +723,11 @@ cdef int _arrive(Core self, int64_t i, bint recomputed) noexcept nogil:
             self.out0_n[u] += 1
             self.in0_n[v] += 1
         if not climbs:
-            if _single(self, u) and self.in0_n[u] == 0:
+            if self.superset:
+                rc = _raise(self, ru, rv)
+                if rc < 0:
+                    return -1
+            elif _single(self, u) and self.in0_n[u] == 0:
                 self.lvl[u] = self.lvl[rv] - 1      # nothing below u to push down
             elif _single(self, v) and self.out0_n[v] == 0:
                 self.lvl[v] = self.lvl[ru] + 1      # nothing above v to push up
@@ -681,7 +752,7 @@ cdef int _add_adjacency(Core self, int64_t i) noexcept nogil:
 
 cdef int _finish_batch(Core self) noexcept nogil:
     """Bring the batch's arrivals into the graph, in arrival order, and search where needed."""
-    cdef int64_t i, j, violating = 0, recompute_from = -1, added = 0, inv0 = self.n_inv
+    cdef int64_t i, j, violating = 0, recompute_from = -1, added = 0, inv0 = self.n_inv, held = 0
     cdef int32_t e, ru, rv
     cdef int rc
     if self._ensure_scratch():
@@ -715,10 +786,32 @@ cdef int _finish_batch(Core self) noexcept nogil:
                 return -1
         if _tarjan(self):
             return -1
+        # The batch's new dependencies inside a component may close cycles; the others cannot
+        # (a cycle lies inside one component). Hold the first out of the order and bring each in
+        # at its arrival, against levels that hold for everything else: one component search per
+        # arrival would cost the component's size each, and one component can be most of the graph.
         for j in range(recompute_from, self.n_ar):
-            if _arrive(self, j, True) < 0:
+            e = self.ar_edge[j]
+            if self.ar_new[j] and self.rep[self.e_src[e]] == self.rep[self.e_dst[e]]:
+                self.e_flags[e] |= EF_HOLD
+                held += 1
+        if held and _tarjan(self):
+            return -1
+        self.superset = True
+        for j in range(recompute_from, self.n_ar):
+            e = self.ar_edge[j]
+            if self.e_flags[e] & EF_HOLD:
+                self.e_flags[e] &= <uint8_t>~EF_HOLD
+                rc = _arrive(self, j, False)
+                if rc == 1:
+                    rc = _tarjan(self)
+            else:
+                rc = _arrive(self, j, True)
+            if rc < 0:
+                self.superset = False
                 return -1
-        # inversions found here were part of the components just built: take them out
+        self.superset = False
+        # inversions found here were part of the components first built: take them out
         if self.n_inv > inv0 and _tarjan(self):
             return -1
     rc = _irq_propagate(self)
