@@ -54,6 +54,7 @@ class Fleet:
 def _publisher(tmp: Path, fleet: Fleet, sinks, **kw) -> Publisher:  # noqa: ANN001
     outbox = Outbox(tmp / "publish" / "outbox.jsonl").open()
     cursors = Cursors(tmp / "publish" / "cursors.json").load()
+    kw.setdefault("republish_interval", 0.0)
     return Publisher(outbox, cursors, sinks, fleet.alerts, version=lambda: fleet.batches, interval=0.01,
                      retry_initial=0.01, retry_max=0.05, **kw)
 
@@ -82,6 +83,38 @@ def test_new_then_grew_by_host_and_by_kind_then_nothing(tmp_path):
     pub.outbox.close()
     again = _publisher(tmp_path, fleet, [])
     assert again.outbox.last_seq == 3 and again.scan() == []
+
+
+def test_growth_is_republished_at_most_once_per_interval(tmp_path):
+    """A finding that keeps growing (new witnesses, new hosts) is republished once per interval:
+    growth inside it waits, and goes out as one publication when the interval is over."""
+    fleet = Fleet()
+    pub = _publisher(tmp_path, fleet, [], republish_interval=0.6)
+    fleet.push("h1", nest(1, "A", "B"))
+    fleet.push("h2", nest(2, "B", "A"))
+    (first,) = pub.scan()
+    assert first["event"] == "new" and first["witnesses"] == 1
+    fleet.push("h3", nest(3, "A", "C"))
+    fleet.push("h4", nest(4, "C", "B"))                   # B -> A -> C -> B: a witness, a new host
+    assert pub.scan() == []                               # inside the interval: waits
+    fleet.push("h5", nest(5, "A", "B"))                   # another new host: still waits
+    assert pub.scan() == []
+    time.sleep(0.7)
+    (grew,) = pub.scan()
+    assert grew["event"] == "grew" and grew["witnesses"] == 2
+    assert grew["new_hosts"] == ["h3", "h4", "h5"]
+    assert pub.scan() == []
+    # the publisher's own loop publishes a deferred growth when the interval ends, with no new batch
+    fleet.push("h6", nest(6, "A", "B"))
+    pub.start()
+    try:
+        deadline = time.monotonic() + 5
+        while pub.outbox.last_seq < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pub.outbox.last_seq == 3
+        assert pub.outbox.after(2)[0]["new_hosts"] == ["h6"]
+    finally:
+        pub.stop(0.1)
 
 
 def test_suppressed_and_blessed_findings_are_never_published(tmp_path):

@@ -114,7 +114,7 @@ def test_each_sink_gets_each_finding_once_across_outage_and_restarts(request, tm
     server = serve_factory("--alertmanager", alertmanager.url, "--webhook", webhook.url,
                            "--webhook-secret-file", tmp_path / "secret", "--blessed", tmp_path / "blessed",
                            "--publish-interval", "0.05", "--sink-retry-max", "0.5",
-                           "--alertmanager-label", "cluster=test")
+                           "--republish-interval", "0", "--alertmanager-label", "cluster=test")
     target = server.target
     out = _ok(run_lockfleet("suppress", accepted_id, "--reason", "accepted: s and t never meet", "--author", "carol",
                             "--target", target))

@@ -199,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "on one is listed as suppressed and not published")
     g.add_argument("--publish-interval", type=_nonneg_float, default=ServeConfig.publish_interval, metavar="S",
                    help="how often the publisher looks for new or grown findings (only when batches came in)")
+    g.add_argument("--republish-interval", type=_nonneg_float, default=ServeConfig.republish_interval, metavar="S",
+                   help="a finding that grew (new hosts, dependency kinds or witnesses) is published again at most "
+                        "once per this many seconds; growth in between goes out at its end as one publication "
+                        "(0: at once)")
     g.add_argument("--sink-retry-max", type=_nonneg_float, default=ServeConfig.sink_retry_max, metavar="S",
                    help="longest back-off between retries of a failing sink (it starts at 0.5s and doubles)")
     g.add_argument("--max-watchers", type=_positive_int, default=ServeConfig.max_watchers, metavar="N",
@@ -355,6 +359,7 @@ def _publishing_settings(args: argparse.Namespace) -> dict[str, Any]:
             "alertmanager_ttl_seconds": args.alertmanager_ttl_days * 86400.0, "webhooks": hooks,
             "webhook_secret_file": ServeConfig.path(args.webhook_secret_file), "blessed": ServeConfig.path(args.blessed),
             "publish_interval": max(args.publish_interval, 0.01), "sink_retry_max": args.sink_retry_max,
+            "republish_interval": args.republish_interval,
             "max_watchers": args.max_watchers}
 
 
@@ -375,8 +380,12 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 @_agent_errors
 def cmd_alerts(args: argparse.Namespace) -> int:
-    from .agent.query import fetch_alerts
-    from .cli_query import alerts_table, suppression_line
+    from .agent.query import fetch_alerts, fetch_witnesses
+    from .cli_query import alerts_table, print_witnesses, suppression_line
+
+    if args.witnesses:
+        print_witnesses(fetch_witnesses(_connection(args, "query"), args.witnesses), args.witnesses, args.json)
+        return EXIT_OK
 
     alerts = fetch_alerts(_connection(args, "query"), kind=args.kind, lock=args.lock, host=args.host,
                           since_ns=args.since, until_ns=args.until, alert_id=args.alert_id,

@@ -97,6 +97,31 @@ def add_alert_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hide-suppressed", action="store_true",
                    help="leave out suppressed findings (listed by default, marked)")
     p.add_argument("--brief", action="store_true", help="print only the table, not the lockdep-style reports")
+    p.add_argument("--witnesses", metavar="ID", default="",
+                   help="print the witnesses of circular finding ID instead: the cycles that closed through its "
+                        "inversion, the first few kept with their evidence (with --json: one JSON document)")
+
+
+def print_witnesses(doc: dict[str, Any] | None, alert_id: str, as_json: bool) -> None:
+    """`lockfleet alerts --witnesses ID`."""
+    if doc is None:
+        raise CliError(f"no finding with id {alert_id!r} (see `lockfleet alerts --brief`)", EXIT_USAGE)
+    if as_json:
+        _json(doc)
+        return
+    if doc["inversion"] is None:
+        print(f"{alert_id}: a {doc['kind']} finding; only circular findings have witnesses")
+        return
+    inv = doc["inversion"]
+    kept = doc["witnesses"]
+    print(f"{alert_id}: inversion {inv['held']} -> {inv['taken']}; {doc['count']} witness(es), "
+          f"{len(kept)} kept with their evidence")
+    for n, w in enumerate(kept, 1):
+        closing = w["links"][-1] if w["links"] else {}
+        print(f"\n#{n}{' (the finding itself)' if n == 1 else ''}: {' -> '.join(w['locks'])} -> {w['locks'][0]}")
+        print(f"  closed by {closing.get('held', '?')} -> {closing.get('taken', '?')} on "
+              f"{closing.get('host') or '?'} ({closing.get('task') or 'unknown task'}) at {when(closing.get('ts_ns', 0))}")
+        print(f"  hosts: {', '.join(w['hosts']) or 'none'}")
 
 
 def alerts_table(alerts: Sequence[Any]) -> str:

@@ -27,6 +27,8 @@ log = logging.getLogger("lockfleet.engine")
 _F_KIND = {1: "circular", 2: "recursive", 3: "bad_unlock", 4: "irq_inversion", 5: "inconsistent_state"}
 _F_WITNESS = 6
 _EDGE_KINDS = ("EN", "ER", "SN", "SR")
+# the kinds of a dependency's kind bits, for every value of the bits
+_KINDS_OF = tuple(tuple(k for i, k in enumerate(_EDGE_KINDS) if (bits >> i) & 1) for bits in range(16))
 _IRQ = ("HARDIRQ", "SOFTIRQ")
 _USAGE_NAMES = ("IN-HARDIRQ-W", "IN-HARDIRQ-R", "HARDIRQ-ON-W", "HARDIRQ-ON-R",
                 "IN-SOFTIRQ-W", "IN-SOFTIRQ-R", "SOFTIRQ-ON-W", "SOFTIRQ-ON-R")
@@ -104,6 +106,7 @@ class Engine:
         self._hosts = _Interner()
         self._records: dict[str, _Record] = {}
         self._by_inversion: list[str] = []       # inversion index -> circular finding id
+        self._class_names: list[str] = []        # class id -> printed name
         self._batches = 0
 
     # ------------------------------------------------------------------ ingest
@@ -202,9 +205,15 @@ class Engine:
     # ------------------------------------------------------------------ evidence
 
     def _class_name(self, c: int) -> str:
-        name_id, sub, _usage = self._core.class_info(c)
-        name = self._locks.name(name_id)
-        return f"{name}/{sub}" if sub else name
+        # a class's name never changes: cached by class id
+        names = self._class_names
+        if c < len(names):
+            return names[c]
+        for k in range(len(names), self._core.class_count()):
+            name_id, sub, _usage = self._core.class_info(k)
+            name = self._locks.name(name_id)
+            names.append(f"{name}/{sub}" if sub else name)
+        return names[c]
 
     def _edge_names(self, e: int) -> tuple[str, str]:
         src, dst = self._core.edge_info(e)[:2]
@@ -223,7 +232,7 @@ class Engine:
         host_name, task_name = self._hosts.name(host), self._tasks.name(task)
         # the core keeps one time per dependency: when it was first made
         return Link(held=held, taken=taken,
-                    kinds=tuple(k for i, k in enumerate(_EDGE_KINDS) if (kinds >> i) & 1),
+                    kinds=_KINDS_OF[kinds & 15],
                     first_held=Occurrence(lock=held, mode=mode_h, trylock=bool(try_h), instance=inst_h,
                                           site=self._sites.name(site_h), host=host_name,
                                           task=task_name, ts_ns=ts),
@@ -425,8 +434,7 @@ class Engine:
         """Every dependency: (held, taken, kinds seen)."""
         src, dst, kinds = self._core.edges()
         names = [self._class_name(c) for c in range(self._core.class_count())]
-        return [(names[s], names[d], tuple(k for i, k in enumerate(_EDGE_KINDS) if (kb >> i) & 1))
-                for s, d, kb in zip(src.tolist(), dst.tolist(), kinds.tolist())]
+        return [(names[s], names[d], _KINDS_OF[kb & 15]) for s, d, kb in zip(src.tolist(), dst.tolist(), kinds.tolist())]
 
     def stats(self) -> dict[str, int]:
         core = self._core

@@ -125,20 +125,25 @@ def _first(mask: pa.Array) -> int:
     return pc.index(mask, True).as_py()
 
 
+_TYPE_IDS = {col: typ.id for col, typ in _INT_COLUMNS.items()}
+
+
 def _int_column(arr: pa.Array, col: str, typ: pa.DataType, required: bool, off: int) -> np.ndarray:
-    if arr.type != typ:
+    # checks run in numpy over the column's buffer: per-batch cost matters for small batches
+    if arr.type.id != _TYPE_IDS[col]:
         raise EventError(f"column '{col}' has type {arr.type}; expected {typ}")
     if arr.null_count:
         if required:
             row = _first(pc.is_null(arr))
             raise EventError(f"column '{col}' row {row + off}: null in a required column")
         arr = pc.fill_null(arr, 0)
-    if col in _RANGES and len(arr):
+    values = arr.to_numpy(zero_copy_only=False)
+    if col in _RANGES and len(values):
         top, meaning = _RANGES[col]
-        if pc.max(arr).as_py() > top:
-            row = _first(pc.greater(arr, top))
-            raise EventError(f"column '{col}' row {row + off}: value {arr[row].as_py()} {meaning}")
-    return arr.to_numpy(zero_copy_only=False)
+        if values.max() > top:
+            row = int(np.argmax(values > top))
+            raise EventError(f"column '{col}' row {row + off}: value {int(values[row])} {meaning}")
+    return values
 
 
 def _string_column(arr: pa.Array, col: str, required: bool, off: int) -> Strings:
@@ -162,17 +167,40 @@ def _string_column(arr: pa.Array, col: str, required: bool, off: int) -> Strings
             row = _first(pc.is_null(indices))
             raise EventError(f"column '{col}' row {row + off}: null in a required column")
         indices = pc.fill_null(indices, -1)
-    if len(indices) and (pc.max(indices).as_py() >= len(dictionary) or pc.min(indices).as_py() < -1):
-        row = _first(pc.or_(pc.greater_equal(indices, len(dictionary)), pc.less(indices, -1)))
+    index = indices.to_numpy(zero_copy_only=False)
+    if len(index) and (index.max() >= len(dictionary) or index.min() < -1):
+        row = int(np.argmax((index >= len(dictionary)) | (index < -1)))
         raise EventError(f"column '{col}' row {row + off}: dictionary index out of range")
-    if required and len(indices) and len(dictionary):
-        empty = pc.equal(pc.binary_length(dictionary), 0)
-        if pc.any(empty).as_py():
-            hit = pc.is_in(indices, pc.indices_nonzero(empty).cast(indices.type))
-            if pc.any(hit).as_py():
-                raise EventError(f"column '{col}' row {_first(hit) + off}: empty lock name")
-    index = indices.cast(pa.int32()).to_numpy(zero_copy_only=False)
+    if required and len(index) and len(dictionary) and _has_empty(dictionary, col):
+        empty = np.flatnonzero(pc.binary_length(dictionary).to_numpy(zero_copy_only=False) == 0)
+        hit = np.isin(index, empty)
+        if hit.any():
+            raise EventError(f"column '{col}' row {int(np.argmax(hit)) + off}: empty lock name")
+    if index.dtype != np.int32:
+        index = index.astype(np.int32)
     return Strings(index=index, dictionary=dictionary)
+
+
+_EMPTY_SEEN: dict[str, tuple[pa.Array, bool]] = {}
+
+
+def _has_empty(dictionary: pa.Array, col: str) -> bool:
+    """Does the dictionary hold an empty string? (From its offsets buffer: no per-value work;
+    a stream that repeats one dictionary is checked once.)"""
+    last = _EMPTY_SEEN.get(col)
+    if last is not None and last[0] is dictionary:
+        return last[1]
+    _EMPTY_SEEN[col] = (dictionary, found := _offsets_have_empty(dictionary))
+    return found
+
+
+def _offsets_have_empty(dictionary: pa.Array) -> bool:
+    if dictionary.null_count:
+        dictionary = pc.drop_null(dictionary)
+    width = 8 if pa.types.is_large_string(dictionary.type) else 4
+    offsets = np.frombuffer(dictionary.buffers()[1], dtype=np.int64 if width == 8 else np.int32,
+                            count=len(dictionary) + 1, offset=dictionary.offset * width)
+    return bool((np.diff(offsets) == 0).any())
 
 
 def dictionary_key(dictionary: pa.Array) -> tuple:

@@ -113,6 +113,19 @@ def fetch_chain(target: str | Connection, src: str, dst: str) -> ChainView:
     return ChainView(found=reply.found, locks=list(reply.locks), links=[_link_dict(x) for x in reply.links])
 
 
+def fetch_witnesses(target: str | Connection, alert_id: str) -> dict[str, Any] | None:
+    """The witnesses of finding `alert_id` as a JSON-ready dict ({"id", "kind", "count",
+    "inversion", "witnesses": [{"locks", "hosts", "links"}]}), or None for an unknown id."""
+    reply = _call(target, lambda q, md: q.Witnesses(pb.WitnessesRequest(id=alert_id), timeout=TIMEOUT, metadata=md))
+    if not reply.found:
+        return None
+    return {"id": alert_id, "kind": reply.kind, "count": reply.count,
+            "inversion": ({"held": reply.inversion_held, "taken": reply.inversion_taken}
+                          if reply.inversion_held else None),
+            "witnesses": [{"locks": list(w.locks), "hosts": list(w.hosts), "links": [_link_dict(x) for x in w.links]}
+                          for w in reply.witnesses]}
+
+
 def fetch_lock(target: str | Connection, name: str) -> LockInfo:
     r = _call(target, lambda q, md: q.Lock(pb.LockRequest(name=name), timeout=TIMEOUT, metadata=md))
     if not r.found:

@@ -6,6 +6,7 @@ anything is sent anywhere:
     {"seq": 7, "event": "new" | "grew", "id": ..., "kind": ..., "new_hosts": [...],
      "new_kinds": [...], "published_ns": ..., "first_published_ns": ...,
      "hosts": [...], "kinds": [...],          # the evidence published so far (after this one)
+     "witnesses": N,                          # a circular finding's witnesses at this publication
      "alert": Alert.to_dict(), "report": Alert.render()}
 
 `seq` counts publications 1, 2, 3, ... and is never reused; the outbox is the single record of
@@ -31,6 +32,10 @@ from .model import Alert
 NEW, GREW = "new", "grew"
 
 
+def _witnesses(alert: Alert) -> int:
+    return alert.count if alert.inversion is not None else 0
+
+
 def link_kinds(alert: Alert) -> set[str]:
     """A finding's dependency kinds, each as "held -> taken: KIND"."""
     return {f"{link.held} -> {link.taken}: {k}" for link in alert.links for k in link.kinds}
@@ -44,6 +49,8 @@ class Published:
     kinds: set[str] = field(default_factory=set)
     first_published_ns: int = 0
     last_seq: int = 0
+    last_published_ns: int = 0
+    witnesses: int = 0       # a circular finding's witness count, as last published
 
 
 class Outbox:
@@ -71,6 +78,8 @@ class Outbox:
         p.hosts.update(rec.get("hosts", ()))
         p.kinds.update(rec.get("kinds", ()))
         p.last_seq = rec["seq"]
+        p.last_published_ns = rec.get("published_ns", 0)
+        p.witnesses = max(p.witnesses, rec.get("witnesses", 0))
 
     @property
     def last_seq(self) -> int:
@@ -84,13 +93,14 @@ class Outbox:
 
     def change(self, alert: Alert) -> tuple[str, list[str], list[str]] | None:
         """What publishing `alert` now would say: (event, new hosts, new kinds), or None if nothing
-        a person cares about changed since its last publication."""
+        a person cares about changed since its last publication (new hosts, new dependency kinds,
+        new witnesses of a circular finding)."""
         hosts, kinds = set(alert.hosts), link_kinds(alert)
         prev = self._published.get(alert.id)
         if prev is None:
             return NEW, [], []
         new_hosts, new_kinds = sorted(hosts - prev.hosts), sorted(kinds - prev.kinds)
-        if new_hosts or new_kinds:
+        if new_hosts or new_kinds or _witnesses(alert) > prev.witnesses:
             return GREW, new_hosts, new_kinds
         return None
 
@@ -108,7 +118,7 @@ class Outbox:
             rec = {"seq": self.last_seq + 1, "event": event, "id": alert.id, "kind": alert.kind,
                    "new_hosts": sorted(new_hosts), "new_kinds": sorted(new_kinds), "published_ns": now,
                    "first_published_ns": prev.first_published_ns if prev else now,
-                   "hosts": sorted(hosts), "kinds": sorted(kinds),
+                   "hosts": sorted(hosts), "kinds": sorted(kinds), "witnesses": _witnesses(alert),
                    "alert": {**alert.to_dict(), **(extra or {})},
                    "report": alert.render()}
             self._file.append(rec)

@@ -4,7 +4,8 @@ path.
 One thread (`lockfleet-publish`) notices findings: whenever the source's version changes (a batch
 was applied, a suppression changed), it asks the source for the current findings and compares each
 with what the outbox says was last published of it: a finding never published is `new`; one whose
-hosts or dependency kinds grew is `grew`. A suppressed finding (recorded, or through a blessed
+hosts, dependency kinds or witnesses grew is `grew`, at most once per `republish_interval` seconds
+per finding (growth inside the interval waits for its end and goes out as one publication). A suppressed finding (recorded, or through a blessed
 order) is skipped: not published. Each publication is appended durably to the outbox.
 
 One thread per sink (`lockfleet-sink-NAME`) follows the outbox from that sink's cursor, sends each
@@ -65,7 +66,7 @@ class Publisher:
     def __init__(self, outbox: Outbox, cursors: Cursors, sinks: Sequence[Sink], source: Callable[[], list[Alert]],
                  version: Callable[[], object] = lambda: None, suppressions: Suppressions | None = None,
                  blessed: Blessed | None = None, interval: float = 0.2, retry_initial: float = 0.5,
-                 retry_max: float = 30.0) -> None:
+                 retry_max: float = 30.0, republish_interval: float = 300.0) -> None:
         self.outbox = outbox
         self.cursors = cursors
         self.sinks = [SinkState(s, cursor=cursors.get(s.key)) for s in sinks]
@@ -74,6 +75,8 @@ class Publisher:
         self.suppressions = suppressions
         self.blessed = blessed or Blessed()
         self.interval = interval
+        self.republish_interval = republish_interval
+        self._deferred_until = 0.0   # monotonic time of the next deferred republication, 0: none
         self.retry_initial = retry_initial
         self.retry_max = max(retry_max, retry_initial)
         self.counts = Counts()
@@ -98,6 +101,8 @@ class Publisher:
             alerts = self.source()
             out = []
             suppressed = 0
+            now_ns = time.time_ns()
+            deferred = 0.0
             for alert in sorted(alerts, key=lambda a: a.seq):
                 if effective(alert, self.suppressions, self.blessed) is not None:
                     suppressed += 1
@@ -106,6 +111,12 @@ class Publisher:
                 if change is None:
                     continue
                 event, new_hosts, new_kinds = change
+                if event == GREW and self.republish_interval > 0:
+                    prev = self.outbox.published(alert.id)
+                    wait = (prev.last_published_ns - now_ns) / 1e9 + self.republish_interval if prev else 0.0
+                    if wait > 0:      # republished not long ago: this growth waits for the interval
+                        deferred = min(deferred, wait) if deferred else wait
+                        continue
                 rec = self.outbox.append(alert, event, new_hosts, new_kinds)
                 self.counts.published += 1
                 self.counts.by_event[event] = self.counts.by_event.get(event, 0) + 1
@@ -117,6 +128,7 @@ class Publisher:
             self.counts.scans += 1
             self.counts.suppressed = suppressed
             self._seen = version
+            self._deferred_until = time.monotonic() + deferred if deferred else 0.0
             return out
 
     def wake(self) -> None:
@@ -129,7 +141,8 @@ class Publisher:
             if self._stop.is_set():
                 return
             try:
-                if self._version() != self._seen:
+                due = self._deferred_until and time.monotonic() >= self._deferred_until
+                if self._version() != self._seen or due:
                     self.scan()
             except NotReady as exc:
                 log.debug("publisher waits: %s", exc)

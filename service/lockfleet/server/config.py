@@ -57,6 +57,7 @@ class ServeConfig:
     webhook_secret_file: Path | None = None  # HMAC-SHA256 key for X-Lockfleet-Signature
     blessed: Path | None = None              # lock orders 'A -> B' that are never reported
     publish_interval: float = 0.2            # how often the publisher looks for new or grown findings
+    republish_interval: float = 300.0        # at most one republication of a grown finding per this
     sink_retry_max: float = 30.0             # longest back-off between retries of a failing sink
     max_watchers: int = 16                   # concurrent WatchAlerts streams
 

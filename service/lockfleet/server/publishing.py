@@ -68,7 +68,8 @@ class Publishing:
         self.publisher = Publisher(self.outbox, self.cursors, self.sinks, source,
                                    version=lambda: gateway.applied_batches, suppressions=self.suppressions,
                                    blessed=self.blessed, interval=cfg.publish_interval,
-                                   retry_initial=min(0.5, cfg.sink_retry_max), retry_max=cfg.sink_retry_max)
+                                   retry_initial=min(0.5, cfg.sink_retry_max), retry_max=cfg.sink_retry_max,
+                                   republish_interval=cfg.republish_interval)
         if on_publish:
             self.publisher.on_publish = on_publish
         if on_delivery:

@@ -88,6 +88,19 @@ class QueryServicer(pb_grpc.QueryServicer):
             return pb.ChainReply(found=False)
         return pb.ChainReply(found=True, locks=list(locks), links=[link_message(x) for x in links or ()])
 
+    def Witnesses(self, request: pb.WitnessesRequest, context: grpc.ServicerContext) -> pb.WitnessesReply:
+        if not request.id:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "witnesses needs a finding id")
+        a = self._gateway.read(lambda eng: eng.alert(request.id))
+        if a is None:
+            return pb.WitnessesReply(found=False)
+        held, taken = a.inversion or ("", "")
+        return pb.WitnessesReply(
+            found=True, kind=a.kind, count=a.count if a.inversion else 0, inversion_held=held,
+            inversion_taken=taken,
+            witnesses=[pb.Witness(locks=list(w.locks), hosts=list(w.hosts), links=[link_message(x) for x in w.links])
+                       for w in a.witnesses])
+
     # -- the graph --------------------------------------------------------------------------
 
     def Lock(self, request: pb.LockRequest, context: grpc.ServicerContext) -> pb.LockReply:
