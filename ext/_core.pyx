@@ -234,6 +234,7 @@ cdef class Core:
     cdef U64Map inv_map              # edge | TOP -> inversion index
     cdef bint any_rread              # some dependency was taken as a recursive read (xR)
     cdef bint superset               # levels hold for more than the order (no O(1) moves)
+    cdef int64_t batch_e0            # the first dependency id made by the current batch
     # chains
     cdef int64_t n_chain, cap_chain
     cdef Chain* chains
@@ -1108,6 +1109,7 @@ cdef class Core:
         self.n_fh = 0
         self.n_fp = 0
         self.n_ov = 0
+        self.batch_e0 = self.n_edge
         with nogil:
             rc = self._run(n, &ts[0], &tid[0], &op[0], &lock[0], &lock_map[0], p_cache,
                            p_mode, p_sub, p_inst, p_irq, p_site, p_site_map, p_task, p_task_map,

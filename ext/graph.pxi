@@ -108,8 +108,9 @@ cdef int _path_is_simple(Core self) noexcept nogil:
 
 
 cdef inline bint _present(Core self, int32_t e, uint32_t tlim) noexcept nogil:
-    """Had dependency e arrived by arrival number tlim? (Only pairs new in this batch can say no.)"""
-    return self.e_bkinds[e] == 0 or _kinds_at(self, e, tlim) != 0
+    """Had dependency e arrived by arrival number tlim? (Only pairs made in this batch, ids from
+    batch_e0 on, can say no.)"""
+    return e < self.batch_e0 or self.e_bkinds[e] == 0 or _kinds_at(self, e, tlim) != 0
 
 
 cdef inline int32_t _bits_meet(Core self, int32_t y, int32_t x) noexcept nogil:

@@ -31,7 +31,8 @@ def _ok(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 def _finding_id(*tables_by_host: tuple[str, object]) -> str:
-    """The id the service will give the finding these events raise (ids are stable)."""
+    """The id the service will give the finding these events raise, applied in this order (a
+    circular finding's id is its inversion's, so the order of the two sides decides it)."""
     eng = Engine()
     for host, table in tables_by_host:
         eng.ingest(table, host=host)
@@ -123,8 +124,9 @@ def test_each_sink_gets_each_finding_once_across_outage_and_restarts(request, tm
     # 1. the seed (bpf-3 last: it closes the cycle) beside background traffic and the other findings
     seed = [(scenario_files[h], h) for h in HOSTS]
     _push_all(target, [seed, [(files["bg-1"], "bg-1"), (files["web-1"], "web-1"), (files["web-3"], "web-3")],
-                       [(files["bg-2"], "bg-2"), (files["web-2"], "web-2"), (files["web-4"], "web-4")],
-                       [(files["web-5"], "web-5"), (files["web-7"], "web-7"), (files["web-8"], "web-8")]])
+                       [(files["bg-2"], "bg-2"), (files["web-2"], "web-2"), (files["web-4"], "web-4"),
+                        (files["web-5"], "web-5")],
+                       [(files["web-7"], "web-7"), (files["web-8"], "web-8")]])
     alerts = {a["id"]: a for a in json.loads(_ok(run_lockfleet("alerts", "--json", "--target", target)))["alerts"]}
     assert len(alerts) == 5
     cycle_id = next(i for i, a in alerts.items() if a["locks"] == list(CYCLE))
