@@ -299,6 +299,7 @@ cdef class Core:
     cdef public int64_t events, acquires, releases, depth_overflows, chain_hits, chain_misses
     cdef public int64_t recomputes, reorders, searches, search_budget_exhausted
     cdef public int64_t witnesses, witness_budget_exhausted, inversions_untracked
+    cdef public int64_t search_steps, spread_steps    # edges looked at by searches, by reach spreads
 
     def __cinit__(self, int max_depth=48):
         if max_depth < 1 or max_depth > 1024:

@@ -234,6 +234,7 @@ cdef int _strong_path(Core self, int32_t v, int32_t u, int kclose, uint32_t tlim
         qh += 1
         x = x2 >> 1
         st = x2 & 1
+        self.search_steps += self.out_n[x]
         if budget >= 0:
             budget -= self.out_n[x] + 1
             if budget < 0:
@@ -476,6 +477,7 @@ cdef int _spread(Core self, int32_t start, int w, uint64_t bits, bint fwd, uint3
     while self.n_wl > 0:
         self.n_wl -= 1
         z = self.wl[self.n_wl]
+        self.spread_steps += self.out_n[z] if fwd else self.in_n[z]
         if fwd:
             for j in range(self.out_n[z]):
                 e = self.out_e[z][2 * j + 1]

@@ -464,5 +464,7 @@ class Engine:
             "witnesses": core.witnesses,
             "witness_budget_exhausted": core.witness_budget_exhausted,
             "inversions_untracked": core.inversions_untracked,
+            "search_steps": core.search_steps,
+            "reach_spread_steps": core.spread_steps,
             "core_bytes": core.memory_bytes(),
         }
