@@ -1,4 +1,6 @@
-"""Build steps that pyproject.toml cannot express: the Cython core and the protobuf modules.
+"""Build steps that pyproject.toml cannot express: the Cython core, the protobuf modules, and
+the pthread interposer of `lockfleet trace` (native/, a plain C shared library loaded with
+LD_PRELOAD, installed as lockfleet/liblockfleet_preload.so; not a Python extension module).
 
 The protobuf/gRPC modules are generated from proto/ on every build (build_py and the
 editable build both run it), so no generated file is ever edited or stale; they are not in git.
@@ -70,10 +72,23 @@ class BuildPy(build_py):
             generate_protos(Path(self.build_lib))
 
 
+PRELOAD = "lockfleet.liblockfleet_preload"
+
+
 class BuildExt(build_ext):
     def run(self):
         generate_protos(PKG_ROOT)
         super().run()
+
+    def get_ext_filename(self, fullname):
+        # the interposer is loaded by the dynamic linker, not imported: a plain library name
+        # (called with the dotted name, and with its last part alone)
+        if fullname in (PRELOAD, PRELOAD.rpartition(".")[2]):
+            return os.path.join(*fullname.split(".")) + ".so"
+        return super().get_ext_filename(fullname)
+
+    def get_export_symbols(self, ext):
+        return ext.export_symbols if ext.name == PRELOAD else super().get_export_symbols(ext)
 
 
 CFLAGS = ["-O3", "-fno-strict-aliasing"]
@@ -97,8 +112,20 @@ extensions = [
     ),
 ]
 
+# The pthread interposer: plain C, no Python API; its exported symbols are the pthread wrappers and
+# the lockfleet_trace_* functions the sidecar calls (everything else hidden).
+preload = Extension(
+    PRELOAD,
+    sources=["native/lockfleet_preload.c"],
+    depends=["native/lockfleet_trace.h"],
+    include_dirs=["native"],
+    extra_compile_args=["-O2", "-fvisibility=hidden", "-pthread", "-fno-strict-aliasing"],
+    extra_link_args=["-pthread"],
+    libraries=["dl"],
+)
+
 setup(
-    ext_modules=cythonize(
+    ext_modules=[preload] + cythonize(
         extensions,
         compiler_directives={
             "language_level": "3",
