@@ -266,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_dmesg_parser(sub)
     from .agent.simulate import add_simulate_parser
     add_simulate_parser(sub, _target_option, _connection)
+    from .agent.trace import add_trace_parser
+    add_trace_parser(sub, _target_option, _connection)
     from .cli_query import add_query_parsers
     add_query_parsers(sub)
     from .offline import add_offline_parsers
@@ -481,7 +483,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {"serve": cmd_serve, "push": cmd_push, "alerts": cmd_alerts, "stats": cmd_stats,
             "chain": cmd_chain, "demo": cmd_demo, "dmesg": lambda args: args.func(args),
-            "simulate": lambda args: args.func(args)}
+            "simulate": lambda args: args.func(args), "trace": lambda args: args.func(args)}
 
 
 
