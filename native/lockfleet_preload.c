@@ -110,7 +110,7 @@ static void resolve(void) {
 
 struct held {
     uintptr_t inst;
-    uint32_t cls;
+    uint32_t cls, site;
     uint8_t mode, op;
     uint16_t depth;
 };
@@ -502,9 +502,10 @@ static inline void on_acquire(struct thr *t, const void *lock, const void *ret, 
                 return;
             }
     }
+    uint32_t site = site_id(ret);
     if (t->nheld < HELD_MAX)
-        t->held[t->nheld++] = (struct held){inst, cls, mode, op, 1};
-    emit(t, inst, cls, site_id(ret), op, mode);
+        t->held[t->nheld++] = (struct held){inst, cls, site, mode, op, 1};
+    emit(t, inst, cls, site, op, mode);
 }
 
 static inline void on_release(struct thr *t, const void *lock, const void *ret, uint8_t type) {
@@ -735,7 +736,7 @@ static void after_fork_child(void) {
     thr_bind(t, r);
     for (uint32_t i = 0; i < t->nheld; i++) {
         struct held *h = &t->held[i];
-        emit(t, h->inst, h->cls, 0, h->op, h->mode);
+        emit(t, h->inst, h->cls, h->site, h->op, h->mode);
     }
 }
 
