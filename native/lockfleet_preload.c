@@ -42,6 +42,9 @@
 #if defined(__x86_64__) || defined(__i386__)
 #include <x86intrin.h>
 #endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 
 #include "lockfleet_trace.h"
 
@@ -135,7 +138,7 @@ struct cache_slot { /* lock address -> class | read mode << 32 | 1 << 40; code a
 static struct lft_header *hdr;  /* NULL: not attached, every wrapper calls through */
 static char *shm;
 static uint32_t ring_mask;
-static int use_tsc, class_by_site, drop_full;
+static int precise, use_tsc, class_by_site, drop_full;
 static pthread_key_t thr_key;
 static struct cache_slot *inst_cache, *site_cache;
 #define INST_CACHE (1u << 16)
@@ -151,11 +154,23 @@ static uint32_t nmodmap;
 static uint32_t modmap_lock; /* a spin flag: only on the slow path */
 static char exe_path[LFT_PATH_MAX];
 
+/* An event's time. By default the clock the sidecar's ticker keeps in the header (a load from a
+ * cache line that changes once per tick: its resolution is the tick, 1 ms); with
+ * LFT_FLAG_PRECISE, the TSC or CLOCK_REALTIME read per event (tens of ns each). The order of a
+ * thread's events is their order in its ring either way. */
 static inline uint64_t now_ts(void) {
+    if (LIKELY(!precise))
+        return ARLX(&hdr->clock_ns);
 #if defined(__x86_64__) || defined(__i386__)
-    if (LIKELY(use_tsc))
+    if (use_tsc)
         return __rdtsc();
 #endif
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t realtime_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
@@ -404,6 +419,9 @@ static struct lft_ring *claim_ring(void) {
         r->generation++;
         memset(r->comm, 0, sizeof r->comm);
         prctl(PR_GET_NAME, r->comm, 0, 0, 0);
+        /* fault the ring in now, not one page at a time on the hot path (Linux 5.14+; a no-op
+         * elsewhere) */
+        madvise(r, hdr->ring_stride, MADV_POPULATE_WRITE);
         AST(&r->state, LFT_RING_OWNED);
         return r;
     }
@@ -771,6 +789,7 @@ __attribute__((constructor)) static void attach(void) {
     exe_path[n > 0 ? n : 0] = 0;
     shm = base;
     ring_mask = probe.ring_events - 1;
+    precise = (probe.flags & LFT_FLAG_PRECISE) != 0;
     use_tsc = (probe.flags & LFT_FLAG_TSC) != 0;
     class_by_site = (probe.flags & LFT_FLAG_CLASS_BY_SITE) != 0;
     drop_full = (probe.flags & LFT_FLAG_DROP) != 0;
@@ -817,7 +836,49 @@ API int lockfleet_trace_init(void *base, uint32_t rings, uint32_t ring_events, u
     h->ring_stride = align_up(sizeof(struct lft_ring) + (uint64_t)ring_events * sizeof(struct lft_event), 4096);
     h->total_size = off + h->ring_stride * rings;
     AST(&h->heartbeat_ns, mono_ns());
+    AST(&h->clock_ns, realtime_ns());
     return 0;
+}
+
+/* The ticker: a thread of the sidecar that keeps header.clock_ns current. */
+struct ticker {
+    struct lft_header *hdr;
+    uint32_t us;
+    int run;
+    pthread_t thread;
+};
+
+static void *tick(void *arg) {
+    struct ticker *t = arg;
+    struct timespec pause = {0, (long)t->us * 1000};
+    while (ALD(&t->run)) {
+        AST(&t->hdr->clock_ns, realtime_ns());
+        nanosleep(&pause, NULL);
+    }
+    return NULL;
+}
+
+API void *lockfleet_trace_ticker(void *base, uint32_t interval_us) {
+    struct ticker *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->hdr = base;
+    t->us = interval_us ? interval_us : 1000;
+    t->run = 1;
+    if (pthread_create(&t->thread, NULL, tick, t) != 0) {
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+API void lockfleet_trace_ticker_stop(void *handle) {
+    struct ticker *t = handle;
+    if (!t)
+        return;
+    AST(&t->run, 0);
+    pthread_join(t->thread, NULL);
+    free(t);
 }
 
 /* Move up to `cap` events out of the rings into `out`, oldest first within each thread. Also

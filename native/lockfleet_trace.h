@@ -20,7 +20,8 @@
 /* header.flags, set by the sidecar */
 #define LFT_FLAG_CLASS_BY_SITE 1u /* class = call site of the first acquisition, always */
 #define LFT_FLAG_DROP 2u          /* a full ring drops events (counted) instead of waiting */
-#define LFT_FLAG_TSC 4u           /* event times are raw x86 TSC ticks (the sidecar converts) */
+#define LFT_FLAG_PRECISE 4u       /* each event reads the clock; else it takes header.clock_ns */
+#define LFT_FLAG_TSC 8u           /* (with PRECISE) event times are raw x86 TSC ticks, converted by the sidecar */
 
 /* ring states */
 enum { LFT_RING_FREE = 0, LFT_RING_CLAIMING = 1, LFT_RING_OWNED = 2, LFT_RING_DONE = 3 };
@@ -47,7 +48,8 @@ struct lft_header {
     uint64_t untraced_threads; /* threads that found no free ring (atomic) */
     uint64_t table_full;     /* class/site lookups that found no slot (atomic) */
     uint64_t processes;      /* processes that attached (atomic) */
-    uint64_t pad[4];
+    uint64_t clock_ns;       /* CLOCK_REALTIME ns, kept current by the sidecar's ticker (atomic) */
+    uint64_t pad[3];
 };
 
 struct lft_module { /* 256 bytes */
@@ -70,7 +72,7 @@ struct lft_site { /* 16 bytes; key (module, offset) */
 };
 
 struct lft_event { /* 32 bytes */
-    uint64_t ts;       /* TSC ticks or CLOCK_REALTIME ns (header.flags) */
+    uint64_t ts;       /* CLOCK_REALTIME ns, or TSC ticks (header.flags) */
     uint64_t instance; /* the lock's address */
     uint32_t cls, site; /* table ids; 0 = none */
     uint8_t op, mode, pad[6];

@@ -45,7 +45,7 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def trace(out: Path, *argv: str | Path, options: tuple[str, ...] = ()) -> tuple[pa.Table, subprocess.CompletedProcess]:
     proc = run_lockfleet("trace", "-o", out, *options, "--", *argv)
     assert out.exists(), proc.stderr
-    return pa.ipc.open_file(str(out)).read_all(), proc
+    return pa.ipc.open_stream(str(out)).read_all(), proc
 
 
 def alerts_of(table: pa.Table, host: str = "h") -> list:

@@ -46,7 +46,7 @@ LIBRARY_NAME = "liblockfleet_preload.so"
 ENV_SHM = "LOCKFLEET_TRACE_SHM"
 
 # native/lockfleet_trace.h
-FLAG_CLASS_BY_SITE, FLAG_DROP, FLAG_TSC = 1, 2, 4
+FLAG_CLASS_BY_SITE, FLAG_DROP, FLAG_PRECISE, FLAG_TSC = 1, 2, 4, 8
 RING_OWNED, RING_DONE = 2, 3
 CLASS_STATIC, CLASS_INIT, CLASS_SITE = 1, 2, 3
 MUTEX, RWLOCK = 0, 1
@@ -55,10 +55,12 @@ OUT_DTYPE = np.dtype({"names": ["ts", "tid", "instance", "cls", "site", "op", "m
                       "offsets": [0, 8, 16, 24, 28, 32, 33, 36], "itemsize": 40})
 
 RINGS = 512
-RING_EVENTS = 8192
+RING_EVENTS = 16384
 MODULES, CLASSES, SITES = 512, 1 << 16, 1 << 16
 DRAIN_ROWS = 1 << 16
 CLASS_MODES = ("auto", "site")
+CLOCKS = ("tick", "precise")
+TICK_US = 1000
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
 SCHEMA = pa.schema([("ts_ns", pa.int64()), ("tid", pa.int64()), ("op", pa.uint8()), ("lock", _DICT),
@@ -96,6 +98,8 @@ def _library() -> ctypes.CDLL:
         "lockfleet_trace_module": (ctypes.c_char_p, [vp, u32]),
         "lockfleet_trace_counters": (None, [vp, p64]),
         "lockfleet_trace_clock": (None, [p64, p64]),
+        "lockfleet_trace_ticker": (vp, [vp, u32]),
+        "lockfleet_trace_ticker_stop": (None, [vp]),
     }
     for name, (res, args) in sigs.items():
         fn = getattr(lib, name)
@@ -124,20 +128,22 @@ class TraceBuffer:
     """Shared memory for one trace: made and laid out here, written by every traced process."""
 
     def __init__(self, rings: int = RINGS, ring_events: int = RING_EVENTS, class_mode: str = "auto",
-                 overflow: str = "block", clock: str = "auto") -> None:
+                 overflow: str = "block", clock: str = "tick") -> None:
         if class_mode not in CLASS_MODES:
             raise ValueError(f"class mode must be one of {', '.join(CLASS_MODES)}, not {class_mode!r}")
         if overflow not in ("block", "drop"):
             raise ValueError(f"overflow must be block or drop, not {overflow!r}")
+        if clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, not {clock!r}")
         if rings < 1:
             raise ValueError(f"rings must be >= 1, not {rings}")
         _pow2(ring_events, "ring events")
         self._lib = _library()
         self.rings = rings
+        self.ring_events = ring_events
         flags = (FLAG_CLASS_BY_SITE if class_mode == "site" else 0) | (FLAG_DROP if overflow == "drop" else 0)
-        self.tsc = clock == "tsc" or (clock == "auto" and _tsc_usable())
-        if self.tsc:
-            flags |= FLAG_TSC
+        self.tsc = clock == "precise" and _tsc_usable()
+        flags |= (FLAG_PRECISE if clock == "precise" else 0) | (FLAG_TSC if self.tsc else 0)
         self.size = int(self._lib.lockfleet_trace_size(rings, ring_events, MODULES, CLASSES, SITES))
         self._fd, self.path, self._file = self._make_memory(self.size)
         self._mm = None
@@ -148,6 +154,10 @@ class TraceBuffer:
             self._view = (ctypes.c_char * self.size).from_buffer(self._mm)
             self.base = ctypes.c_void_p(ctypes.addressof(self._view))
             self._lib.lockfleet_trace_init(self.base, rings, ring_events, MODULES, CLASSES, SITES, flags)
+            if clock == "tick":
+                self._ticker = self._lib.lockfleet_trace_ticker(self.base, TICK_US)
+                if not self._ticker:
+                    raise PreloadError("cannot start the clock ticker thread")
         except BaseException:
             self._release()
             raise
@@ -191,6 +201,9 @@ class TraceBuffer:
         return {"LD_PRELOAD": f"{lib}:{preload}" if preload else lib, ENV_SHM: self.path}
 
     def _release(self) -> None:
+        if getattr(self, "_ticker", None):
+            self._lib.lockfleet_trace_ticker_stop(self._ticker)
+            self._ticker = None
         self._view = None
         if self._mm is not None:
             try:
@@ -280,23 +293,27 @@ class TraceBuffer:
                 "dropped": out[3]}
 
     def _batch(self, rows: np.ndarray) -> pa.RecordBatch:
-        lock = self._names(rows["cls"], self._class_name, nulls=False)
-        site = self._names(rows["site"], self._site_name, nulls=True)
-        ring_ids, ring_idx = np.unique(rows["ring"], return_inverse=True)
-        tasks = [self._task(int(r)) for r in ring_ids]
-        task = pa.DictionaryArray.from_arrays(pa.array(ring_idx.astype(np.int32)), pa.array(tasks, pa.string()))
-        arrays = [pa.array(self._to_ns(rows["ts"])), pa.array(rows["tid"].astype(np.int64)),
-                  pa.array(rows["op"].copy()), lock, pa.array(rows["mode"].copy()),
-                  pa.array(rows["instance"].copy()), site, task]
+        lock = self._names(rows["cls"], CLASSES, self._class_name, nulls=False)
+        site = self._names(rows["site"], SITES, self._site_name, nulls=True)
+        task = self._names(rows["ring"], self.rings, self._task, nulls=False)
+        arrays = [pa.array(self._to_ns(rows["ts"])), pa.array(rows["tid"]), pa.array(rows["op"]), lock,
+                  pa.array(rows["mode"]), pa.array(rows["instance"]), site, task]
         return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
 
-    def _names(self, ids: np.ndarray, name_of, nulls: bool) -> pa.DictionaryArray:
-        uniq, inv = np.unique(ids, return_inverse=True)
-        names = [name_of(int(i)) for i in uniq]
-        indices = inv.astype(np.int32)
-        mask = None
-        if nulls and len(uniq) and uniq[0] == 0:
-            mask = ids == 0
+    @staticmethod
+    def _names(ids: np.ndarray, size: int, name_of, nulls: bool) -> pa.DictionaryArray:
+        """ids (< size) -> a dictionary array of their names: the ids present, found without a
+        sort, become the dictionary; 0 is null where `nulls`."""
+        present = np.zeros(size, np.bool_)
+        present[ids] = True
+        if nulls:
+            present[0] = False
+        used = np.flatnonzero(present)
+        remap = np.zeros(size, np.int32)
+        remap[used] = np.arange(len(used), dtype=np.int32)
+        indices = remap[ids]
+        mask = (ids == 0) if nulls else None
+        names = [name_of(int(i)) for i in used]
         return pa.DictionaryArray.from_arrays(pa.array(indices, mask=mask), pa.array(names, pa.string()))
 
     # -- names ----------------------------------------------------------------------------------

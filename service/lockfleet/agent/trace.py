@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from .channel import AgentError
@@ -33,37 +34,36 @@ from .sdk import Agent
 
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 POLL_MS = 20.0
+DELAY_MIN = 0.0002
 
 
 class FileSink:
-    """Batches appended to an Arrow IPC file (plain string columns, and `host` when given)."""
+    """Batches appended to an Arrow IPC stream-format file (each batch with its own dictionaries,
+    as `lockfleet push` and `lockfleet analyze` read it), with a `host` column when given;
+    fsync'd when closed."""
 
     def __init__(self, path: Path, host: str | None) -> None:
         self.path = path
         self.host = host
         self._sink = pa.OSFile(str(path), "wb")
-        self._writer: pa.ipc.RecordBatchFileWriter | None = None
+        self._writer: pa.ipc.RecordBatchStreamWriter | None = None
         self.rows = 0
 
     def send(self, batch: pa.RecordBatch) -> None:
-        cols, fields = [], []
-        for f, col in zip(batch.schema, batch.columns):
-            if pa.types.is_dictionary(f.type):
-                col = col.cast(f.type.value_type)
-            cols.append(col)
-            fields.append(pa.field(f.name, col.type))
         if self.host is not None:
-            cols.append(pa.array([self.host] * batch.num_rows, pa.string()))
-            fields.append(pa.field("host", pa.string()))
-        plain = pa.RecordBatch.from_arrays(cols, schema=pa.schema(fields))
+            host = pa.DictionaryArray.from_arrays(pa.array(np.zeros(batch.num_rows, np.int32)),
+                                                  pa.array([self.host], pa.string()))
+            batch = pa.RecordBatch.from_arrays([*batch.columns, host],
+                                               schema=batch.schema.append(pa.field("host", host.type)))
         if self._writer is None:
-            self._writer = pa.ipc.new_file(self._sink, plain.schema)
-        self._writer.write_batch(plain)
+            self._writer = pa.ipc.new_stream(self._sink, batch.schema)
+        self._writer.write_batch(batch)
         self.rows += batch.num_rows
 
     def close(self, schema: pa.Schema) -> None:
         if self._writer is None:   # no events: still a valid, empty event file
             self.send(pa.RecordBatch.from_arrays([pa.array([], f.type) for f in schema], schema=schema))
+            self.rows = 0
         assert self._writer is not None
         self._writer.close()
         self._sink.flush()
@@ -115,14 +115,21 @@ def run_traced(argv: list[str], sink: Any, buf: TraceBuffer, poll: float,
 
     old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGHUP)}
     old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.SIG_IGN)   # the terminal's ^C reaches the program
+    # Poll every `poll` seconds while the program is quiet; sooner while its rings fill (a full ring
+    # makes its thread wait), down to DELAY_MIN.
+    delay = poll
+    busy = buf.ring_events // 8
     try:
         while proc.poll() is None:
             got = 0
             for batch in buf.drain():
                 sink.send(batch)
                 got += batch.num_rows
-            if got < 1024:
-                time.sleep(poll)
+            if got >= busy:
+                delay = max(delay / 4, DELAY_MIN)
+            elif got == 0:
+                delay = min(delay * 2, poll)
+            time.sleep(delay)
         status = proc.returncode
     finally:
         for s, h in old.items():
