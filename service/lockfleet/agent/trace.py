@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from .channel import AgentError
-from .preload import CLASS_MODES, RING_EVENTS, RINGS, SCHEMA, PreloadError, TraceBuffer
+from .preload import CLASS_MODES, CLOCKS, RING_EVENTS, RINGS, SCHEMA, PreloadError, TraceBuffer
 from .sdk import Agent
 
 EXIT_FAILURE, EXIT_USAGE = 1, 2
@@ -168,6 +168,11 @@ def add_trace_parser(subparsers: Any, target_option: Callable[[argparse.Argument
     p.add_argument("--class", dest="class_mode", choices=CLASS_MODES, default="auto",
                    help="auto: static symbol, init site, else first-acquisition site; site: the call site of "
                         "each lock's first acquisition (default: auto)")
+    p.add_argument("--clock", choices=CLOCKS, default="tick",
+                   help="tick: an event's time is a clock this command ticks every 1 ms in shared memory "
+                        "(a load on the hot path); precise: read per event (the TSC where it is invariant, else "
+                        "CLOCK_REALTIME; tens of ns more per event). A thread's events keep their order either "
+                        "way (default: tick)")
     p.add_argument("--overflow", choices=("block", "drop"), default="block",
                    help="when a thread's ring is full: wait for the sidecar, or drop the event and count it "
                         "(default: block; a sidecar silent for 2 s is taken as gone and events are dropped)")
@@ -203,7 +208,7 @@ def add_trace_parser(subparsers: Any, target_option: Callable[[argparse.Argument
         sink: Any
         try:
             buf = TraceBuffer(rings=args.rings, ring_events=args.ring_events, class_mode=args.class_mode,
-                              overflow=args.overflow)
+                              overflow=args.overflow, clock=args.clock)
         except ValueError as exc:
             return _usage(str(exc))
         except PreloadError as exc:
