@@ -43,6 +43,7 @@ def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def trace(out: Path, *argv: str | Path, options: tuple[str, ...] = ()) -> tuple[pa.Table, subprocess.CompletedProcess]:
+    """`lockfleet trace -o out OPTIONS -- ARGV`: the events it wrote, and the finished command."""
     proc = run_lockfleet("trace", "-o", out, *options, "--", *argv)
     assert out.exists(), proc.stderr
     return pa.ipc.open_stream(str(out)).read_all(), proc
@@ -241,7 +242,11 @@ def test_the_interposer_records_exactly_the_successful_operations(programs, ops)
 
 
 def test_trace_usage_errors(programs, tmp_path, unused_target):
+    not_elf = tmp_path / "not-a-program"
+    not_elf.write_text("plain text\n")
+    not_elf.chmod(0o755)
     cases = [
+        (["trace", "-o", str(tmp_path / "y.arrows"), "--", str(not_elf)], "cannot run it"),
         (["trace"], "give the program"),
         (["trace", "--", str(tmp_path / "missing")], "no such program"),
         (["trace", "--token", "x" * 20, "--", str(programs["abba"])], "need --target"),

@@ -100,10 +100,39 @@ class AgentSink:
         return text
 
 
+class ProgramError(Exception):
+    """The program cannot be started."""
+
+
+class _Guarded:
+    """A sink whose first failure is kept (and raised by `check`) while the program runs on: the
+    rings go on being drained, so that the program never waits on a sink that is gone."""
+
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+        self.error: BaseException | None = None
+
+    def send(self, batch: pa.RecordBatch) -> None:
+        if self.error is None:
+            try:
+                self.sink.send(batch)
+            except (AgentError, OSError, pa.ArrowException) as exc:
+                self.error = exc
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
 def run_traced(argv: list[str], sink: Any, buf: TraceBuffer, poll: float,
                on_start: Callable[[int], None] | None = None) -> int:
-    """Run argv with the interposer, draining into sink until it exits; its exit status."""
-    proc = subprocess.Popen(argv, env={**os.environ, **buf.env()})
+    """Run argv with the interposer, draining into sink until it exits; its exit status. A sink
+    that fails does not stop the program: the error is raised once it has exited."""
+    sink = _Guarded(sink)
+    try:
+        proc = subprocess.Popen(argv, env={**os.environ, **buf.env()})
+    except OSError as exc:
+        raise ProgramError(f"{argv[0]}: cannot run it: {exc.strerror or exc}") from None
     if on_start is not None:
         on_start(proc.pid)
 
@@ -138,6 +167,7 @@ def run_traced(argv: list[str], sink: Any, buf: TraceBuffer, poll: float,
         for batch in buf.drain():
             sink.send(batch)
         buf.reap()
+    sink.check()
     return status if status >= 0 else 128 - status
 
 
@@ -164,7 +194,7 @@ def add_trace_parser(subparsers: Any, target_option: Callable[[argparse.Argument
                    help="the host these events are from (default with --target: $LOCKFLEET_HOST, else this "
                         "machine's name; in a file: no host column, `lockfleet push --host` gives it)")
     p.add_argument("-o", "--output", metavar="FILE", default=None,
-                   help="without --target: the Arrow IPC event file to write (default: lockfleet-trace-PID.arrow)")
+                   help="without --target: the Arrow IPC event file to write (default: lockfleet-trace-PID.arrows)")
     p.add_argument("--class", dest="class_mode", choices=CLASS_MODES, default="auto",
                    help="auto: static symbol, init site, else first-acquisition site; site: the call site of "
                         "each lock's first acquisition (default: auto)")
@@ -225,15 +255,20 @@ def add_trace_parser(subparsers: Any, target_option: Callable[[argparse.Argument
             def start(pid: int) -> None:
                 nonlocal sink
                 if sink is None:
-                    path = Path(args.output or f"lockfleet-trace-{pid}.arrow")
+                    path = Path(args.output or f"lockfleet-trace-{pid}.arrows")
                     out_path.append(path)
                     sink = FileSink(path, args.host)
 
             if args.target is None and args.output:     # fail on an unwritable file before running anything
                 start(0)
-            status = run_traced([program, *argv[1:]], _Deferred(lambda: sink), buf, args.poll_ms / 1000.0, start)
             try:
+                status = run_traced([program, *argv[1:]], _Deferred(lambda: sink), buf, args.poll_ms / 1000.0,
+                                    start)
                 sink.close(SCHEMA)
+            except ProgramError as exc:
+                for path in out_path:
+                    path.unlink(missing_ok=True)
+                return _usage(str(exc))
             except (AgentError, OSError, pa.ArrowException) as exc:
                 print(f"lockfleet trace: events not delivered: {' '.join(str(exc).split())}", file=sys.stderr)
                 return EXIT_FAILURE
