@@ -1,7 +1,8 @@
 /* lockfleet's pthread interposer: loaded with LD_PRELOAD by `lockfleet trace`, it wraps
- *   pthread_mutex_lock/trylock/timedlock/unlock, pthread_rwlock_rdlock/wrlock/tryrdlock/
- *   trywrlock/timedrdlock/timedwrlock/unlock, pthread_cond_wait/timedwait (the mutex is released
- *   while waiting and taken again after), pthread_mutex_init/destroy, pthread_rwlock_init/destroy
+ *   pthread_mutex_lock/trylock/timedlock/clocklock/unlock, pthread_rwlock_rdlock/wrlock/tryrdlock/
+ *   trywrlock/timedrdlock/timedwrlock/clockrdlock/clockwrlock/unlock, pthread_cond_wait/
+ *   timedwait/clockwait (the mutex is released while waiting and taken again after),
+ *   pthread_mutex_init/destroy, pthread_rwlock_init/destroy
  * and records one event per successful acquisition and per release into a ring of its own
  * thread in shared memory (lockfleet_trace.h). The hot path takes no lock and makes no system
  * call: a thread-local pointer, two probes of process-local hash tables (lock address -> class,
@@ -70,6 +71,8 @@ typedef int (*timed_fn)(void *, const struct timespec *);
 typedef int (*init_fn)(void *, const void *);
 typedef int (*cwait_fn)(pthread_cond_t *, pthread_mutex_t *);
 typedef int (*ctimed_fn)(pthread_cond_t *, pthread_mutex_t *, const struct timespec *);
+typedef int (*clock_fn)(void *, clockid_t, const struct timespec *);
+typedef int (*cclock_fn)(pthread_cond_t *, pthread_mutex_t *, clockid_t, const struct timespec *);
 
 static struct {
     lock_fn mutex_lock, mutex_trylock, mutex_unlock, mutex_destroy;
@@ -79,6 +82,8 @@ static struct {
     timed_fn timedrd, timedwr;
     cwait_fn cond_wait;
     ctimed_fn cond_timedwait;
+    clock_fn mutex_clocklock, clockrd, clockwr; /* glibc 2.30+; NULL before */
+    cclock_fn cond_clockwait;
 } real;
 
 static void *next_sym(const char *name, const char *version) {
@@ -106,6 +111,10 @@ static void resolve(void) {
     /* the current condition variable ABI, not the 2.2.5 compatibility one */
     real.cond_wait = (cwait_fn)next_sym("pthread_cond_wait", "GLIBC_2.3.2");
     real.cond_timedwait = (ctimed_fn)next_sym("pthread_cond_timedwait", "GLIBC_2.3.2");
+    real.mutex_clocklock = (clock_fn)next_sym("pthread_mutex_clocklock", NULL);
+    real.clockrd = (clock_fn)next_sym("pthread_rwlock_clockrdlock", NULL);
+    real.clockwr = (clock_fn)next_sym("pthread_rwlock_clockwrlock", NULL);
+    real.cond_clockwait = (cclock_fn)next_sym("pthread_cond_clockwait", NULL);
     AST(&real.mutex_lock, (lock_fn)next_sym("pthread_mutex_lock", NULL));
 }
 
@@ -550,6 +559,9 @@ static inline void on_release(struct thr *t, const void *lock, const void *ret, 
 
 /* -- the wrappers ------------------------------------------------------------------------- */
 
+/* a robust mutex whose owner died is acquired all the same (EOWNERDEAD) */
+#define TAKEN(rc) ((rc) == 0 || (rc) == EOWNERDEAD)
+
 #define NEED(fn) \
     if (UNLIKELY(!real.fn)) \
     resolve()
@@ -558,7 +570,7 @@ API int pthread_mutex_lock(pthread_mutex_t *m) {
     NEED(mutex_lock);
     struct thr *t = enter();
     int rc = real.mutex_lock(m);
-    if (t && rc == 0)
+    if (t && TAKEN(rc))
         on_acquire(t, m, RET_ADDR(), LFT_MUTEX, LFT_OP_ACQUIRE, 0);
     return rc;
 }
@@ -567,7 +579,7 @@ API int pthread_mutex_trylock(pthread_mutex_t *m) {
     NEED(mutex_lock);
     struct thr *t = enter();
     int rc = real.mutex_trylock(m);
-    if (t && rc == 0)
+    if (t && TAKEN(rc))
         on_acquire(t, m, RET_ADDR(), LFT_MUTEX, LFT_OP_TRY, 0);
     return rc;
 }
@@ -576,7 +588,7 @@ API int pthread_mutex_timedlock(pthread_mutex_t *m, const struct timespec *absti
     NEED(mutex_lock);
     struct thr *t = enter();
     int rc = real.mutex_timedlock(m, abstime);
-    if (t && rc == 0)
+    if (t && TAKEN(rc))
         on_acquire(t, m, RET_ADDR(), LFT_MUTEX, LFT_OP_ACQUIRE, 0);
     return rc;
 }
@@ -672,6 +684,55 @@ API int pthread_cond_timedwait(pthread_cond_t *c, pthread_mutex_t *m, const stru
     if (t)
         on_release(t, m, ret, LFT_MUTEX);
     int rc = real.cond_timedwait(c, m, abstime);
+    if (t)
+        on_acquire(t, m, ret, LFT_MUTEX, LFT_OP_ACQUIRE, 0);
+    return rc;
+}
+
+/* The clockid_t variants (glibc 2.30; C++'s std::timed_mutex, std::condition_variable with
+ * steady_clock use them) are the timed ones with another clock. */
+API int pthread_mutex_clocklock(pthread_mutex_t *m, clockid_t clock, const struct timespec *abstime) {
+    NEED(mutex_lock);
+    if (!real.mutex_clocklock)
+        return ENOSYS;
+    struct thr *t = enter();
+    int rc = real.mutex_clocklock(m, clock, abstime);
+    if (t && TAKEN(rc))
+        on_acquire(t, m, RET_ADDR(), LFT_MUTEX, LFT_OP_ACQUIRE, 0);
+    return rc;
+}
+
+API int pthread_rwlock_clockrdlock(pthread_rwlock_t *l, clockid_t clock, const struct timespec *abstime) {
+    NEED(mutex_lock);
+    if (!real.clockrd)
+        return ENOSYS;
+    struct thr *t = enter();
+    int rc = real.clockrd(l, clock, abstime);
+    if (t && rc == 0)
+        on_acquire(t, l, RET_ADDR(), LFT_RWLOCK, LFT_OP_ACQUIRE, 1);
+    return rc;
+}
+
+API int pthread_rwlock_clockwrlock(pthread_rwlock_t *l, clockid_t clock, const struct timespec *abstime) {
+    NEED(mutex_lock);
+    if (!real.clockwr)
+        return ENOSYS;
+    struct thr *t = enter();
+    int rc = real.clockwr(l, clock, abstime);
+    if (t && rc == 0)
+        on_acquire(t, l, RET_ADDR(), LFT_RWLOCK, LFT_OP_ACQUIRE, 0);
+    return rc;
+}
+
+API int pthread_cond_clockwait(pthread_cond_t *c, pthread_mutex_t *m, clockid_t clock, const struct timespec *abstime) {
+    NEED(mutex_lock);
+    if (!real.cond_clockwait)
+        return ENOSYS;
+    struct thr *t = enter();
+    const void *ret = RET_ADDR();
+    if (t)
+        on_release(t, m, ret, LFT_MUTEX);
+    int rc = real.cond_clockwait(c, m, clock, abstime);
     if (t)
         on_acquire(t, m, ret, LFT_MUTEX, LFT_OP_ACQUIRE, 0);
     return rc;

@@ -177,14 +177,14 @@ def test_lock_classes_by_static_symbol_init_site_or_first_site(programs, tmp_pat
 @st.composite
 def scripts(draw):
     """A single-threaded script that never blocks: a plain lock only of what is free, a write
-    lock only of an rwlock this thread does not hold; try and timed operations on anything (they
+    lock only of an rwlock this thread does not hold; try, timed and clock operations on anything (they
     fail, or time out after 1 ms, on what it holds); unlocks only of what it holds. The state is
     followed from what each operation does on glibc in one thread."""
     held_m: set[int] = set()
     held_r: dict[int, list[str]] = {0: [], 1: [], 2: []}
     ops = []
     for _ in range(draw(st.integers(1, 30))):
-        choices = [f"{c}{k}" for c in "TD" for k in range(4)] + [f"{c}{k}" for c in "YZEF" for k in range(3)]
+        choices = [f"{c}{k}" for c in "TDC" for k in range(4)] + [f"{c}{k}" for c in "YZEFGH" for k in range(3)]
         choices += [f"L{k}" for k in range(4) if k not in held_m]
         choices += [f"U{k}" for k in sorted(held_m)]
         choices += [f"R{k}" for k in range(3)]
@@ -193,13 +193,13 @@ def scripts(draw):
         c = draw(st.sampled_from(choices))
         ops.append(c)
         kind, k = c[0], int(c[1])
-        if kind in "LTD" and k not in held_m:
+        if kind in "LTDC" and k not in held_m:
             held_m.add(k)
         elif kind == "U":
             held_m.discard(k)
-        elif kind in "RYE" and "w" not in held_r[k]:
+        elif kind in "RYEG" and "w" not in held_r[k]:
             held_r[k].append("r")
-        elif kind in "WZF" and not held_r[k]:
+        elif kind in "WZFH" and not held_r[k]:
             held_r[k].append("w")
         elif kind == "V":
             held_r[k].pop()
@@ -214,12 +214,13 @@ def _oracle(ops: list[str], codes: list[int]) -> list[tuple[int, str, int]]:
         if rc != 0:
             continue
         kind, k = op[0], int(op[1])
-        if kind in "LTDU":
-            out.append(({"L": ACQUIRE, "T": TRY, "D": ACQUIRE, "U": RELEASE}[kind], f"m{k}", 0))
+        if kind in "LTDCU":
+            out.append(({"L": ACQUIRE, "T": TRY, "D": ACQUIRE, "C": ACQUIRE, "U": RELEASE}[kind], f"m{k}", 0))
         else:
             read_mode = 1 if k == 2 else 2
-            out.append(({"R": ACQUIRE, "W": ACQUIRE, "Y": TRY, "Z": TRY, "E": ACQUIRE, "F": ACQUIRE, "V": RELEASE}[kind], f"r{k}",
-                        read_mode if kind in "RYE" else 0))
+            op = {"R": ACQUIRE, "W": ACQUIRE, "Y": TRY, "Z": TRY, "E": ACQUIRE, "F": ACQUIRE, "G": ACQUIRE,
+                  "H": ACQUIRE, "V": RELEASE}[kind]
+            out.append((op, f"r{k}", read_mode if kind in "RYEG" else 0))
     return out
 
 

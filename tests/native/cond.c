@@ -1,4 +1,5 @@
-/* A producer and a consumer on a condition variable (pthread_cond_wait and timedwait release
+#define _GNU_SOURCE
+/* A producer and a consumer on a condition variable (pthread_cond_wait, timedwait and clockwait release
  * and retake the mutex), each also taking stats inside queue. No finding. */
 #include <pthread.h>
 #include <time.h>
@@ -13,8 +14,13 @@ static void *consumer(void *arg) {
     for (int i = 0; i < 50; i++) {
         pthread_mutex_lock(&queue);
         while (items == 0) {
-            if (i % 2) {
+            if (i % 3 == 1) {
                 pthread_cond_wait(&ready, &queue);
+            } else if (i % 3 == 2) {
+                struct timespec ts;
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                ts.tv_sec += 1;
+                pthread_cond_clockwait(&ready, &queue, CLOCK_MONOTONIC, &ts);
             } else {
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
