@@ -267,3 +267,27 @@ def test_trace_fails_with_1_when_the_service_never_answers(programs, unused_targ
                          programs["abba"])
     assert proc.returncode == 1
     assert "not delivered" in proc.stderr
+
+
+@pytest.mark.e2e
+def test_trace_with_tokens_and_an_event_file_pushed_later(programs, serve_factory, tmp_path):
+    ingest, query = "ingest-token-0123456789abcdef", "query-token-0123456789abcdef"
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"ingest {ingest}\nquery {query}\n")
+    server = serve_factory("--token-file", tokens)
+    # a wrong token: the program still runs to its end, the command says the events were not delivered
+    proc = run_lockfleet("trace", "--target", server.target, "--token", "wrong-token-0123456789abcdef", "--",
+                         programs["abba"], "ab")
+    assert proc.returncode == 1 and "not delivered" in proc.stderr, proc.stderr
+    proc = run_lockfleet("trace", "--target", server.target, "--host", "web-1", "--token", ingest, "--",
+                         programs["abba"], "ab")
+    assert proc.returncode == 0, proc.stderr
+    # the other order into a file with its host, pushed afterwards like any event file
+    events = tmp_path / "ba.arrows"
+    table, proc = trace(events, programs["abba"], "ba", options=("--host", "web-2"))
+    assert set(table.column("host").to_pylist()) == {"web-2"}
+    proc = run_lockfleet("push", events, "--host", "web-2", "--target", server.target, "--token", ingest)
+    assert proc.returncode == 0, proc.stderr
+    out = run_lockfleet("alerts", "--json", "--target", server.target, "--token", query)
+    alerts = json.loads(out.stdout)["alerts"]
+    assert [(a["kind"], a["hosts"]) for a in alerts] == [("circular", ["web-1", "web-2"])]
