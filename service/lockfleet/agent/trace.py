@@ -178,11 +178,11 @@ def add_trace_parser(subparsers: Any, target_option: Callable[[argparse.Argument
     p: argparse.ArgumentParser = subparsers.add_parser(
         "trace", help="run a native program with its pthread locks traced; stream the events or write a file",
         description="Run PROGRAM with lockfleet's pthread interposer preloaded (LD_PRELOAD; also in the processes "
-                    "it forks or execs): pthread_mutex_lock/trylock/timedlock/unlock, pthread_rwlock_rdlock/wrlock/"
-                    "tryrdlock/trywrlock/timedrdlock/timedwrlock/unlock and pthread_cond_wait/timedwait are "
-                    "recorded (a read lock in read mode; a failed trylock or a timed-out lock records nothing) "
+                    "it forks or execs): pthread_mutex_lock/trylock/timedlock/clocklock/unlock, pthread_rwlock_rdlock/"
+                    "wrlock/tryrdlock/trywrlock/timedrdlock/timedwrlock/clockrdlock/clockwrlock/unlock and "
+                    "pthread_cond_wait/timedwait/clockwait (a release and a retake of the mutex) are recorded (a read lock in read mode; a failed trylock or a timed-out lock records nothing) "
                     "and streamed to a service with --target, else written to an Arrow IPC event file for "
-                    "`lockfleet push`. A lock's class is the symbol of a static lock (lock_a), the call site of "
+                    "`lockfleet push` (native/README.md in the source tells more). A lock's class is the symbol of a static lock (lock_a), the call site of "
                     "pthread_*_init for a lock made there (mutex_init@func+0x1d), else the call site of its first "
                     "acquisition (site@func+0x2d); --class site uses the last for every lock. Programs that "
                     "take locks without the pthread functions (Rust's std, futexes) record nothing.",
@@ -190,9 +190,13 @@ def add_trace_parser(subparsers: Any, target_option: Callable[[argparse.Argument
                "delivered or written; 2 on bad usage or a program that cannot be run.")
     target_option(p, "ingest")
     p.set_defaults(target=None)
+    for action in p._actions:
+        if action.dest == "target":
+            action.help = "stream the events to the lockfleet service there (default: none, write a file)"
     p.add_argument("--host", metavar="NAME", default=None,
-                   help="the host these events are from (default with --target: $LOCKFLEET_HOST, else this "
-                        "machine's name; in a file: no host column, `lockfleet push --host` gives it)")
+                   help="the host these events are from (with --target, default: $LOCKFLEET_HOST, else this "
+                        "machine's name; with a file, a `host` column; default: none, `lockfleet push --host` "
+                        "gives it)")
     p.add_argument("-o", "--output", metavar="FILE", default=None,
                    help="without --target: the Arrow IPC event file to write (default: lockfleet-trace-PID.arrows)")
     p.add_argument("--class", dest="class_mode", choices=CLASS_MODES, default="auto",
