@@ -57,15 +57,43 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tls-cert", metavar="PEM", help="this client's certificate (mTLS)")
     g.add_argument("--tls-key", metavar="PEM", help="this client's private key (mTLS)")
     g.add_argument("--tls-server-name", metavar="NAME", default="", help="check the server certificate against NAME")
-    p.add_argument("-m", dest="module", metavar="MODULE", help="run a module, as python -m does")
-    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="script.py [args...]",
-                   help="the program and its arguments")
+    p.add_argument("-m", dest="module", metavar="MODULE",
+                   help="run a module, as python -m does; every argument after MODULE is the module's")
+    p.add_argument("script", nargs="?", metavar="script.py",
+                   help="the program to run; every argument after it is the program's, as with python")
+    p.add_argument("args", nargs="*", metavar="args", help=argparse.SUPPRESS)
     return p
 
 
+def split_argv(parser: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+    """(our options up to and including the script or `-m MODULE`, the program's arguments): as
+    `python` does, everything after the script or the module goes to the program, options too."""
+    takes_value = {opt for action in parser._actions if action.nargs != 0 for opt in action.option_strings}
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--":
+            return argv[:i + 2], argv[i + 2:]
+        if tok == "-m":
+            return argv[:i + 2], argv[i + 2:]
+        if tok.startswith("-m") and not tok.startswith("--"):
+            return argv[:i + 1], argv[i + 1:]       # -mMODULE
+        if tok.startswith("-") and tok != "-":
+            if tok in takes_value and "=" not in tok:
+                i += 1                            # its value
+            i += 1
+            continue
+        return argv[:i + 1], argv[i + 1:]
+    return argv, []
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.module is None and not args.argv:
+    parser = build_parser()
+    ours, program_args = split_argv(parser, list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(ours)
+    if args.module is not None and args.script is not None:
+        program_args = [args.script, *program_args]   # -m MODULE -- ARGS: the "--" is passed on as python would
+    if args.module is None and args.script is None:
         print("python -m lockfleet.agent.run: give a script (or -m MODULE) to run", file=sys.stderr)
         return 2
     try:
@@ -82,11 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     # atexit runs after the interpreter has joined the program's non-daemon threads
     atexit.register(_finish, agent, args.close_timeout, args.quiet)
     if args.module is not None:
-        sys.argv = [args.module, *args.argv]
+        sys.argv = [args.module, *program_args]
         runpy.run_module(args.module, run_name="__main__", alter_sys=True)
     else:
-        script = args.argv[0]
-        sys.argv = list(args.argv)
+        script = args.script
+        sys.argv = [script, *program_args]
         sys.path[0] = os.path.dirname(os.path.abspath(script))
         runpy.run_path(script, run_name="__main__")
     return 0
