@@ -626,7 +626,10 @@ class TracedSemaphore(_SemaphoreTrace, _OrigSemaphore, metaclass=_Like):  # type
 
     def __init__(self, value: int = 1) -> None:
         _OrigSemaphore.__init__(self, value)
-        self._lf_setup(value, _getframe(1))
+        # threading's own BoundedSemaphore (made before instrument(), or subclassed) calls
+        # `Semaphore.__init__` by name, so this runs for objects that are not traced ones too
+        if isinstance(self, _SemaphoreTrace):
+            self._lf_setup(value, _getframe(1))
 
 
 @_present_as(_OrigBoundedSemaphore)
