@@ -485,6 +485,16 @@ LOCKDEP_PROGRAM = textwrap.dedent("""\
             A.release()
     run(one)
     run(two)
+
+    # a forked child that exits normally: no Agent work in it, no gRPC fork noise on stderr
+    import os
+    import sys
+    pid = os.fork()
+    if pid == 0:
+        with A:
+            pass
+        sys.exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
     print("done")
     """)
 
@@ -499,3 +509,4 @@ def test_program_raises_what_lockdep_would_and_nothing_for_signals(lockfleet_ser
     assert proc.stdout == "done\n"
     found = sorted((a.data["kind"], sorted(a.data["locks"])) for a in fetch_alerts(lockfleet_server.target))
     assert found == [("circular", ["prog.py:65", "prog.py:66"]), ("recursive", ["prog.py:9"])]
+    assert [line for line in proc.stderr.splitlines() if not line.startswith("lockfleet: ")] == []

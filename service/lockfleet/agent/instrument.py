@@ -745,7 +745,7 @@ def instrument(target: Any = None, host: str | None = None, *, agent: Agent | No
     for name, replacement in _PATCHED.items():
         setattr(threading, name, replacement)
     if close_at_exit:
-        atexit.register(_close_at_exit, agent, close_timeout)
+        atexit.register(_close_at_exit, agent, close_timeout, os.getpid())
     return agent
 
 
@@ -770,8 +770,10 @@ def instrumented_agent() -> Agent | None:
     return tr.agent if tr is not None else None
 
 
-def _close_at_exit(agent: Agent, timeout: float | None) -> None:
+def _close_at_exit(agent: Agent, timeout: float | None, pid: int) -> None:
     global _tracer
+    if os.getpid() != pid:
+        return           # a forked child: the Agent and its threads are the parent's
     if _tracer is not None and _tracer.agent is agent:
         _tracer = None
         _restore()

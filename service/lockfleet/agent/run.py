@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     instrument(agent=agent, sites=not args.no_sites, prefix=args.prefix, include_stdlib=args.include_stdlib,
                close_at_exit=False)
     # atexit runs after the interpreter has joined the program's non-daemon threads
-    atexit.register(_finish, agent, args.close_timeout, args.quiet)
+    atexit.register(_finish, agent, args.close_timeout, args.quiet, os.getpid())
     if args.module is not None:
         sys.argv = [args.module, *program_args]
         runpy.run_module(args.module, run_name="__main__", alter_sys=True)
@@ -120,9 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _finish(agent: Agent, timeout: float, quiet: bool) -> None:
+def _finish(agent: Agent, timeout: float, quiet: bool, pid: int) -> None:
     from .instrument import uninstrument
 
+    if os.getpid() != pid:
+        return           # a forked child of the program: the Agent (and its threads) are the parent's
     uninstrument(close=False)
     error: Any = None
     try:
@@ -145,5 +147,28 @@ def _finish(agent: Agent, timeout: float, quiet: bool) -> None:
     print(line, file=sys.stderr)
 
 
+_REEXEC = "_LOCKFLEET_RUN_GRPC_QUIET_FORK"
+
+
+def _without_grpc_fork_handlers() -> None:
+    """gRPC's fork handlers print a line on stderr ("Other threads are currently calling into
+    gRPC, skipping fork() handlers") each time the traced program forks while the Agent's threads
+    are in gRPC: output the program did not write. The child never uses the Agent (tracing stops
+    in a forked child), so the handlers are not needed. gRPC reads GRPC_ENABLE_FORK_SUPPORT when it
+    is imported, which `python -m lockfleet.agent.run` has done by now; so run executes itself
+    again, once, with it set to 0, and then takes it out of the environment again, so that the
+    program and its children see the environment they were given. A value the user set is kept."""
+    if os.environ.pop(_REEXEC, None) == "1":
+        os.environ.pop("GRPC_ENABLE_FORK_SUPPORT", None)
+        return
+    if "GRPC_ENABLE_FORK_SUPPORT" in os.environ or not getattr(sys, "orig_argv", None):
+        return
+    env = dict(os.environ, GRPC_ENABLE_FORK_SUPPORT="0", **{_REEXEC: "1"})
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, sys.orig_argv, env)
+
+
 if __name__ == "__main__":
+    _without_grpc_fork_handlers()
     sys.exit(main())
