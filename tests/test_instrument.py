@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -510,3 +511,30 @@ def test_program_raises_what_lockdep_would_and_nothing_for_signals(lockfleet_ser
     found = sorted((a.data["kind"], sorted(a.data["locks"])) for a in fetch_alerts(lockfleet_server.target))
     assert found == [("circular", ["prog.py:65", "prog.py:66"]), ("recursive", ["prog.py:9"])]
     assert [line for line in proc.stderr.splitlines() if not line.startswith("lockfleet: ")] == []
+
+
+def _docs_logging_example() -> str:
+    """The logging example of docs/python-agent.md, as it is written there."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "python-agent.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    return next(b for b in blocks if "MemoryHandler(" in b and "lock_class(memory.lock" in b)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(120)
+def test_the_documented_logging_annotation_removes_the_handler_finding(lockfleet_server, tmp_path):
+    example = _docs_logging_example()
+    use = "\nlogging.getLogger().setLevel(logging.INFO)\nlogging.info('hello')\nmemory.flush()\nprint('done')\n"
+    annotated, plain = tmp_path / "annotated.py", tmp_path / "plain.py"
+    annotated.write_text(example + use)
+    plain.write_text("\n".join(line for line in example.splitlines() if "lock_class(" not in line) + use)
+    for script, host in ((annotated, "log-1"), (plain, "log-2")):
+        proc = subprocess.run([sys.executable, "-m", "lockfleet.agent.run", "--target", lockfleet_server.target,
+                               "--host", host, "--include-stdlib", str(script)], capture_output=True, text=True,
+                              timeout=120, cwd=tmp_path)
+        assert proc.returncode == 0 and proc.stdout == "done\n", proc.stderr
+        found = [(a.data["kind"], a.data["locks"]) for a in fetch_alerts(lockfleet_server.target)]
+        if script is annotated:
+            assert found == []                           # memory -> target: an ordinary dependency
+            assert (tmp_path / "app.log").read_text() == "hello\n"
+    assert found == [("recursive", ["logging/__init__.py:916"])]
