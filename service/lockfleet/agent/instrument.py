@@ -289,8 +289,21 @@ class TracedLock:
                 self._lf_holder = None
                 _emit(RELEASE, k, k.subclass, self, h, None)
             return self._lf_lock.acquire(blocking, timeout)  # type: ignore[no-any-return]
-        if tr.put((_time_ns(), info[0], ACQUIRE, k.name, 0, k.subclass, id(self), 0,
-                   _site(_getframe(1)) if tr.sites else None, info[1])) is None:
+        if tr.sites:
+            f = _getframe(1)
+            try:
+                site = _sites[f.f_code][f.f_lasti]
+            except KeyError:
+                site = _site(f)
+        else:
+            site = None
+        # Agent._offer inlined (this is the hot path): append while there is room
+        agent = tr.agent
+        rows = agent._rows
+        row = (_time_ns(), info[0], ACQUIRE, k.name, 0, k.subclass, id(self), 0, site, info[1])
+        if len(rows) < agent._room:
+            rows.append(row)
+        elif agent._offer(row) is None:
             _dead()
             return self._lf_lock.acquire(blocking, timeout)  # type: ignore[no-any-return]
         try:
@@ -310,7 +323,8 @@ class TracedLock:
             return
         self._lf_holder = None
         self._lf_lock.release()
-        if _tracer is None:
+        tr = _tracer
+        if tr is None:
             return
         try:
             info = _tls.info
@@ -318,7 +332,13 @@ class TracedLock:
             info = _thread_info()
         if info is None or info[0] != h[0]:
             _to_signal(self._lf_class)     # released by another thread: a signal
-        _emit(RELEASE, self._lf_class, 0, self, h, None)
+        agent = tr.agent
+        rows = agent._rows
+        row = (_time_ns(), h[0], RELEASE, self._lf_class.name, 0, 0, id(self), 0, None, h[1])
+        if len(rows) < agent._room:
+            rows.append(row)
+        elif agent._offer(row) is None:
+            _dead()
 
     def __exit__(self, t: object, v: object, tb: object) -> None:
         self.release()
@@ -393,8 +413,20 @@ class TracedRLock:
                        _site(_getframe(1)) if tr.sites else None, info[1])) is None:
                 _dead()
             return True
-        if tr.put((_time_ns(), info[0], ACQUIRE, k.name, 0, k.subclass, id(self), 0,
-                   _site(_getframe(1)) if tr.sites else None, info[1])) is None:
+        if tr.sites:
+            f = _getframe(1)
+            try:
+                site = _sites[f.f_code][f.f_lasti]
+            except KeyError:
+                site = _site(f)
+        else:
+            site = None
+        agent = tr.agent
+        rows = agent._rows
+        row = (_time_ns(), info[0], ACQUIRE, k.name, 0, k.subclass, id(self), 0, site, info[1])
+        if len(rows) < agent._room:
+            rows.append(row)
+        elif agent._offer(row) is None:
             _dead()
             return lock.acquire(blocking, timeout)  # type: ignore[no-any-return]
         try:
@@ -415,7 +447,15 @@ class TracedRLock:
             return
         self._lf_holder = None
         lock.release()
-        _emit(RELEASE, self._lf_class, 0, self, h, None)
+        tr = _tracer
+        if tr is not None:
+            agent = tr.agent
+            rows = agent._rows
+            row = (_time_ns(), h[0], RELEASE, self._lf_class.name, 0, 0, id(self), 0, None, h[1])
+            if len(rows) < agent._room:
+                rows.append(row)
+            elif agent._offer(row) is None:
+                _dead()
 
     def __exit__(self, t: object, v: object, tb: object) -> None:
         self.release()

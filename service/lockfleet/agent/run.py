@@ -3,7 +3,8 @@
     python -m lockfleet.agent.run [--target HOST:PORT] [--host NAME] [options] script.py [args...]
     python -m lockfleet.agent.run [options] -m package.module [args...]
 
-The script runs as `__main__` with `sys.argv` = [script, args...] and its directory first on
+Every argument after the script, or after `-m MODULE`, is the program's, options included, as
+with `python`. The script runs as `__main__` with `sys.argv` = [script, args...] and its directory first on
 `sys.path`, as `python script.py` would, with `lockfleet.agent.instrument()` on from its first
 line. At exit (after its non-daemon threads end) the Agent is flushed and closed, and a one-line
 summary goes to stderr (`--quiet` leaves it out). The program's exit status is kept; if the
@@ -27,9 +28,12 @@ from .sdk import BATCH_INTERVAL, BATCH_ROWS, DEFAULT_TARGET, MAX_BUFFERED, Agent
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m lockfleet.agent.run",
+        usage="%(prog)s [options] (script.py | -m MODULE) [args...]",
         description="Run a Python program with threading.Lock, RLock, Condition, Semaphore and BoundedSemaphore "
                     "traced (a lock's class is the file:line that created it), streaming its lock events to a "
-                    "lockfleet service as host NAME.")
+                    "lockfleet service as host NAME. As with python, every argument after the script or after "
+                    "-m MODULE is the program's, options included. Locks used as signals (released by another "
+                    "thread) and counting semaphores are not recorded; see docs/python-agent.md.")
     p.add_argument("--target", metavar="HOST:PORT", default=os.environ.get("LOCKFLEET_TARGET", DEFAULT_TARGET),
                    help="the lockfleet service (default: $LOCKFLEET_TARGET, else %(default)s)")
     p.add_argument("--host", metavar="NAME", default=None,
