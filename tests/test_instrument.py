@@ -1,7 +1,12 @@
 """lockfleet.agent.instrument(): threading's locks traced into an Agent. The unit tests read the
-Agent's buffer (nothing listens at its target, and it never cuts a batch); the end-to-end ones run
-real programs under `python -m lockfleet.agent.run` against `lockfleet serve`: a two-thread ABBA
-that never hangs comes back as the circular alert between the two locks' init sites."""
+Agent's buffer (nothing listens at its target, and it never cuts a batch): what each primitive
+records (lockdep's rules, timeouts and trylocks, Condition.wait), signals told from mutexes (a
+cross-thread release, a hand-off, semaphores by value), freed and reset locks, the lock_class/
+nested annotations, and behaviour identical to the originals. The end-to-end ones run real
+programs under `python -m lockfleet.agent.run` against `lockfleet serve`: an ABBA comes back as the
+circular alert between the two locks' init sites; a program mixing signals, annotated and
+unannotated nesting and timed ABBA raises exactly what lockdep would; the documented logging
+example removes the handler finding. CPython's own suites are in test_cpython_suites.py."""
 
 from __future__ import annotations
 
@@ -15,9 +20,12 @@ import subprocess
 import sys
 import textwrap
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import lockfleet.agent
 from lockfleet.agent import Agent, fetch_alerts, fetch_stats
@@ -538,3 +546,80 @@ def test_the_documented_logging_annotation_removes_the_handler_finding(lockfleet
             assert found == []                           # memory -> target: an ordinary dependency
             assert (tmp_path / "app.log").read_text() == "hello\n"
     assert found == [("recursive", ["logging/__init__.py:916"])]
+
+
+# -- property: one thread's random calls, against a model of what lockdep's rules record --------
+
+KINDS = ("Lock", "RLock", "Semaphore", "BoundedSemaphore")
+CALLS = st.lists(st.tuples(st.integers(0, len(KINDS) - 1),
+                           st.sampled_from(["acquire", "try", "timed", "release"])), max_size=40)
+
+
+class Model:
+    """What one thread's calls on one primitive do and record, written from the rules of
+    docs/python-agent.md: (events, exception raised) per call. `value` is the Lock's or
+    semaphore's (1 free, 0 taken), `count` the RLock's depth."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind, self.value, self.count, self.signal = kind, 1, 0, False
+
+    def busy(self) -> bool:
+        return self.value == 0 if self.kind != "RLock" else False
+
+    def step(self, call: str) -> tuple[list[int], type | None]:
+        op = TRY if call == "try" else ACQ
+        if self.kind == "RLock":
+            if call != "release":
+                self.count += 1
+                return ([op] if self.count == 1 else []), None
+            if not self.count:
+                return [], RuntimeError
+            self.count -= 1
+            return ([REL] if not self.count else []), None
+        if call != "release":
+            if not self.value:                     # a trylock or a timed acquire that fails: nothing
+                return [], None
+            self.value -= 1
+            return ([] if self.signal else [op]), None
+        if self.value == 0:
+            self.value = 1
+            return ([] if self.signal else [REL]), None
+        if self.kind == "Lock":
+            return [], RuntimeError
+        if self.kind == "BoundedSemaphore":
+            return [], ValueError
+        self.value += 1                            # a value-1 semaphore released above 1: a counter,
+        self.signal = True                         # never recorded again
+        return [], None
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(calls=CALLS)
+def test_one_threads_calls_record_what_the_model_says(traced, calls):
+    traced()
+    prims = [getattr(threading, k)() for k in KINDS]
+    tag = uuid.uuid4().hex[:8]
+    for kind, p in zip(KINDS, prims):
+        lock_class(p, f"{kind}-{tag}")           # fresh classes: a signal class of an earlier example stays one
+    models = [Model(k) for k in KINDS]
+    want: list[tuple[int, str]] = []
+    for i, call in calls:
+        p, m = prims[i], models[i]
+        if call == "acquire" and m.busy():
+            call = "timed"                          # an untimed acquire of a taken Lock would wait forever
+        events, raises = m.step(call)
+        try:
+            if call == "acquire":
+                p.acquire()
+            elif call == "try":
+                p.acquire(False)
+            elif call == "timed":
+                p.acquire(timeout=0.001)
+            else:
+                p.release()
+            got_raise = None
+        except (RuntimeError, ValueError) as exc:
+            got_raise = type(exc)
+        assert got_raise is raises, (KINDS[i], call)
+        want += [(op, f"{KINDS[i]}-{tag}") for op in events]
+    assert [(op, name) for op, name, _ in traced()] == want
