@@ -593,7 +593,7 @@ class Model:
         return [], None
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(calls=CALLS)
 def test_one_threads_calls_record_what_the_model_says(traced, calls):
     traced()
