@@ -27,6 +27,7 @@ COMMANDS = {
     "suppress": ("ID", "--reason", "--author", "--target", "--json"),
     "unsuppress": ("ID", "--target", "--json"),
     "suppressions": ("--target", "--json"),
+    "trace": ("PROGRAM", "--target", "--host", "--class", "--clock"),
 }
 
 

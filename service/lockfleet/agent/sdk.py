@@ -37,6 +37,7 @@ and at close). Dropping events breaks acquire/release pairs, so the service may 
 from __future__ import annotations
 
 import _thread
+import itertools
 import logging
 import operator
 import os
@@ -223,6 +224,7 @@ class Agent:
         self._reconnects = 0
         self._calls = 0
         self._connected = False
+        self._open_early = False                   # connect(): open the Push call before any event
         self._new_alerts: list[str] = []
         self._last_error = ""
         self._last_drop_warning = -DROP_WARN_EVERY
@@ -449,6 +451,36 @@ class Agent:
 
     # -- flush and close --------------------------------------------------------------------
 
+    def connect(self, timeout: float = 5.0) -> bool:
+        """Open the Push call now, before any event, and wait (up to `timeout` seconds) until it
+        is made: the threads gRPC runs a call on then exist from here on, named `lockfleet-agent-
+        grpc-N`, instead of appearing in the middle of a traced program (which counts its threads).
+        Their thread numbers come from a counter of their own, not threading's. Returns whether
+        the call was made; events are sent as usual either way."""
+        before = set(threading.enumerate())
+        saved_counter = getattr(threading, "_counter", None)
+        if saved_counter is not None:
+            threading._counter = itertools.count(1).__next__  # type: ignore[attr-defined]
+        try:
+            with self._lock:
+                if self._call is None and self._error is None and not self._stop:
+                    self._open_early = True
+                    self._send_cond.notify_all()
+                deadline = _monotonic() + timeout
+                while self._open_early and self._error is None and not self._stop:
+                    left = deadline - _monotonic()
+                    if left <= 0:
+                        break
+                    self._send_cond.wait(left)
+                made = self._call is not None and not self._open_early
+        finally:
+            if saved_counter is not None:
+                threading._counter = saved_counter  # type: ignore[attr-defined]
+        for i, t in enumerate(sorted(set(threading.enumerate()) - before, key=lambda t: t.ident or 0), 1):
+            if not t.name.startswith(THREAD_PREFIX):
+                t.name = f"{THREAD_PREFIX}-grpc-{i}"
+        return made
+
     def flush(self, timeout: float | None = None) -> bool:
         """Send everything recorded so far now and wait until it is acknowledged. True when it
         is; False if `timeout` (seconds) passed first. Raises the Agent's error if it failed."""
@@ -663,7 +695,7 @@ class Agent:
             while True:
                 with self._lock:
                     waited = False
-                    while not self._unacked and not self._stop and self._error is None:
+                    while not self._unacked and not self._open_early and not self._stop and self._error is None:
                         waited = True
                         self._send_cond.wait()
                     if self._error is not None or self._stop:
@@ -714,13 +746,16 @@ class Agent:
             return False, exc, True, False
         try:
             with self._lock:
-                if self._stop or not self._unacked:
+                if self._stop or not (self._unacked or self._open_early):
                     return False, None, False, False
-                start = self._unacked[0].seq
+                start = self._unacked[0].seq if self._unacked else 0    # the generator moves up to the first
                 self._call = state
                 self._calls += 1
             call = pb_grpc.IngestStub(channel).Push(self._requests(state, start), metadata=self.connection.metadata)
             state.grpc_call = call
+            with self._lock:
+                self._open_early = False
+                self._send_cond.notify_all()
             with self._lock:
                 stop = self._stop
             if stop:
