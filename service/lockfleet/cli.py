@@ -264,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .agent.dmesg import add_dmesg_parser
     add_dmesg_parser(sub)
+    from .agent.proclockdep import add_proc_lockdep_parser
+    add_proc_lockdep_parser(sub, _target_option, _connection)
     from .agent.simulate import add_simulate_parser
     add_simulate_parser(sub, _target_option, _connection)
     from .agent.trace import add_trace_parser
@@ -483,7 +485,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {"serve": cmd_serve, "push": cmd_push, "alerts": cmd_alerts, "stats": cmd_stats,
             "chain": cmd_chain, "demo": cmd_demo, "dmesg": lambda args: args.func(args),
-            "simulate": lambda args: args.func(args), "trace": lambda args: args.func(args)}
+            "simulate": lambda args: args.func(args), "trace": lambda args: args.func(args),
+            "proc-lockdep": lambda args: args.func(args)}
 
 
 

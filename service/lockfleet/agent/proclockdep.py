@@ -1,0 +1,260 @@
+"""`lockfleet proc-lockdep DUMP...`: merge kernel test machines' /proc/lockdep into one graph.
+
+Each machine's lockdep checked every dependency it learnt against its own graph, and reported a
+cycle it closed itself. What no machine could see is a cycle (or an irq-safe ~> irq-unsafe path,
+or a class used in an irq on one machine and with that irq enabled on another) whose parts were
+learnt on different machines. This command reads the dumps (`lockdep_proc.py`), turns each into
+synthetic events of its host (`proc_events.py`), runs them through one `Engine`, and prints the
+findings that no single machine closed, in lockdep's format with the machines that hold each link;
+`--all` also prints the ones a machine closed by itself (its own lockdep reported those).
+With `--push` the events go to a service instead, as events of their hosts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from ..alerts.model import Alert
+from ..engine import Engine
+from .lockdep_proc import Dump, DumpError, read_dumps
+from .names import Normalizer, RulesError
+from .proc_events import Graph, conflicts, dump_graph, graph_events
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+PUSH_DEPS_PER_BATCH = 16384        # 4 rows each: batches of at most 64k rows
+KINDS_NOTE = "kinds unknown: reported as if exclusive"
+_PROG = "lockfleet proc-lockdep"
+
+
+@dataclass(frozen=True)
+class Finding:
+    alert: Alert
+    closed_by: str | None          # the machine that held the whole finding by itself, if any
+    readers: tuple[str, ...] = ()  # locks of the finding whose usage shows reader use
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.alert.to_dict()
+        d["source"] = "proc-lockdep"
+        d["closed_by"] = self.closed_by
+        d["kinds_known"] = False
+        d["note"] = KINDS_NOTE
+        d["readers"] = list(self.readers)
+        return d
+
+
+@dataclass
+class Merged:
+    engine: Engine
+    graphs: list[Graph]
+    dumps: list[Dump]
+
+
+def merge(dumps: list[Dump], norm: Normalizer, progress: Callable[[str], None] | None = None) -> Merged:
+    """Every dump's events into one engine, dump after dump, each as events of its host."""
+    eng = Engine()
+    graphs = []
+    for i, d in enumerate(dumps, 1):
+        g = dump_graph(d, norm)
+        eng.ingest(graph_events(g, d.mtime_ns), host=d.host)
+        graphs.append(g)
+        if progress is not None:
+            progress(f"{i}/{len(dumps)} dumps merged ({d.host}: {len(d.classes)} classes, {len(g.deps)} dependencies)")
+    return Merged(eng, graphs, dumps)
+
+
+def _state(alert: Alert) -> str:
+    return alert.irq_state or "HARDIRQ"
+
+
+def closed_by(alert: Alert, graphs: list[Graph]) -> str | None:
+    """The one machine whose own dump holds the whole finding (its lockdep saw it), or None."""
+    if alert.kind == "circular":
+        return alert.single_host()
+    if alert.kind == "inconsistent_state" and alert.locks:
+        for g in graphs:
+            if conflicts(g.usage.get(alert.locks[0], frozenset()), _state(alert)):
+                return g.host
+        return None
+    if alert.kind == "irq_inversion" and alert.locks:
+        st = _state(alert)
+        hosts = set(alert.links[0].hosts) if alert.links else {g.host for g in graphs}
+        for link in alert.links[1:]:
+            hosts &= set(link.hosts)
+        safe, unsafe = alert.locks[0], alert.locks[-1]
+        for g in graphs:
+            if g.host not in hosts:
+                continue
+            s, u = g.usage.get(safe, frozenset()), g.usage.get(unsafe, frozenset())
+            if any(b.startswith(f"IN-{st}") for b in s) and any(b.startswith(f"{st}-ON") for b in u):
+                return g.host
+        return None
+    return alert.single_host()
+
+
+def findings(m: Merged) -> list[Finding]:
+    """Every finding of the merged graph with the machine that closed it alone, if any."""
+    readers = {n for g in m.graphs for n, bits in g.usage.items() if any(b.endswith("-R") for b in bits)}
+    return [Finding(a, closed_by(a, m.graphs), tuple(n for n in a.locks if n in readers))
+            for a in m.engine.alerts()]
+
+
+def render(f: Finding) -> str:
+    a = f.alert
+    head = []
+    if f.closed_by is None:
+        what = "cycle" if a.kind == "circular" else "finding"
+        head.append(f"lockfleet: no single machine closed this {what}; it rests on "
+                    f"{', '.join(a.hosts) or 'the dumps'}")
+    else:
+        head.append(f"lockfleet: machine {f.closed_by} held all of this finding itself (its own lockdep saw it)")
+    tail = []
+    if a.links:
+        tail.append(f"lockfleet: {KINDS_NOTE} (/proc/lockdep prints no read/write kind for a dependency)")
+        for n in f.readers:
+            tail.append(f"  {n} was taken as a reader ({{{a.usage_strings.get(n, '')}}}): were its links "
+                        "recursive reads, this would be no deadlock")
+    return "\n".join(head) + "\n" + a.render() + ("\n".join(tail) + "\n" if tail else "")
+
+
+def summary(m: Merged, open_: int, hidden: int, show_all: bool) -> str:
+    st = m.engine.stats()
+    chains = sum(g.from_chains for g in m.graphs)
+    hosts = sorted({d.host for d in m.dumps})
+    text = (f"{_PROG}: {len(m.dumps)} dump(s) of {len(hosts)} machine(s), {st['locks']} classes, {st['edges']} "
+            f"dependencies" + (f" ({chains} only in lockdep_chains)" if chains else "")
+            + f" merged: {open_} finding(s) no single machine closed")
+    if hidden:
+        text += (f"; {hidden} that one machine closed by itself" + ("" if show_all else " (--all shows them)"))
+    return text
+
+
+# ------------------------------------------------------------------------------ push
+
+
+def dump_batches(g: Graph, ts_ns: int, per_batch: int = PUSH_DEPS_PER_BATCH) -> Iterator[pa.RecordBatch]:
+    """The dump's events cut into batches (usage bits first, then dependencies), each with its
+    own small dictionaries."""
+    usage = list(g.usage.items())
+    for i in range(0, len(usage), per_batch):
+        yield graph_events(g, ts_ns, deps=[], usage=dict(usage[i:i + per_batch]))
+    deps = list(g.deps)
+    for i in range(0, len(deps), per_batch):
+        yield graph_events(g, ts_ns, deps=deps[i:i + per_batch], usage={})
+
+
+def stream_id(d: Dump, norm: Normalizer) -> str:
+    """The same dump (and chains), host and name rules are the same stream: pushing again applies
+    nothing twice."""
+    return hashlib.sha256(f"proc-lockdep\0{d.host}\0{norm.fingerprint()}\0{d.sha256}".encode()).hexdigest()[:32]
+
+
+def push(dumps: list[Dump], norm: Normalizer, conn: Any, target: str, json_out: bool) -> int:
+    from .push import Stream, push_streams
+
+    pushed = []
+    for d in dumps:
+        g = dump_graph(d, norm)
+        batches = list(dump_batches(g, d.mtime_ns))
+        result = push_streams(conn, d.host, [Stream(stream_id(d, norm), batches, label=d.path)])
+        pushed.append({"file": d.path, "host": d.host, "classes": len(d.classes), "dependencies": len(g.deps),
+                       "usage_bits": sum(len(b) for b in g.usage.values()), "events": sum(b.num_rows for b in batches),
+                       "batches": result.batches, "duplicates": result.duplicates, "new_alerts": list(result.new_alerts)})
+    if json_out:
+        print(json.dumps({"pushed": pushed}, indent=2))
+    else:
+        for p in pushed:
+            print(f"pushed {p['events']} events ({p['dependencies']} dependencies, {p['usage_bits']} usage bits) "
+                  f"from {p['file']} for host {p['host']} to {target}"
+                  + (f" ({p['duplicates']} batch(es) already there)" if p["duplicates"] else "")
+                  + (f"; new alerts: {', '.join(p['new_alerts'])}" if p["new_alerts"] else ""))
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------------------ the command
+
+
+def _warn(text: str) -> None:
+    print(f"{_PROG}: {text}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace, connection: Callable[[argparse.Namespace, str], Any]) -> int:
+    try:
+        norm = Normalizer.from_options(args.rules, defaults=not args.no_normalize)
+        dumps = read_dumps(args.dumps, args.host or None)
+    except (DumpError, RulesError) as exc:
+        _warn(str(exc))
+        return EXIT_USAGE
+    for d in dumps:
+        for p in d.problems:
+            _warn(f"warning: {p}")
+    conn = connection(args, "ingest") if args.push else None   # its usage errors are the cli's
+    try:
+        if conn is not None:
+            return push(dumps, norm, conn, args.target, args.json)
+        progress = _warn if args.progress or (len(dumps) >= 20 and sys.stderr.isatty()) else None
+        m = merge(dumps, norm, progress)
+        found = findings(m)
+        hidden = sum(1 for f in found if f.closed_by is not None)
+        shown = [f for f in found if args.all or f.closed_by is None]
+        if args.json:
+            print(json.dumps({"alerts": [f.to_dict() for f in shown]}, indent=2))
+            return EXIT_OK
+        for f in shown:
+            print(render(f))
+        print(summary(m, len(found) - hidden, hidden, args.all))
+        return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - the contract: any other failure is status 1, one line
+        from .channel import AgentError, Refused
+
+        status = EXIT_USAGE if isinstance(exc, Refused) and exc.code == "INVALID_ARGUMENT" else EXIT_FAILURE
+        text = " ".join(str(exc).split()) if isinstance(exc, AgentError) else f"{type(exc).__name__}: {exc}"
+        _warn(text)
+        return status
+
+
+def add_proc_lockdep_parser(subparsers: Any, target_option: Callable[[argparse.ArgumentParser, str], None],
+                            connection: Callable[[argparse.Namespace, str], Any]) -> argparse.ArgumentParser:
+    """Register `lockfleet proc-lockdep` (cli.py passes its --target/TLS/token options and the
+    function that turns them into a Connection); its `func` runs it."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "proc-lockdep", help="merge /proc/lockdep dumps of many machines and print the findings no machine closed",
+        description="Read /proc/lockdep dumps of several kernel test machines (one per machine; the host is the "
+                    "file's stem, or the directory's name for a directory holding a copy of lockdep, "
+                    "lockdep_chains and lockdep_stats), merge them into one lock graph and print, in lockdep's "
+                    "format, the findings that no single machine closed (circular dependencies, irq-safe -> "
+                    "irq-unsafe paths, inconsistent irq usage across machines), each with the machines that "
+                    "hold each link. lockdep_chains and lockdep_stats beside a dump (<file>_chains, "
+                    "<file>_stats, or <stem>.lockdep_chains, <stem>.lockdep_stats) or given as arguments are "
+                    "read too: the chains add the dependencies /proc/lockdep hides (those past a trylock), the "
+                    "stats say when a dump is incomplete. /proc/lockdep prints no read/write kind for a "
+                    "dependency: classes whose usage shows only reads are taken as non-recursive readers, "
+                    "the rest as exclusive, and each finding says so. A dump cut in the middle is said on "
+                    "stderr and what it holds before the cut is used.",
+        epilog="Exit status: 0 success (findings or not), 2 bad usage or a file that is not a dump, 1 any other "
+               "failure. With --push, the events go to the service as events of each dump's host "
+               "(pushing the same dump again applies nothing twice).")
+    p.add_argument("dumps", nargs="+", metavar="DUMP",
+                   help="a copy of /proc/lockdep (or a directory holding one), one per machine")
+    p.add_argument("--host", action="append", default=None, metavar="NAME",
+                   help="the machine of each DUMP, once per DUMP in order (default: the file's stem)")
+    p.add_argument("--json", action="store_true", help='print {"alerts": [alert.to_dict(), ...]} instead')
+    p.add_argument("--all", action="store_true",
+                   help="also print the findings one machine held whole by itself (its lockdep reported them)")
+    p.add_argument("--rules", default=None, metavar="FILE",
+                   help="more class name rules, one `regex<TAB>replacement` a line (as lockfleet dmesg)")
+    p.add_argument("--no-normalize", action="store_true",
+                   help="keep class names as printed (by default the per-boot `#N` name versions are dropped)")
+    p.add_argument("--progress", action="store_true", help="say on stderr as each dump is merged")
+    p.add_argument("--push", action="store_true",
+                   help="send each dump's dependencies and irq usage to the service (--target) as events of its host")
+    target_option(p, "ingest")
+    p.set_defaults(func=lambda args: run(args, connection))
+    return p
