@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -340,3 +341,76 @@ def test_a_directory_copy_of_proc(tmp_path, lockfleet_cli, layout):
     assert "lockdep_stats counts 9 lock classes, the dump holds 2" in proc.stderr and "web-1" not in proc.stderr.split(":")[0]
     dumps = read_dumps([str(d)])
     assert dumps[0].host == "web-1"
+
+
+def _stats(lockfleet_cli, target: str) -> dict:
+    return json.loads(_ok(lockfleet_cli("stats", "--json", "--target", target)))
+
+
+def _wait(cond, what: str, timeout: float = 60.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_procfs_agent_ships_only_what_is_new_since_its_last_dump(tmp_path, lockfleet_cli, lockfleet_server):
+    """`python -m lockfleet.agent.procfs` against a real service, reading a /proc copy that a
+    'kernel' (the test) grows between rounds: the first round sends the dump whole, the next ones
+    only the new dependencies (4 events each) and usage bits; a restart with --state sends nothing
+    it already sent."""
+    import signal
+    import subprocess
+    import sys
+
+    proc_dir = tmp_path / "proc"
+    proc_dir.mkdir()
+    m = Machine("kernel")
+    for i in range(30):
+        m.add(f"early_{i}_lock", f"early_{i + 1}_lock", "+.+.")
+    rng = random.Random(9)
+
+    def publish() -> None:
+        text, _ = lockdep_text(m, rng)
+        tmp = proc_dir / "lockdep.tmp"
+        tmp.write_text(text)
+        tmp.replace(proc_dir / "lockdep")
+
+    publish()
+    state = tmp_path / "state.json"
+    cmd = [sys.executable, "-m", "lockfleet.agent.procfs", "--target", lockfleet_server.target, "--host", "ci-7",
+           "--proc", str(proc_dir), "--every", "300ms", "--state", str(state)]
+    log = tmp_path / "procfs.log"
+    with open(log, "wb") as err:
+        agent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        first = _wait(lambda: (s := _stats(lockfleet_cli, lockfleet_server.target))["edges"] == 30 and s, "round 1")
+        # 31 classes x 2 usage bits (HARDIRQ-ON-W, SOFTIRQ-ON-W) x 2 rows + 30 dependencies x 4 rows
+        assert first["events"] == 31 * 2 * 2 + 30 * 4
+        m.add("early_30_lock", "late_lock", "+.+.")
+        m.add("late_lock", "early_0_lock", "+.+.")            # closes a cycle through the whole chain
+        publish()
+        s = _wait(lambda: (s := _stats(lockfleet_cli, lockfleet_server.target))["edges"] == 32 and s, "round 2")
+        time.sleep(1.0)                                       # more rounds: nothing new to send
+        s = _stats(lockfleet_cli, lockfleet_server.target)
+        assert s["events"] == first["events"] + 2 * 4 + 2 * 2  # two dependencies, late_lock's two usage bits
+        alerts = json.loads(_ok(lockfleet_cli("alerts", "--json", "--target", lockfleet_server.target)))["alerts"]
+        assert [(a["kind"], a["hosts"], len(a["locks"])) for a in alerts] == [("circular", ["ci-7"], 32)]
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=30) == 0, log.read_text()
+    text = log.read_text()
+    assert "shipped 30 new dependencies, 62 new usage bits" in text and "shipped 2 new dependencies" in text
+    assert "shipped 0 new dependencies, 0 new usage bits" in text
+    # restarted with its state: nothing sent again
+    once = subprocess.run([*cmd, "--once"], capture_output=True, text=True, timeout=60)
+    assert once.returncode == 0 and "shipped 0 new dependencies, 0 new usage bits" in once.stderr, once.stderr
+    assert _stats(lockfleet_cli, lockfleet_server.target)["events"] == s["events"]
+    bad = subprocess.run([*cmd[:-4], "--proc", str(tmp_path / "nothing"), "--once"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "no such file" in bad.stderr

@@ -95,7 +95,7 @@ class Dump:
 # ------------------------------------------------------------------------------ /proc/lockdep
 
 
-def _lines(text: str) -> tuple[list[str], bool]:
+def _lines(text: str) -> tuple[list[str], bool]:  # for lockdep_chains
     """The text's lines, and whether its last line was cut (no final newline)."""
     lines = text.split("\n")
     cut_line = bool(lines) and lines[-1] != ""
@@ -106,60 +106,92 @@ def _lines(text: str) -> tuple[list[str], bool]:
 
 def parse_lockdep(text: str, path: str = "", host: str = "") -> Dump:
     """Parse /proc/lockdep text (see the module's doc). Never raises; `problems` says what was
-    not used and where the dump was cut."""
+    not used and where the dump was cut.
+
+    Blocks (a class line, its dependency lines, a blank line) are read whole: a block in the
+    kernel's shape costs one regex match and one list comprehension; any other block is read
+    line by line."""
     d = Dump(path=path, host=host)
-    lines, cut_line = _lines(text)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
     label = path or "/proc/lockdep"
+    cut_line = bool(text) and not text.endswith("\n")
     if cut_line:
+        keep = text.rfind("\n") + 1
+        text = text[:keep]
         d.cut = True
-        d.problems.append(f"{label}:{len(lines)}: the dump ends in the middle of a line (cut); "
+        d.problems.append(f"{label}:{text.count(chr(10)) + 1}: the dump ends in the middle of a line (cut); "
                           "that line is left out, everything before it is used")
-        lines.pop()
-    bad: list[int] = []
-    current = -1                 # index of the class whose dependency lines follow, -1: none open
-    seen_header = False
     classes, deps = d.classes, d.deps
-    for no, s in enumerate(lines, 1):
-        if s.endswith("\r"):
-            s = s[:-1]
-        if not s:
-            current = -1
-            continue
-        if s.startswith(" -> ["):
-            end = s.find("] ", 5)
-            if end < 0 or current < 0 or len(s) > MAX_LINE:
-                bad.append(no)
-                continue
-            name = s[end + 2:]
-            if name:
-                deps.append((current, name, no))
-            continue
-        if s == CLASSES_HEADER:
+    bad: list[int] = []
+    match = _CLASS.match
+    seen_header = False
+    current = -1
+    no = 1                                   # line number of the block's first line
+    for block in text.split("\n\n"):
+        lines = block.split("\n")
+        first = lines[0]
+        if first == CLASSES_HEADER and len(lines) > 1:
             seen_header = True
-            current = -1
-            continue
-        m = _CLASS.match(s) if len(s) <= MAX_LINE else None
-        if m is None or not m.group("name"):
-            bad.append(no)
-            current = -1
-            continue
-        fd, bd = m.group("fd"), m.group("bd")
-        classes.append(LockClass(name=m.group("name"), key=m.group("key"), usage=m.group("usage") or "", line=no,
-                                 fd=int(fd) if fd else -1, bd=int(bd) if bd else -1))
-        current = len(classes) - 1
+            lines = lines[1:]
+            no += 1
+            first = lines[0]
+        m = match(first) if first and not first.startswith(" ") and len(first) <= MAX_LINE else None
+        rest = lines[1:]
+        if m is not None and m.group("name") and all(x.startswith(" -> [") and "] " in x for x in rest):
+            key, _ops, fd, bd, usage, name = m.groups()
+            classes.append(LockClass(name, key, usage or "", no, int(fd) if fd else -1, int(bd) if bd else -1))
+            current = len(classes) - 1
+            deps.extend((current, x[x.index("] ", 5) + 2:], no + j) for j, x in enumerate(rest, 1)
+                        if len(x) > x.index("] ", 5) + 2)
+        else:
+            current = _slow_block(lines, no, d, bad, current)
+            if any(x == CLASSES_HEADER for x in lines):
+                seen_header = True
+        no += len(lines) + 1
     if not classes:
         return d
     if not seen_header:
         d.problems.append(f"{label}: no 'all lock classes:' line: the start of the dump may be missing")
-    if current >= 0 and not cut_line and lines and lines[-1] != "":
+    # the last block ends with the text: a class block the kernel finished ends in "\n\n"
+    if not cut_line and not text.endswith("\n\n"):
         d.cut = True
-        c = classes[current]
-        d.problems.append(f"{label}:{len(lines)}: the dump ends inside the dependencies of {c.name} "
+        c = classes[-1]
+        d.problems.append(f"{label}:{text.count(chr(10))}: the dump ends inside the dependencies of {c.name} "
                           f"(class line {c.line}) without its closing blank line: it was cut there")
     if bad:
         shown = ", ".join(map(str, bad[:BAD_LINES_SHOWN])) + (", ..." if len(bad) > BAD_LINES_SHOWN else "")
         d.problems.append(f"{label}: {len(bad)} line(s) not in /proc/lockdep's format, left out (line {shown})")
     return d
+
+
+def _slow_block(lines: list[str], no: int, d: Dump, bad: list[int], current: int) -> int:
+    """A block not in the kernel's shape, line by line; returns the class whose dependencies
+    would follow (-1: none)."""
+    for i, s in enumerate(lines):
+        ln = no + i
+        if s.startswith(" -> ["):
+            end = s.find("] ", 5)
+            if end < 0 or current < 0 or len(s) > MAX_LINE:
+                bad.append(ln)
+            elif end + 2 < len(s):
+                d.deps.append((current, s[end + 2:], ln))
+            continue
+        if not s:
+            current = -1
+            continue
+        if s == CLASSES_HEADER:
+            current = -1
+            continue
+        m = _CLASS.match(s) if len(s) <= MAX_LINE else None
+        if m is None or not m.group("name"):
+            bad.append(ln)
+            current = -1
+            continue
+        key, _ops, fd, bd, usage, name = m.groups()
+        d.classes.append(LockClass(name, key, usage or "", ln, int(fd) if fd else -1, int(bd) if bd else -1))
+        current = len(d.classes) - 1
+    return current
 
 
 # ------------------------------------------------------------------------------ lockdep_chains

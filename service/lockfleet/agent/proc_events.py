@@ -6,10 +6,11 @@ The engine learns from events, so a dump becomes synthetic threads, as `dmesg.py
 - each irq usage bit a class's usage characters show (`{-.+.}`: IN-HARDIRQ-W, SOFTIRQ-ON-W, ...):
   one acquire and one release of that class with the `irq` mask that sets exactly that bit
   (`edges.USAGE_IRQ`) and mode 0 for a write bit, 1 for a read bit;
-- each dependency `H -> T` (a ` -> [key] T` line under H, or one that lockdep_chains shows and
-  /proc/lockdep hides, see below): one synthetic thread acquires H, acquires T, releases T,
-  releases H, with irqs off (so it marks no usage bit). `site` is where the dump shows it
-  (`file:line` of H's class line, and of the dependency line); `ts_ns` the dump file's time.
+- each class H with dependencies `H -> T` (` -> [key] T` lines under H, and those lockdep_chains
+  shows and /proc/lockdep hides, see below): one synthetic thread acquires H, then acquires and
+  releases each T in turn, then releases H, with irqs off (so it marks no usage bit). `site` is
+  where the dump shows it (`file:line` of H's class line, and of each dependency line); `ts_ns`
+  the dump file's time.
 
 Kinds: /proc/lockdep prints no read/write kind per dependency, and no file says whether a reader
 was recursive. What the usage characters tell is kept: a class whose characters show read usage
@@ -30,6 +31,7 @@ order of registration in each boot, are dropped, as `lockfleet dmesg` does); `na
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +54,7 @@ EVENT_SCHEMA = pa.schema([
 ])
 
 
+@functools.lru_cache(maxsize=1024)
 def usage_bits(chars: str) -> frozenset[str]:
     """get_usage_chars() read back: the usage bits a class's characters show."""
     out = set()
@@ -66,6 +69,7 @@ def usage_bits(chars: str) -> frozenset[str]:
     return frozenset(out)
 
 
+@functools.lru_cache(maxsize=1024)
 def read_only(chars: str) -> bool:
     """The characters show read usage and no write usage (in the first two irq states)."""
     head = chars[:4]
@@ -95,7 +99,14 @@ def dump_graph(d: Dump, norm: Normalizer) -> Graph:
     """The dump's classes, usage bits and dependencies (direct, then those the chains add), as
     normalized class names (`name` or `name/N`)."""
     g = Graph(host=d.host)
-    printed = norm.printed
+    memo: dict[str, str] = {}
+
+    def printed(n: str) -> str:
+        p = memo.get(n)
+        if p is None:
+            p = memo[n] = norm.printed(n)
+        return p
+
     names = [printed(c.name) for c in d.classes]
     label = d.path
     for c, n in zip(d.classes, names):
@@ -108,8 +119,9 @@ def dump_graph(d: Dump, norm: Normalizer) -> Graph:
             if read_only(c.usage):
                 g.read_only.add(n)
     deps = g.deps
+    get = memo.get
     for idx, taken, line in d.deps:
-        h, t = names[idx], printed(taken)
+        h, t = names[idx], get(taken) or printed(taken)
         if h and t and h != t and (h, t) not in deps:
             deps[(h, t)] = f"{label}:{line}"
     if d.chains:
@@ -144,43 +156,53 @@ def graph_events(g: Graph, ts_ns: int, *, deps: list[tuple[str, str]] | None = N
     usage = g.usage if usage is None else usage
     dep_list = list(g.deps) if deps is None else deps
     ids: dict[str, int] = {}
-
-    def cid(n: str) -> int:
-        i = ids.get(n)
-        if i is None:
-            i = ids[n] = len(ids)
-        return i
-
+    for n in usage:
+        ids.setdefault(n, len(ids))
+    for h, t in dep_list:
+        ids.setdefault(h, len(ids))
+        ids.setdefault(t, len(ids))
+    held_site = g.held_site
     sites: dict[str, int] = {}
-
-    def sid(s: str) -> int:
-        i = sites.get(s)
-        if i is None:
-            i = sites[s] = len(sites)
-        return i
+    for n in usage:
+        sites.setdefault(held_site.get(n, ""), len(sites))
 
     # usage rows: acquire + release per bit
     u_lock, u_mode, u_irq, u_site = [], [], [], []
     for n, bits in usage.items():
-        c = cid(n)
-        site = sid(g.held_site.get(n, ""))
+        c, site = ids[n], sites[held_site.get(n, "")]
         for bit in sorted(bits):
             u_lock.append(c)
             u_mode.append(1 if bit.endswith("-R") else 0)
             u_irq.append(USAGE_IRQ[bit])
             u_site.append(site)
     nu = len(u_lock)
-    # dependency rows: acquire H, acquire T, release T, release H
+    # dependency rows, one synthetic thread per held class H: acquire H, then per dependency
+    # H -> T acquire T and release T, then release H
+    dep_list = sorted(dep_list, key=lambda d: ids[d[0]])      # stable: each H's dependencies together
     nd = len(dep_list)
-    h_id = np.fromiter((cid(h) for h, _ in dep_list), np.int32, nd)
-    t_id = np.fromiter((cid(t) for _, t in dep_list), np.int32, nd)
+    h_id = np.array([ids[h] for h, _ in dep_list], np.int32)
+    t_id = np.array([ids[t] for _, t in dep_list], np.int32)
     ro = g.read_only
-    h_mode = np.fromiter((1 if h in ro else 0 for h, _ in dep_list), np.uint8, nd)
-    t_mode = np.fromiter((1 if t in ro else 0 for _, t in dep_list), np.uint8, nd)
-    h_site = np.fromiter((sid(g.held_site.get(h, "")) for h, _ in dep_list), np.int32, nd)
-    t_site = np.fromiter((sid(g.deps.get((h, t), "")) for h, t in dep_list), np.int32, nd)
+    t_mode = np.array([t in ro for _, t in dep_list], np.uint8)
+    dep_site = g.deps
+    t_site = np.array([sites.setdefault(dep_site.get(d, ""), len(sites)) for d in dep_list], np.int32)
+    if nd:
+        first = np.flatnonzero(np.r_[True, h_id[1:] != h_id[:-1]])       # each group's first dependency
+        ng = len(first)
+        size = np.diff(np.r_[first, nd])
+        g_id = h_id[first]
+        held_names = [dep_list[i][0] for i in first.tolist()]
+        g_mode = np.array([h in ro for h in held_names], np.uint8)
+        for h in held_names:
+            sites.setdefault(held_site.get(h, ""), len(sites))
+        g_site = np.array([sites[held_site.get(h, "")] for h in held_names], np.int32)
+        start = 2 * nu + np.r_[0, np.cumsum(2 + 2 * size)[:-1]]           # row of each group's acquire H
+        j = np.arange(nd) - np.repeat(first, size)                          # index within the group
+        acq_t = np.repeat(start, size) + 1 + 2 * j
+    else:
+        ng = 0
 
-    n = 2 * nu + 4 * nd
+    n = 2 * nu + 2 * ng + 2 * nd
     lock = np.empty(n, np.int32)
     mode = np.zeros(n, np.uint8)
     irq = np.full(n, IRQS_OFF, np.uint8)
@@ -197,12 +219,14 @@ def graph_events(g: Graph, ts_ns: int, *, deps: list[tuple[str, str]] | None = N
         tid[0:2 * nu] = np.repeat(SYNTHETIC_TID_BASE + np.arange(nu, dtype=np.int64), 2)
         site[0:2 * nu:2] = np.asarray(u_site, np.int32)
     if nd:
-        o = 2 * nu
-        lock[o::4], lock[o + 1::4], lock[o + 2::4], lock[o + 3::4] = h_id, t_id, t_id, h_id
-        mode[o::4], mode[o + 1::4] = h_mode, t_mode
-        op[o::4], op[o + 1::4], op[o + 2::4], op[o + 3::4] = ACQUIRE, ACQUIRE, RELEASE, RELEASE
-        tid[o:] = np.repeat(SYNTHETIC_TID_BASE + nu + np.arange(nd, dtype=np.int64), 4)
-        site[o::4], site[o + 1::4] = h_site, t_site
+        end = start + 1 + 2 * size                                          # row of each group's release H
+        lock[start], lock[end] = g_id, g_id
+        op[start], op[end] = ACQUIRE, RELEASE
+        mode[start], site[start] = g_mode, g_site
+        lock[acq_t], lock[acq_t + 1] = t_id, t_id
+        op[acq_t], op[acq_t + 1] = ACQUIRE, RELEASE
+        mode[acq_t], site[acq_t] = t_mode, t_site
+        tid[2 * nu:] = np.repeat(SYNTHETIC_TID_BASE + nu + np.arange(ng, dtype=np.int64), 2 + 2 * size)
     names = list(ids)
     base, subs = _split(names)
     subclass = subs[lock] if n else np.zeros(0, np.uint8)

@@ -58,12 +58,20 @@ class Merged:
 
 
 def merge(dumps: list[Dump], norm: Normalizer, progress: Callable[[str], None] | None = None) -> Merged:
-    """Every dump's events into one engine, dump after dump, each as events of its host."""
+    """Every dump's events into one engine, dump after dump, each as events of its host (a usage
+    bit an earlier dump gave already is not given again: the engine keeps a bit's first use)."""
     eng = Engine()
     graphs = []
+    seen: dict[str, frozenset[str]] = {}       # usage bits already given to the engine
     for i, d in enumerate(dumps, 1):
         g = dump_graph(d, norm)
-        eng.ingest(graph_events(g, d.mtime_ns), host=d.host)
+        new = {}
+        for n, bits in g.usage.items():
+            old = seen.get(n, frozenset())
+            if not bits <= old:
+                new[n] = bits - old
+                seen[n] = old | bits
+        eng.ingest(graph_events(g, d.mtime_ns, usage=new), host=d.host)
         graphs.append(g)
         if progress is not None:
             progress(f"{i}/{len(dumps)} dumps merged ({d.host}: {len(d.classes)} classes, {len(g.deps)} dependencies)")
