@@ -181,13 +181,15 @@ def test_a_dump_cut_in_the_middle_is_said_and_the_rest_used(tmp_path, cli):
     assert "ends inside the dependencies of" in proc.stderr and "it was cut there" in proc.stderr
     assert "no single machine closed this cycle" in _ok(proc)
 
-    # a line in no known shape inside a block: said with its number, the rest of the block used
+    # a line in no known shape inside a block: said with its number; the dependency lines after it
+    # in that block are left out too (they may be a damaged class line's), the rest is used
     lines = text.splitlines(keepends=True)
     i = next(i for i in range(len(lines) // 2, len(lines)) if lines[i].startswith(" -> [")
              and lines[i + 1].startswith(" -> ["))
     bpf.write_text("".join(lines[:i + 1]) + "garbage in the middle\n" + "".join(lines[i + 1:]))
     proc = cli("proc-lockdep", *dumps, "--json")
-    assert f"1 line(s) not in /proc/lockdep's format, left out (line {i + 2})" in proc.stderr
+    after = next(k for k in range(i + 1, len(lines)) if not lines[k].startswith(" -> [")) - i - 1
+    assert f"{1 + after} line(s) not in /proc/lockdep's format, left out (line {i + 2}, {i + 3}" in proc.stderr
     assert [a["kind"] for a in json.loads(_ok(proc))["alerts"]] == ["circular"]
 
     # not a dump at all: refused, one line, status 2

@@ -20,7 +20,9 @@ A kernel built with CONFIG_PROVE_LOCKING prints, in kernel/locking/lockdep_proc.
   `[<key>] <name>` line per held class, outermost first, then a blank line.
 - `/proc/lockdep_stats` (`lockdep_stats_show`): ` <what>: <n>[ [max: <n>]]` lines.
 
-The parser never raises on text: what it cannot use it counts and says (`Dump.problems`), and a
+The parser never raises on text: what it cannot use it counts and says (`Dump.problems`; the
+dependency lines that follow a line in no known shape, up to the next blank line, are left out as
+well: they may belong to a damaged class line, not to the class above it), and a
 dump cut in the middle (no final newline, or a class block without its closing blank line) gives
 what it holds before the cut, with the cut said. Only a file with no class line at all is refused
 (`DumpError`).
@@ -32,6 +34,10 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 MAX_LINE = 8192          # lockdep names are KSYM_NAME_LEN (512) at most; longer is not the kernel's
 BAD_LINES_SHOWN = 3      # line numbers quoted in the message about unreadable lines
@@ -47,7 +53,7 @@ class DumpError(ValueError):
     """A file that is not a /proc/lockdep dump (or cannot be read), said in one line."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class LockClass:
     """One class line of /proc/lockdep."""
 
@@ -55,8 +61,6 @@ class LockClass:
     key: str
     usage: str = ""            # get_usage_chars(), "" when the kernel printed none
     line: int = 0
-    fd: int = -1               # forward / backward dependency counts, -1 when not printed
-    bd: int = -1
 
 
 @dataclass
@@ -68,17 +72,28 @@ class Chain:
     line: int = 0
 
 
+def _empty_int() -> np.ndarray:
+    return np.zeros(0, np.int64)
+
+
 @dataclass
 class Dump:
     """One machine's /proc/lockdep, with its lockdep_chains and lockdep_stats when given.
 
-    `deps` are (held class index, taken name as printed, line): the taken class is named on the
-    dependency line itself, so a dependency survives a dump cut before its target's class line."""
+    Columns, for dumps of hundreds of thousands of lines: the classes (`names` as printed,
+    `usages`, `keys`, `class_lines`) and the dependencies (`dep_owner`: the index of the class
+    whose block holds the line, `dep_taken`: the taken class as printed on the line, so that a
+    dependency survives a dump cut before its target's class line, `dep_lines`)."""
 
     path: str
     host: str
-    classes: list[LockClass] = field(default_factory=list)
-    deps: list[tuple[int, str, int]] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    usages: list[str] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    class_lines: np.ndarray = field(default_factory=_empty_int)
+    dep_owner: np.ndarray = field(default_factory=_empty_int)
+    dep_taken: pa.Array = field(default_factory=lambda: pa.array([], pa.string()))
+    dep_lines: np.ndarray = field(default_factory=_empty_int)
     chains: list[Chain] = field(default_factory=list)
     stats: dict[str, int] = field(default_factory=dict)
     chains_path: str = ""
@@ -88,8 +103,15 @@ class Dump:
     sha256: str = ""
     mtime_ns: int = 0
 
-    def usage_of(self) -> dict[str, str]:
-        return {c.name: c.usage for c in self.classes}
+    @property
+    def classes(self) -> list[LockClass]:
+        return [LockClass(n, k, u, int(ln)) for n, k, u, ln in zip(self.names, self.keys, self.usages,
+                                                                      self.class_lines.tolist())]
+
+    @property
+    def deps(self) -> list[tuple[int, str, int]]:
+        """(held class index, taken name as printed, line) per dependency line."""
+        return list(zip(self.dep_owner.tolist(), self.dep_taken.to_pylist(), self.dep_lines.tolist()))
 
 
 # ------------------------------------------------------------------------------ /proc/lockdep
@@ -106,92 +128,69 @@ def _lines(text: str) -> tuple[list[str], bool]:  # for lockdep_chains
 
 def parse_lockdep(text: str, path: str = "", host: str = "") -> Dump:
     """Parse /proc/lockdep text (see the module's doc). Never raises; `problems` says what was
-    not used and where the dump was cut.
-
-    Blocks (a class line, its dependency lines, a blank line) are read whole: a block in the
-    kernel's shape costs one regex match and one list comprehension; any other block is read
-    line by line."""
+    not used and where the dump was cut. The lines are matched as Arrow columns (RE2, in C++)."""
     d = Dump(path=path, host=host)
     if "\r" in text:
         text = text.replace("\r\n", "\n")
     label = path or "/proc/lockdep"
     cut_line = bool(text) and not text.endswith("\n")
     if cut_line:
-        keep = text.rfind("\n") + 1
-        text = text[:keep]
+        text = text[:text.rfind("\n") + 1]
         d.cut = True
         d.problems.append(f"{label}:{text.count(chr(10)) + 1}: the dump ends in the middle of a line (cut); "
                           "that line is left out, everything before it is used")
-    classes, deps = d.classes, d.deps
-    bad: list[int] = []
-    match = _CLASS.match
-    seen_header = False
-    current = -1
-    no = 1                                   # line number of the block's first line
-    for block in text.split("\n\n"):
-        lines = block.split("\n")
-        first = lines[0]
-        if first == CLASSES_HEADER and len(lines) > 1:
-            seen_header = True
-            lines = lines[1:]
-            no += 1
-            first = lines[0]
-        m = match(first) if first and not first.startswith(" ") and len(first) <= MAX_LINE else None
-        rest = lines[1:]
-        if m is not None and m.group("name") and all(x.startswith(" -> [") and "] " in x for x in rest):
-            key, _ops, fd, bd, usage, name = m.groups()
-            classes.append(LockClass(name, key, usage or "", no, int(fd) if fd else -1, int(bd) if bd else -1))
-            current = len(classes) - 1
-            deps.extend((current, x[x.index("] ", 5) + 2:], no + j) for j, x in enumerate(rest, 1)
-                        if len(x) > x.index("] ", 5) + 2)
-        else:
-            current = _slow_block(lines, no, d, bad, current)
-            if any(x == CLASSES_HEADER for x in lines):
-                seen_header = True
-        no += len(lines) + 1
-    if not classes:
+    lines = text.split("\n")
+    lines.pop()                                      # after the final newline
+    n = len(lines)
+    if not n:
         return d
-    if not seen_header:
+    arr = pa.array(lines, pa.string())
+    del lines
+    too_long = np.asarray(pc.greater(pc.binary_length(arr), MAX_LINE))
+    is_dep = np.asarray(pc.starts_with(arr, " -> ["))
+    is_blank = np.asarray(pc.equal(arr, ""))
+    is_header = np.asarray(pc.equal(arr, CLASSES_HEADER))
+    cand = np.flatnonzero(~(is_dep | is_blank | is_header))
+    m = pc.extract_regex(arr.take(cand), _CLASS.pattern)
+    ok = np.asarray(m.is_valid()) & ~too_long[cand]
+    if ok.any():
+        ok &= np.asarray(pc.fill_null(pc.not_equal(m.field("name"), ""), False))
+    good = pa.array(ok)
+    cls_rows = cand[ok]
+    bad = [cand[~ok]]
+    if not len(cls_rows):
+        return d
+    mm = m.filter(good)
+    d.names = mm.field("name").to_pylist()
+    d.usages = mm.field("usage").to_pylist()
+    d.keys = mm.field("key").to_pylist()
+    d.class_lines = cls_rows + 1
+    # each dependency line belongs to the class line above it, unless a blank line, the header or
+    # a line in no known shape came between (every line but a dependency line is a marker)
+    val = np.full(n, -1, np.int64)
+    val[cls_rows] = np.arange(len(cls_rows))
+    pos = np.where(is_dep, -1, np.arange(n))
+    last = np.maximum.accumulate(pos)
+    owner = np.where(last >= 0, val[np.maximum(last, 0)], -1)
+    dep_rows = np.flatnonzero(is_dep)
+    dm = pc.extract_regex(arr.take(dep_rows), r"^ -> \[[^\]]*\] (?P<name>.+)$")
+    dok = np.asarray(dm.is_valid()) & (owner[dep_rows] >= 0) & ~too_long[dep_rows]
+    bad.append(dep_rows[~dok])
+    d.dep_owner = owner[dep_rows[dok]]
+    d.dep_taken = dm.field("name").filter(pa.array(dok))
+    d.dep_lines = dep_rows[dok] + 1
+    if not is_header.any():
         d.problems.append(f"{label}: no 'all lock classes:' line: the start of the dump may be missing")
-    # the last block ends with the text: a class block the kernel finished ends in "\n\n"
-    if not cut_line and not text.endswith("\n\n"):
+    if not cut_line and not is_blank[-1]:
         d.cut = True
-        c = classes[-1]
-        d.problems.append(f"{label}:{text.count(chr(10))}: the dump ends inside the dependencies of {c.name} "
-                          f"(class line {c.line}) without its closing blank line: it was cut there")
-    if bad:
-        shown = ", ".join(map(str, bad[:BAD_LINES_SHOWN])) + (", ..." if len(bad) > BAD_LINES_SHOWN else "")
-        d.problems.append(f"{label}: {len(bad)} line(s) not in /proc/lockdep's format, left out (line {shown})")
+        i = int(owner[-1]) if owner[-1] >= 0 else len(d.names) - 1
+        d.problems.append(f"{label}:{n}: the dump ends inside the dependencies of {d.names[i]} "
+                          f"(class line {int(d.class_lines[i])}) without its closing blank line: it was cut there")
+    bad_rows = np.sort(np.concatenate(bad)) + 1
+    if len(bad_rows):
+        shown = ", ".join(map(str, bad_rows[:BAD_LINES_SHOWN].tolist())) + (", ..." if len(bad_rows) > BAD_LINES_SHOWN else "")
+        d.problems.append(f"{label}: {len(bad_rows)} line(s) not in /proc/lockdep's format, left out (line {shown})")
     return d
-
-
-def _slow_block(lines: list[str], no: int, d: Dump, bad: list[int], current: int) -> int:
-    """A block not in the kernel's shape, line by line; returns the class whose dependencies
-    would follow (-1: none)."""
-    for i, s in enumerate(lines):
-        ln = no + i
-        if s.startswith(" -> ["):
-            end = s.find("] ", 5)
-            if end < 0 or current < 0 or len(s) > MAX_LINE:
-                bad.append(ln)
-            elif end + 2 < len(s):
-                d.deps.append((current, s[end + 2:], ln))
-            continue
-        if not s:
-            current = -1
-            continue
-        if s == CLASSES_HEADER:
-            current = -1
-            continue
-        m = _CLASS.match(s) if len(s) <= MAX_LINE else None
-        if m is None or not m.group("name"):
-            bad.append(ln)
-            current = -1
-            continue
-        key, _ops, fd, bd, usage, name = m.groups()
-        d.classes.append(LockClass(name, key, usage or "", ln, int(fd) if fd else -1, int(bd) if bd else -1))
-        current = len(d.classes) - 1
-    return current
 
 
 # ------------------------------------------------------------------------------ lockdep_chains
@@ -322,7 +321,7 @@ def read_dumps(paths: list[str], hosts: list[str] | None = None) -> list[Dump]:
     by_host: dict[str, Dump] = {}
     for i, (path, _kind, host, data) in enumerate(mains):
         d = parse_lockdep(data.decode("utf-8", "replace"), str(path), hosts[i] if hosts else host)
-        if not d.classes:
+        if not d.names:
             raise DumpError(f"{path}: not a /proc/lockdep dump (no line '<key> FD: n BD: n <usage>: <name>')")
         d.sha256 = hashlib.sha256(data).hexdigest()
         try:
@@ -363,8 +362,8 @@ def _check_stats(d: Dump) -> None:
     """What lockdep_stats says that the dump should hold, against what it holds."""
     s = d.stats
     n = s.get("lock-classes")
-    if n is not None and n > len(d.classes):
-        d.problems.append(f"{d.path}: lockdep_stats counts {n} lock classes, the dump holds {len(d.classes)}: "
+    if n is not None and n > len(d.names):
+        d.problems.append(f"{d.path}: lockdep_stats counts {n} lock classes, the dump holds {len(d.names)}: "
                           "it is incomplete (cut, or classes were registered between the two reads)")
     if s.get("debug_locks") == 0:
         d.problems.append(f"{d.path}: lockdep_stats says debug_locks: 0: lockdep on {d.host} switched itself off "

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .edges import USAGE_IRQ
 from .lockdep_proc import Dump
@@ -69,13 +70,6 @@ def usage_bits(chars: str) -> frozenset[str]:
     return frozenset(out)
 
 
-@functools.lru_cache(maxsize=1024)
-def read_only(chars: str) -> bool:
-    """The characters show read usage and no write usage (in the first two irq states)."""
-    head = chars[:4]
-    return len(head) == 4 and all(c == "." for c in head[0::2]) and any(c != "." for c in head[1::2])
-
-
 def conflicts(bits: frozenset[str] | set[str], state: str) -> bool:
     """Usage bits of one class that lockdep calls inconsistent for `state` (reads never conflict)."""
     in_w, in_r = f"IN-{state}-W" in bits, f"IN-{state}-R" in bits
@@ -83,61 +77,250 @@ def conflicts(bits: frozenset[str] | set[str], state: str) -> bool:
     return (in_w and (on_w or on_r)) or (in_r and on_w)
 
 
+W_BITS, R_BITS = 0x55, 0xAA            # bit i of a usage mask is USAGE_BITS[i]
+
+
+@functools.lru_cache(maxsize=1024)
+def usage_mask(chars: str) -> int:
+    return sum(1 << i for i, bit in enumerate(USAGE_BITS) if bit in usage_bits(chars))
+
+
+def mask_bits(mask: int) -> frozenset[str]:
+    return frozenset(bit for i, bit in enumerate(USAGE_BITS) if mask >> i & 1)
+
+
+class ClassTable:
+    """Normalized class names <-> dense ids, shared by the dumps of one merge."""
+
+    def __init__(self, norm: Normalizer) -> None:
+        self.norm = norm
+        self.names: list[str] = []
+        self.ids: dict[str, int] = {}
+        self._printed: dict[str, int] = {}      # name as printed -> id (-1: the rules dropped it)
+
+    def id_of_printed(self, printed: str) -> int:
+        i = self._printed.get(printed)
+        if i is None:
+            name = self.norm.printed(printed)
+            i = self._printed[printed] = self.intern(name) if name else -1
+        return i
+
+    def intern(self, name: str) -> int:
+        i = self.ids.get(name)
+        if i is None:
+            i = self.ids[name] = len(self.names)
+            self.names.append(name)
+        return i
+
+    def ids_of_printed(self, printed: list[str]) -> np.ndarray:
+        get = self.id_of_printed
+        return np.fromiter((get(x) for x in printed), np.int64, len(printed))
+
+
 @dataclass
 class Graph:
-    """A dump's graph in normalized class names: what the events carry."""
+    """A dump's graph over a ClassTable's ids: what its events carry.
+
+    Dependencies `h[i] -> t[i]` in the order the dump shows them (duplicates after the name rules
+    removed), each shown at line `t_line[i]` of file `sources[t_src[i]]` (the dump, or its
+    lockdep_chains for the dependencies only the chains show). Classes with usage: `u_ids` and
+    their usage masks `u_mask` (bit i: USAGE_BITS[i]); each held class's class line in
+    `held_line` (by id, when the dump has one)."""
 
     host: str
-    usage: dict[str, frozenset[str]] = field(default_factory=dict)      # class -> usage bits
-    read_only: set[str] = field(default_factory=set)
-    deps: dict[tuple[str, str], str] = field(default_factory=dict)       # (held, taken) -> site of the taken
-    held_site: dict[str, str] = field(default_factory=dict)             # class -> its class line
-    from_chains: int = 0                                                # dependencies only lockdep_chains showed
+    table: ClassTable
+    h: np.ndarray
+    t: np.ndarray
+    t_line: np.ndarray
+    t_src: np.ndarray
+    sources: list[str]
+    u_ids: np.ndarray
+    u_mask: np.ndarray
+    held_line: dict[int, int] = field(default_factory=dict)
+    from_chains: int = 0
+
+    def __len__(self) -> int:
+        return len(self.h)
+
+    def bits_of(self, name: str) -> frozenset[str]:
+        """The usage bits this dump shows for class `name`."""
+        i = self.table.ids.get(name, -1)
+        k = np.flatnonzero(self.u_ids == i)
+        return mask_bits(int(np.bitwise_or.reduce(self.u_mask[k]))) if len(k) else frozenset()
+
+    @property
+    def usage(self) -> dict[str, frozenset[str]]:
+        out: dict[int, int] = {}
+        for i, m in zip(self.u_ids.tolist(), self.u_mask.tolist()):
+            out[i] = out.get(i, 0) | m
+        return {self.table.names[i]: mask_bits(m) for i, m in out.items() if m}
+
+    @property
+    def deps(self) -> dict[tuple[str, str], str]:
+        """(held, taken) -> `file:line` where the dump shows it."""
+        names = self.table.names
+        return {(names[h], names[t]): f"{self.sources[s]}:{ln}"
+                for h, t, s, ln in zip(self.h.tolist(), self.t.tolist(), self.t_src.tolist(), self.t_line.tolist())}
+
+    def read_only_ids(self) -> set[int]:
+        ro: dict[int, int] = {}
+        for i, m in zip(self.u_ids.tolist(), self.u_mask.tolist()):
+            ro[i] = ro.get(i, 0) | m
+        return {i for i, m in ro.items() if m & R_BITS and not m & W_BITS}
 
 
-def dump_graph(d: Dump, norm: Normalizer) -> Graph:
-    """The dump's classes, usage bits and dependencies (direct, then those the chains add), as
-    normalized class names (`name` or `name/N`)."""
-    g = Graph(host=d.host)
-    memo: dict[str, str] = {}
-
-    def printed(n: str) -> str:
-        p = memo.get(n)
-        if p is None:
-            p = memo[n] = norm.printed(n)
-        return p
-
-    names = [printed(c.name) for c in d.classes]
-    label = d.path
-    for c, n in zip(d.classes, names):
-        if not n:
-            continue
-        g.held_site.setdefault(n, f"{label}:{c.line}")
-        if c.usage:
-            bits = usage_bits(c.usage)
-            g.usage[n] = g.usage.get(n, frozenset()) | bits
-            if read_only(c.usage):
-                g.read_only.add(n)
-    deps = g.deps
-    get = memo.get
-    for idx, taken, line in d.deps:
-        h, t = names[idx], get(taken) or printed(taken)
-        if h and t and h != t and (h, t) not in deps:
-            deps[(h, t)] = f"{label}:{line}"
+def dump_graph(d: Dump, table: ClassTable | Normalizer) -> Graph:
+    """The dump's classes, usage and dependencies (direct, then those the chains add) over the
+    table's ids (a Normalizer: a table of this dump alone)."""
+    if isinstance(table, Normalizer):
+        table = ClassTable(table)
+    cls = table.ids_of_printed(d.names)
+    usage = np.fromiter((usage_mask(u) if u else 0 for u in d.usages), np.uint8, len(d.usages))
+    has = (usage != 0) & (cls >= 0)
+    u_ids, u_mask = cls[has], usage[has]
+    # the taken names through the table, once per distinct name
+    enc = d.dep_taken.dictionary_encode() if len(d.dep_taken) else None
+    if enc is not None:
+        t_of = table.ids_of_printed(enc.dictionary.to_pylist())
+        taken = t_of[np.asarray(enc.indices)]
+        held = cls[d.dep_owner]
+    else:
+        taken = held = np.zeros(0, np.int64)
+    ok = (held >= 0) & (taken >= 0) & (held != taken)
+    held, taken, lines = held[ok], taken[ok], d.dep_lines[ok]
+    n_ids = max(len(table.names), 1)          # every id of this dump is below it
+    key = held * n_ids + taken
+    _, first = np.unique(key, return_index=True)
+    first.sort()
+    h, t, t_line = held[first], taken[first], lines[first]
+    t_src = np.zeros(len(h), np.int8)
+    sources = [d.path]
+    held_line: dict[int, int] = {}
+    for i, ln in zip(cls[::-1].tolist(), d.class_lines[::-1].tolist()):
+        if i >= 0:
+            held_line[i] = ln                      # the first class line of each class wins
+    g = Graph(d.host, table, h, t, t_line, t_src, sources, u_ids, u_mask, held_line)
     if d.chains:
-        have = {(c.irq_context, tuple(printed(n) for n in c.names)) for c in d.chains}
-        for c in d.chains:
-            seq = tuple(printed(n) for n in c.names)
-            k = len(seq) - 1
-            for i in range(k - 1, -1, -1):
-                h, t = seq[i], seq[k]
-                if h and t and h != t and (h, t) not in deps:
-                    deps[(h, t)] = f"{d.chains_path}:{c.line}"
-                    g.from_chains += 1
-                    g.held_site.setdefault(h, f"{d.chains_path}:{c.line}")
-                if (c.irq_context, seq[:i + 1]) in have:
-                    break
+        _chain_deps(g, d, table)
     return g
+
+
+def _chain_deps(g: Graph, d: Dump, table: ClassTable) -> None:
+    """Add the dependencies past a trylock that only lockdep_chains shows (module doc)."""
+    chains = [(c.irq_context, tuple(table.id_of_printed(n) for n in c.names), c.line) for c in d.chains]
+    have = {(ctx, seq) for ctx, seq, _ in chains}
+    hs, ts, lines = [], [], []
+    seen = set(zip(g.h.tolist(), g.t.tolist()))
+    for ctx, seq, line in chains:
+        k = len(seq) - 1
+        for i in range(k - 1, -1, -1):
+            h, t = seq[i], seq[k]
+            if h >= 0 and t >= 0 and h != t and (h, t) not in seen:
+                seen.add((h, t))
+                hs.append(h)
+                ts.append(t)
+                lines.append(line)
+                g.held_line.setdefault(h, -line)      # negative: a line of the chains file
+            if (ctx, seq[:i + 1]) in have:
+                break
+    if hs:
+        g.sources.append(d.chains_path)
+        g.h = np.concatenate([g.h, np.asarray(hs, np.int64)])
+        g.t = np.concatenate([g.t, np.asarray(ts, np.int64)])
+        g.t_line = np.concatenate([g.t_line, np.asarray(lines, np.int64)])
+        g.t_src = np.concatenate([g.t_src, np.ones(len(hs), np.int8)])
+        g.from_chains = len(hs)
+
+
+def graph_events(g: Graph, ts_ns: int, *, deps: np.ndarray | None = None,
+                 usage: tuple[np.ndarray, np.ndarray] | None = None) -> pa.RecordBatch:
+    """The synthetic events of `g`: its usage bits, then its dependencies; or those of `usage`
+    (class ids, masks) and of the dependencies `deps` (indices into g's), what is new."""
+    u_ids, u_mask = (g.u_ids, g.u_mask) if usage is None else usage
+    sel = np.arange(len(g.h)) if deps is None else np.asarray(deps, np.int64)
+    h, t = g.h[sel], g.t[sel]
+    # usage rows: acquire + release per bit
+    bit_rows = [(u_ids[(u_mask >> b) & 1 == 1], b) for b in range(8)]
+    u_lock = np.concatenate([ids for ids, _ in bit_rows]) if bit_rows else np.zeros(0, np.int64)
+    u_bit = np.concatenate([np.full(len(ids), b, np.int64) for ids, b in bit_rows])
+    nu = len(u_lock)
+    # dependency rows, one synthetic thread per held class H: acquire H, then per dependency
+    # H -> T acquire T and release T, then release H
+    order = np.argsort(h, kind="stable")
+    h, t, sel = h[order], t[order], sel[order]
+    nd = len(h)
+    used = np.unique(np.concatenate([u_lock, h, t]))
+    local = {int(i): k for k, i in enumerate(used.tolist())}
+    names = g.table.names
+    base, subs = _split([names[i] for i in used.tolist()])
+    ro = g.read_only_ids()
+    site_strings: list[str] = []
+    site_ids: dict[str, int] = {}
+
+    def site(label: str) -> int:
+        k = site_ids.get(label)
+        if k is None:
+            k = site_ids[label] = len(site_strings)
+            site_strings.append(label)
+        return k
+
+    def held_site(i: int) -> int:
+        ln = g.held_line.get(i)
+        if ln is None:
+            return -1
+        return site(f"{g.sources[0]}:{ln}" if ln > 0 else f"{g.sources[-1]}:{-ln}")
+
+    if nd:
+        first = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
+        ng = len(first)
+        size = np.diff(np.r_[first, nd])
+        g_ids = h[first]
+        start = 2 * nu + np.r_[0, np.cumsum(2 + 2 * size)[:-1]]
+        j = np.arange(nd) - np.repeat(first, size)
+        acq_t = np.repeat(start, size) + 1 + 2 * j
+    else:
+        ng = 0
+    n = 2 * nu + 2 * ng + 2 * nd
+    lock = np.empty(n, np.int64)
+    mode = np.zeros(n, np.uint8)
+    irq = np.full(n, IRQS_OFF, np.uint8)
+    op = np.empty(n, np.uint8)
+    tid = np.empty(n, np.int64)
+    site_idx = np.full(n, -1, np.int64)
+    if nu:
+        lock[0:2 * nu:2] = lock[1:2 * nu:2] = u_lock
+        mode[0:2 * nu:2] = (u_bit & 1).astype(np.uint8)          # odd bits are the read ones
+        irq_of_bit = np.array([USAGE_IRQ[b] for b in USAGE_BITS], np.uint8)
+        irq[0:2 * nu:2] = irq[1:2 * nu:2] = irq_of_bit[u_bit]
+        op[0:2 * nu:2], op[1:2 * nu:2] = ACQUIRE, RELEASE
+        tid[0:2 * nu] = np.repeat(SYNTHETIC_TID_BASE + np.arange(nu, dtype=np.int64), 2)
+        site_idx[0:2 * nu:2] = [held_site(i) for i in u_lock.tolist()]
+    if nd:
+        end = start + 1 + 2 * size
+        lock[start] = lock[end] = g_ids
+        op[start], op[end] = ACQUIRE, RELEASE
+        mode[start] = [1 if i in ro else 0 for i in g_ids.tolist()]
+        site_idx[start] = [held_site(i) for i in g_ids.tolist()]
+        lock[acq_t] = lock[acq_t + 1] = t
+        op[acq_t], op[acq_t + 1] = ACQUIRE, RELEASE
+        if ro:
+            mode[acq_t] = [1 if i in ro else 0 for i in t.tolist()]
+        # each dependency's own line, as `file:line` strings built in Arrow
+        src = g.t_src[sel]
+        labels = pa.array([g.sources[k] + ":" for k in range(len(g.sources))])
+        lines = pc.cast(pa.array(g.t_line[sel]), pa.string())
+        dep_sites = pc.binary_join_element_wise(labels.take(pa.array(src.astype(np.int64))), lines, "")
+        site_idx[acq_t] = len(site_strings) + np.arange(nd)
+        site_strings.extend(dep_sites.to_pylist())
+        tid[2 * nu:] = np.repeat(SYNTHETIC_TID_BASE + nu + np.arange(ng, dtype=np.int64), 2 + 2 * size)
+    lock_local = np.searchsorted(used, lock).astype(np.int32) if n else np.zeros(0, np.int32)
+    subclass = subs[lock_local] if n else np.zeros(0, np.uint8)
+    site_arr = pa.DictionaryArray.from_arrays(pa.array(site_idx.astype(np.int32), pa.int32(), mask=site_idx < 0),
+                                              pa.array(site_strings, pa.string()))
+    lock_arr = pa.DictionaryArray.from_arrays(pa.array(lock_local, pa.int32()), pa.array(base, pa.string()))
+    return pa.RecordBatch.from_arrays(
+        [pa.array(np.full(n, ts_ns, np.int64)), pa.array(tid), pa.array(op), lock_arr, pa.array(mode),
+         pa.array(subclass, pa.uint8()), pa.array(irq), site_arr], schema=EVENT_SCHEMA)
 
 
 def _split(names: list[str]) -> tuple[list[str], np.ndarray]:
@@ -147,93 +330,3 @@ def _split(names: list[str]) -> tuple[list[str], np.ndarray]:
         base.append(b)
         subs[i] = s
     return base, subs
-
-
-def graph_events(g: Graph, ts_ns: int, *, deps: list[tuple[str, str]] | None = None,
-                 usage: dict[str, frozenset[str]] | None = None) -> pa.RecordBatch:
-    """The synthetic events of `g` (every usage bit, then every dependency), or of the given
-    subsets `usage` and `deps` (what is new since an earlier dump)."""
-    usage = g.usage if usage is None else usage
-    dep_list = list(g.deps) if deps is None else deps
-    ids: dict[str, int] = {}
-    for n in usage:
-        ids.setdefault(n, len(ids))
-    for h, t in dep_list:
-        ids.setdefault(h, len(ids))
-        ids.setdefault(t, len(ids))
-    held_site = g.held_site
-    sites: dict[str, int] = {}
-    for n in usage:
-        sites.setdefault(held_site.get(n, ""), len(sites))
-
-    # usage rows: acquire + release per bit
-    u_lock, u_mode, u_irq, u_site = [], [], [], []
-    for n, bits in usage.items():
-        c, site = ids[n], sites[held_site.get(n, "")]
-        for bit in sorted(bits):
-            u_lock.append(c)
-            u_mode.append(1 if bit.endswith("-R") else 0)
-            u_irq.append(USAGE_IRQ[bit])
-            u_site.append(site)
-    nu = len(u_lock)
-    # dependency rows, one synthetic thread per held class H: acquire H, then per dependency
-    # H -> T acquire T and release T, then release H
-    dep_list = sorted(dep_list, key=lambda d: ids[d[0]])      # stable: each H's dependencies together
-    nd = len(dep_list)
-    h_id = np.array([ids[h] for h, _ in dep_list], np.int32)
-    t_id = np.array([ids[t] for _, t in dep_list], np.int32)
-    ro = g.read_only
-    t_mode = np.array([t in ro for _, t in dep_list], np.uint8)
-    dep_site = g.deps
-    t_site = np.array([sites.setdefault(dep_site.get(d, ""), len(sites)) for d in dep_list], np.int32)
-    if nd:
-        first = np.flatnonzero(np.r_[True, h_id[1:] != h_id[:-1]])       # each group's first dependency
-        ng = len(first)
-        size = np.diff(np.r_[first, nd])
-        g_id = h_id[first]
-        held_names = [dep_list[i][0] for i in first.tolist()]
-        g_mode = np.array([h in ro for h in held_names], np.uint8)
-        for h in held_names:
-            sites.setdefault(held_site.get(h, ""), len(sites))
-        g_site = np.array([sites[held_site.get(h, "")] for h in held_names], np.int32)
-        start = 2 * nu + np.r_[0, np.cumsum(2 + 2 * size)[:-1]]           # row of each group's acquire H
-        j = np.arange(nd) - np.repeat(first, size)                          # index within the group
-        acq_t = np.repeat(start, size) + 1 + 2 * j
-    else:
-        ng = 0
-
-    n = 2 * nu + 2 * ng + 2 * nd
-    lock = np.empty(n, np.int32)
-    mode = np.zeros(n, np.uint8)
-    irq = np.full(n, IRQS_OFF, np.uint8)
-    op = np.empty(n, np.uint8)
-    tid = np.empty(n, np.int64)
-    site = np.full(n, -1, np.int32)
-    if nu:
-        ua = np.asarray(u_lock, np.int32)
-        lock[0:2 * nu:2] = ua
-        lock[1:2 * nu:2] = ua
-        mode[0:2 * nu:2] = np.asarray(u_mode, np.uint8)
-        irq[0:2 * nu:2] = irq[1:2 * nu:2] = np.asarray(u_irq, np.uint8)
-        op[0:2 * nu:2], op[1:2 * nu:2] = ACQUIRE, RELEASE
-        tid[0:2 * nu] = np.repeat(SYNTHETIC_TID_BASE + np.arange(nu, dtype=np.int64), 2)
-        site[0:2 * nu:2] = np.asarray(u_site, np.int32)
-    if nd:
-        end = start + 1 + 2 * size                                          # row of each group's release H
-        lock[start], lock[end] = g_id, g_id
-        op[start], op[end] = ACQUIRE, RELEASE
-        mode[start], site[start] = g_mode, g_site
-        lock[acq_t], lock[acq_t + 1] = t_id, t_id
-        op[acq_t], op[acq_t + 1] = ACQUIRE, RELEASE
-        mode[acq_t], site[acq_t] = t_mode, t_site
-        tid[2 * nu:] = np.repeat(SYNTHETIC_TID_BASE + nu + np.arange(ng, dtype=np.int64), 2 + 2 * size)
-    names = list(ids)
-    base, subs = _split(names)
-    subclass = subs[lock] if n else np.zeros(0, np.uint8)
-    site_names = list(sites)
-    site_arr = pa.DictionaryArray.from_arrays(pa.array(site, pa.int32(), mask=site < 0),
-                                              pa.array(site_names, pa.string()))
-    lock_arr = pa.DictionaryArray.from_arrays(pa.array(lock, pa.int32()), pa.array(base, pa.string()))
-    return pa.RecordBatch.from_arrays(
-        [pa.array(np.full(n, ts_ns, np.int64)), pa.array(tid), pa.array(op), lock_arr, pa.array(mode),
-         pa.array(subclass, pa.uint8()), pa.array(irq), site_arr], schema=EVENT_SCHEMA)

@@ -30,10 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..store.atomic import write_atomic
 from .lockdep_proc import Dump, parse_chains, parse_lockdep
 from .names import Normalizer, RulesError
-from .proc_events import Graph, dump_graph, graph_events
+from .proc_events import USAGE_BITS, Graph, dump_graph, graph_events, mask_bits
 
 log = logging.getLogger("lockfleet.procfs")
 DEFAULT_TARGET = "127.0.0.1:50551"
@@ -58,19 +60,24 @@ class Shipped:
         self.deps: set[tuple[str, str]] = set()
         self.usage: dict[str, set[str]] = {}
 
-    def diff(self, g: Graph) -> tuple[list[tuple[str, str]], dict[str, frozenset[str]]]:
-        deps = [d for d in g.deps if d not in self.deps]
-        usage = {}
-        for n, bits in g.usage.items():
-            new = bits - self.usage.get(n, set())
+    def diff(self, g: Graph) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The dependencies (indices into g's) and usage (class ids, masks) not shipped yet."""
+        names = g.table.names
+        deps = np.array([i for i, (h, t) in enumerate(zip(g.h.tolist(), g.t.tolist()))
+                         if (names[h], names[t]) not in self.deps], np.int64)
+        u_ids, u_mask = [], []
+        for i, m in zip(g.u_ids.tolist(), g.u_mask.tolist()):
+            new = mask_bits(m) - self.usage.get(names[i], set())
             if new:
-                usage[n] = frozenset(new)
-        return deps, usage
+                u_ids.append(i)
+                u_mask.append(sum(1 << USAGE_BITS.index(b) for b in new))
+        return deps, np.array(u_ids, np.int64), np.array(u_mask, np.uint8)
 
-    def add(self, deps: list[tuple[str, str]], usage: dict[str, frozenset[str]]) -> None:
-        self.deps.update(deps)
-        for n, bits in usage.items():
-            self.usage.setdefault(n, set()).update(bits)
+    def add(self, g: Graph, deps: np.ndarray, u_ids: np.ndarray, u_mask: np.ndarray) -> None:
+        names = g.table.names
+        self.deps.update((names[g.h[i]], names[g.t[i]]) for i in deps.tolist())
+        for i, m in zip(u_ids.tolist(), u_mask.tolist()):
+            self.usage.setdefault(names[i], set()).update(mask_bits(m))
 
     def save(self, path: Path, host: str) -> None:
         doc = {"version": 1, "host": host, "deps": sorted(self.deps),
@@ -124,26 +131,28 @@ class ProcAgent:
         d = read_proc(self.proc, self.host)
         for p in d.problems:
             log.warning("%s", p)
-        if not d.classes:
+        if not d.names:
             log.warning("%s/lockdep holds no lock class (is this a CONFIG_PROVE_LOCKING kernel?)", self.proc)
         g = dump_graph(d, self.norm)
-        deps, usage = self.shipped.diff(g)
+        deps, u_ids, u_mask = self.shipped.diff(g)
         self.rounds += 1
-        if deps or usage:
-            items = list(usage.items())
-            for i in range(0, len(items), DEPS_PER_BATCH):
-                self.agent.send_batch(graph_events(g, d.mtime_ns, deps=[], usage=dict(items[i:i + DEPS_PER_BATCH])))
+        if len(deps) or len(u_ids):
+            none = np.zeros(0, np.int64)
+            for i in range(0, len(u_ids), DEPS_PER_BATCH):
+                self.agent.send_batch(graph_events(g, d.mtime_ns, deps=none,
+                                                   usage=(u_ids[i:i + DEPS_PER_BATCH], u_mask[i:i + DEPS_PER_BATCH])))
             for i in range(0, len(deps), DEPS_PER_BATCH):
-                self.agent.send_batch(graph_events(g, d.mtime_ns, deps=deps[i:i + DEPS_PER_BATCH], usage={}))
+                self.agent.send_batch(graph_events(g, d.mtime_ns, deps=deps[i:i + DEPS_PER_BATCH],
+                                                   usage=(none, none.astype(np.uint8))))
             if not self.agent.flush(timeout):
                 err = self.agent.error
                 raise RuntimeError(str(err) if err else "the service did not acknowledge in time")
-            self.shipped.add(deps, usage)
+            self.shipped.add(g, deps, u_ids, u_mask)
             if self.state is not None:
                 self.shipped.save(self.state, self.host)
-        bits = sum(len(b) for b in usage.values())
+        bits = int(np.unpackbits(u_mask).sum()) if len(u_mask) else 0
         log.info("round %d: %d classes, %d dependencies in the dump; shipped %d new dependencies, %d new usage bits",
-                 self.rounds, len(d.classes), len(g.deps), len(deps), bits)
+                 self.rounds, len(d.names), len(g), len(deps), bits)
         return len(deps), bits
 
 

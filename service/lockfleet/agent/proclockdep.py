@@ -20,13 +20,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from ..alerts.model import Alert
 from ..engine import Engine
 from .lockdep_proc import Dump, DumpError, read_dumps
 from .names import Normalizer, RulesError
-from .proc_events import Graph, conflicts, dump_graph, graph_events
+from .proc_events import ClassTable, Graph, conflicts, dump_graph, graph_events
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 PUSH_DEPS_PER_BATCH = 16384        # 4 rows each: batches of at most 64k rows
@@ -61,20 +62,20 @@ def merge(dumps: list[Dump], norm: Normalizer, progress: Callable[[str], None] |
     """Every dump's events into one engine, dump after dump, each as events of its host (a usage
     bit an earlier dump gave already is not given again: the engine keeps a bit's first use)."""
     eng = Engine()
+    table = ClassTable(norm)
     graphs = []
-    seen: dict[str, frozenset[str]] = {}       # usage bits already given to the engine
+    seen = np.zeros(0, np.uint8)                 # usage bits given to the engine, by class id
     for i, d in enumerate(dumps, 1):
-        g = dump_graph(d, norm)
-        new = {}
-        for n, bits in g.usage.items():
-            old = seen.get(n, frozenset())
-            if not bits <= old:
-                new[n] = bits - old
-                seen[n] = old | bits
-        eng.ingest(graph_events(g, d.mtime_ns, usage=new), host=d.host)
+        g = dump_graph(d, table)
+        if len(seen) < len(table.names):
+            seen = np.concatenate([seen, np.zeros(len(table.names) - len(seen), np.uint8)])
+        new = g.u_mask & ~seen[g.u_ids]
+        keep = new != 0
+        np.bitwise_or.at(seen, g.u_ids, g.u_mask)
+        eng.ingest(graph_events(g, d.mtime_ns, usage=(g.u_ids[keep], new[keep])), host=d.host)
         graphs.append(g)
         if progress is not None:
-            progress(f"{i}/{len(dumps)} dumps merged ({d.host}: {len(d.classes)} classes, {len(g.deps)} dependencies)")
+            progress(f"{i}/{len(dumps)} dumps merged ({d.host}: {len(d.names)} classes, {len(g)} dependencies)")
     return Merged(eng, graphs, dumps)
 
 
@@ -88,7 +89,7 @@ def closed_by(alert: Alert, graphs: list[Graph]) -> str | None:
         return alert.single_host()
     if alert.kind == "inconsistent_state" and alert.locks:
         for g in graphs:
-            if conflicts(g.usage.get(alert.locks[0], frozenset()), _state(alert)):
+            if conflicts(g.bits_of(alert.locks[0]), _state(alert)):
                 return g.host
         return None
     if alert.kind == "irq_inversion" and alert.locks:
@@ -100,7 +101,7 @@ def closed_by(alert: Alert, graphs: list[Graph]) -> str | None:
         for g in graphs:
             if g.host not in hosts:
                 continue
-            s, u = g.usage.get(safe, frozenset()), g.usage.get(unsafe, frozenset())
+            s, u = g.bits_of(safe), g.bits_of(unsafe)
             if any(b.startswith(f"IN-{st}") for b in s) and any(b.startswith(f"{st}-ON") for b in u):
                 return g.host
         return None
@@ -109,9 +110,10 @@ def closed_by(alert: Alert, graphs: list[Graph]) -> str | None:
 
 def findings(m: Merged) -> list[Finding]:
     """Every finding of the merged graph with the machine that closed it alone, if any."""
-    readers = {n for g in m.graphs for n, bits in g.usage.items() if any(b.endswith("-R") for b in bits)}
-    return [Finding(a, closed_by(a, m.graphs), tuple(n for n in a.locks if n in readers))
-            for a in m.engine.alerts()]
+    alerts = m.engine.alerts()
+    named = {n for a in alerts for n in a.locks}
+    readers = {n for n in named if any(b.endswith("-R") for g in m.graphs for b in g.bits_of(n))}
+    return [Finding(a, closed_by(a, m.graphs), tuple(n for n in a.locks if n in readers)) for a in alerts]
 
 
 def render(f: Finding) -> str:
@@ -150,12 +152,11 @@ def summary(m: Merged, open_: int, hidden: int, show_all: bool) -> str:
 def dump_batches(g: Graph, ts_ns: int, per_batch: int = PUSH_DEPS_PER_BATCH) -> Iterator[pa.RecordBatch]:
     """The dump's events cut into batches (usage bits first, then dependencies), each with its
     own small dictionaries."""
-    usage = list(g.usage.items())
-    for i in range(0, len(usage), per_batch):
-        yield graph_events(g, ts_ns, deps=[], usage=dict(usage[i:i + per_batch]))
-    deps = list(g.deps)
-    for i in range(0, len(deps), per_batch):
-        yield graph_events(g, ts_ns, deps=deps[i:i + per_batch], usage={})
+    none = np.zeros(0, np.int64)
+    for i in range(0, len(g.u_ids), per_batch):
+        yield graph_events(g, ts_ns, deps=none, usage=(g.u_ids[i:i + per_batch], g.u_mask[i:i + per_batch]))
+    for i in range(0, len(g), per_batch):
+        yield graph_events(g, ts_ns, deps=np.arange(i, min(i + per_batch, len(g))), usage=(none, none.astype(np.uint8)))
 
 
 def stream_id(d: Dump, norm: Normalizer) -> str:
@@ -172,8 +173,8 @@ def push(dumps: list[Dump], norm: Normalizer, conn: Any, target: str, json_out: 
         g = dump_graph(d, norm)
         batches = list(dump_batches(g, d.mtime_ns))
         result = push_streams(conn, d.host, [Stream(stream_id(d, norm), batches, label=d.path)])
-        pushed.append({"file": d.path, "host": d.host, "classes": len(d.classes), "dependencies": len(g.deps),
-                       "usage_bits": sum(len(b) for b in g.usage.values()), "events": sum(b.num_rows for b in batches),
+        pushed.append({"file": d.path, "host": d.host, "classes": len(d.names), "dependencies": len(g),
+                       "usage_bits": int(np.unpackbits(g.u_mask).sum()), "events": sum(b.num_rows for b in batches),
                        "batches": result.batches, "duplicates": result.duplicates, "new_alerts": list(result.new_alerts)})
     if json_out:
         print(json.dumps({"pushed": pushed}, indent=2))
