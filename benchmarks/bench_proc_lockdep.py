@@ -121,7 +121,9 @@ def main() -> int:
 
     from lockfleet.agent.lockdep_proc import read_dumps
     from lockfleet.agent.names import Normalizer
-    from lockfleet.agent.proc_events import dump_graph, graph_events
+    import numpy as np
+
+    from lockfleet.agent.proc_events import ClassTable, dump_graph, graph_events
     from lockfleet.agent.proclockdep import findings, merge
     from lockfleet.engine import Engine
 
@@ -140,18 +142,19 @@ def main() -> int:
         # merge()'s loop, each step timed apart
         t_graph = c_graph = t_ev = c_ev = t_ing = c_ing = 0.0
         eng = Engine()
-        seen: dict[str, frozenset[str]] = {}
+        table = ClassTable(norm)
+        seen = np.zeros(0, np.uint8)
         for d in dumps:
-            g, w, c = timed(lambda: dump_graph(d, norm))
+            g, w, c = timed(lambda: dump_graph(d, table))
             t_graph, c_graph = t_graph + w, c_graph + c
 
             def events():
-                new = {}
-                for n, bits in g.usage.items():
-                    old = seen.get(n, frozenset())
-                    if not bits <= old:
-                        new[n], seen[n] = bits - old, old | bits
-                return graph_events(g, d.mtime_ns, usage=new)
+                nonlocal seen
+                if len(seen) < len(table.names):
+                    seen = np.concatenate([seen, np.zeros(len(table.names) - len(seen), np.uint8)])
+                new = g.u_mask & ~seen[g.u_ids]
+                np.bitwise_or.at(seen, g.u_ids, g.u_mask)
+                return graph_events(g, d.mtime_ns, usage=(g.u_ids[new != 0], new[new != 0]))
 
             batch, w, c = timed(events)
             t_ev, c_ev = t_ev + w, c_ev + c

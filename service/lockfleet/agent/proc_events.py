@@ -124,8 +124,8 @@ class Graph:
     Dependencies `h[i] -> t[i]` in the order the dump shows them (duplicates after the name rules
     removed), each shown at line `t_line[i]` of file `sources[t_src[i]]` (the dump, or its
     lockdep_chains for the dependencies only the chains show). Classes with usage: `u_ids` and
-    their usage masks `u_mask` (bit i: USAGE_BITS[i]); each held class's class line in
-    `held_line` (by id, when the dump has one)."""
+    their usage masks `u_mask` (bit i: USAGE_BITS[i]); each class's own line in `held_ids` /
+    `held_lines`."""
 
     host: str
     table: ClassTable
@@ -136,7 +136,8 @@ class Graph:
     sources: list[str]
     u_ids: np.ndarray
     u_mask: np.ndarray
-    held_line: dict[int, int] = field(default_factory=dict)
+    held_ids: np.ndarray          # sorted class ids with a line of their own, and that line:
+    held_lines: np.ndarray        # > 0 in the dump, < 0 (negated) in its lockdep_chains
     from_chains: int = 0
 
     def __len__(self) -> int:
@@ -195,11 +196,9 @@ def dump_graph(d: Dump, table: ClassTable | Normalizer) -> Graph:
     h, t, t_line = held[first], taken[first], lines[first]
     t_src = np.zeros(len(h), np.int8)
     sources = [d.path]
-    held_line: dict[int, int] = {}
-    for i, ln in zip(cls[::-1].tolist(), d.class_lines[::-1].tolist()):
-        if i >= 0:
-            held_line[i] = ln                      # the first class line of each class wins
-    g = Graph(d.host, table, h, t, t_line, t_src, sources, u_ids, u_mask, held_line)
+    named = cls >= 0
+    held_ids, at = np.unique(cls[named], return_index=True)       # the first class line of each class
+    g = Graph(d.host, table, h, t, t_line, t_src, sources, u_ids, u_mask, held_ids, d.class_lines[named][at])
     if d.chains:
         _chain_deps(g, d, table)
     return g
@@ -220,10 +219,18 @@ def _chain_deps(g: Graph, d: Dump, table: ClassTable) -> None:
                 hs.append(h)
                 ts.append(t)
                 lines.append(line)
-                g.held_line.setdefault(h, -line)      # negative: a line of the chains file
             if (ctx, seq[:i + 1]) in have:
                 break
     if hs:
+        # a held class the dump has no line for: its chain's line (negated: of the chains file)
+        extra = {h: -ln for h, ln in zip(hs, lines)}
+        for i in g.held_ids.tolist():
+            extra.pop(i, None)
+        if extra:
+            ids = np.concatenate([g.held_ids, np.fromiter(extra, np.int64, len(extra))])
+            lns = np.concatenate([g.held_lines, np.fromiter(extra.values(), np.int64, len(extra))])
+            order = np.argsort(ids)
+            g.held_ids, g.held_lines = ids[order], lns[order]
         g.sources.append(d.chains_path)
         g.h = np.concatenate([g.h, np.asarray(hs, np.int64)])
         g.t = np.concatenate([g.t, np.asarray(ts, np.int64)])
@@ -254,21 +261,23 @@ def graph_events(g: Graph, ts_ns: int, *, deps: np.ndarray | None = None,
     names = g.table.names
     base, subs = _split([names[i] for i in used.tolist()])
     ro = g.read_only_ids()
-    site_strings: list[str] = []
-    site_ids: dict[str, int] = {}
+    # sites: `file:line` strings built in Arrow; row i's site is sites[site_idx[i]]
+    pieces: list[pa.Array] = []
+    n_sites = 0
 
-    def site(label: str) -> int:
-        k = site_ids.get(label)
-        if k is None:
-            k = site_ids[label] = len(site_strings)
-            site_strings.append(label)
-        return k
-
-    def held_site(i: int) -> int:
-        ln = g.held_line.get(i)
-        if ln is None:
-            return -1
-        return site(f"{g.sources[0]}:{ln}" if ln > 0 else f"{g.sources[-1]}:{-ln}")
+    def held_sites(ids: np.ndarray) -> np.ndarray:
+        """Site indices of the class lines of `ids` (-1 where the dump has none)."""
+        nonlocal n_sites
+        if not len(ids) or not len(g.held_ids):
+            return np.full(len(ids), -1, np.int64)
+        k = np.minimum(np.searchsorted(g.held_ids, ids), len(g.held_ids) - 1)
+        found = g.held_ids[k] == ids
+        ln = g.held_lines[k[found]]
+        out = np.full(len(ids), -1, np.int64)
+        out[found] = n_sites + np.arange(int(found.sum()))
+        pieces.append(_sites(np.where(ln > 0, 0, len(g.sources) - 1), np.abs(ln), g.sources))
+        n_sites += int(found.sum())
+        return out
 
     if nd:
         first = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])
@@ -294,33 +303,35 @@ def graph_events(g: Graph, ts_ns: int, *, deps: np.ndarray | None = None,
         irq[0:2 * nu:2] = irq[1:2 * nu:2] = irq_of_bit[u_bit]
         op[0:2 * nu:2], op[1:2 * nu:2] = ACQUIRE, RELEASE
         tid[0:2 * nu] = np.repeat(SYNTHETIC_TID_BASE + np.arange(nu, dtype=np.int64), 2)
-        site_idx[0:2 * nu:2] = [held_site(i) for i in u_lock.tolist()]
+        site_idx[0:2 * nu:2] = held_sites(u_lock)
     if nd:
         end = start + 1 + 2 * size
         lock[start] = lock[end] = g_ids
         op[start], op[end] = ACQUIRE, RELEASE
         mode[start] = [1 if i in ro else 0 for i in g_ids.tolist()]
-        site_idx[start] = [held_site(i) for i in g_ids.tolist()]
+        site_idx[start] = held_sites(g_ids)
         lock[acq_t] = lock[acq_t + 1] = t
         op[acq_t], op[acq_t + 1] = ACQUIRE, RELEASE
         if ro:
             mode[acq_t] = [1 if i in ro else 0 for i in t.tolist()]
-        # each dependency's own line, as `file:line` strings built in Arrow
-        src = g.t_src[sel]
-        labels = pa.array([g.sources[k] + ":" for k in range(len(g.sources))])
-        lines = pc.cast(pa.array(g.t_line[sel]), pa.string())
-        dep_sites = pc.binary_join_element_wise(labels.take(pa.array(src.astype(np.int64))), lines, "")
-        site_idx[acq_t] = len(site_strings) + np.arange(nd)
-        site_strings.extend(dep_sites.to_pylist())
+        pieces.append(_sites(g.t_src[sel].astype(np.int64), g.t_line[sel], g.sources))
+        site_idx[acq_t] = n_sites + np.arange(nd)
+        n_sites += nd
         tid[2 * nu:] = np.repeat(SYNTHETIC_TID_BASE + nu + np.arange(ng, dtype=np.int64), 2 + 2 * size)
     lock_local = np.searchsorted(used, lock).astype(np.int32) if n else np.zeros(0, np.int32)
     subclass = subs[lock_local] if n else np.zeros(0, np.uint8)
     site_arr = pa.DictionaryArray.from_arrays(pa.array(site_idx.astype(np.int32), pa.int32(), mask=site_idx < 0),
-                                              pa.array(site_strings, pa.string()))
+                                              pa.concat_arrays(pieces) if pieces else pa.array([], pa.string()))
     lock_arr = pa.DictionaryArray.from_arrays(pa.array(lock_local, pa.int32()), pa.array(base, pa.string()))
     return pa.RecordBatch.from_arrays(
         [pa.array(np.full(n, ts_ns, np.int64)), pa.array(tid), pa.array(op), lock_arr, pa.array(mode),
          pa.array(subclass, pa.uint8()), pa.array(irq), site_arr], schema=EVENT_SCHEMA)
+
+
+def _sites(src: np.ndarray, lines: np.ndarray, sources: list[str]) -> pa.Array:
+    """`<sources[src[i]]>:<lines[i]>` for each i, as an Arrow string array."""
+    labels = pa.array([x + ":" for x in sources], pa.string()).take(pa.array(src, pa.int64()))
+    return pc.binary_join_element_wise(labels, pc.cast(pa.array(lines, pa.int64()), pa.string()), "")
 
 
 def _split(names: list[str]) -> tuple[list[str], np.ndarray]:
