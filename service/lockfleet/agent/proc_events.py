@@ -32,7 +32,7 @@ order of registration in each boot, are dropped, as `lockfleet dmesg` does); `na
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
