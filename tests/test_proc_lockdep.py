@@ -468,3 +468,20 @@ def test_procfs_agent_ships_only_what_is_new_since_its_last_dump(tmp_path, lockf
     bad = subprocess.run([*cmd[:-4], "--proc", str(tmp_path / "nothing"), "--once"], capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and "no such file" in bad.stderr
+
+
+def test_a_machine_own_cycle_with_a_witness_across_machines(tmp_path, cli):
+    """m1 closed A -> B -> A itself (its lockdep reported B -> A); m2's A -> C, C -> B close, with
+    m1's B -> A, a cycle no machine holds: a witness of m1's finding, said with it."""
+    m1 = Machine("m1")
+    m1.add("A_lock", "B_lock")
+    m1.add("B_lock", "A_lock")
+    m2 = Machine("m2")
+    m2.add("A_lock", "C_lock")
+    m2.add("C_lock", "B_lock")
+    rng = random.Random(6)
+    paths = [write_machine(tmp_path, m, rng) for m in (m1, m2)]
+    found = findings(merge(read_dumps([str(p) for p in paths]), Normalizer()))
+    assert [(f.closed_by, f.cross_witnesses) for f in found] == [("m1", 1)]
+    text = _ok(cli("proc-lockdep", *paths))
+    assert "1 that one machine closed by itself, 1 of them with witness cycles across machines" in text

@@ -40,6 +40,7 @@ class Finding:
     alert: Alert
     closed_by: str | None          # the machine that held the whole finding by itself, if any
     readers: tuple[str, ...] = ()  # locks of the finding whose usage shows reader use
+    cross_witnesses: int = 0       # closed by one machine, but with witness cycles across machines
 
     def to_dict(self) -> dict[str, Any]:
         d = self.alert.to_dict()
@@ -48,6 +49,7 @@ class Finding:
         d["kinds_known"] = False
         d["note"] = KINDS_NOTE
         d["readers"] = list(self.readers)
+        d["cross_machine_witnesses"] = self.cross_witnesses
         return d
 
 
@@ -113,7 +115,19 @@ def findings(m: Merged) -> list[Finding]:
     alerts = m.engine.alerts()
     named = {n for a in alerts for n in a.locks}
     readers = {n for n in named if any(b.endswith("-R") for g in m.graphs for b in g.bits_of(n))}
-    return [Finding(a, closed_by(a, m.graphs), tuple(n for n in a.locks if n in readers)) for a in alerts]
+    out = []
+    for a in alerts:
+        by = closed_by(a, m.graphs)
+        cross = sum(1 for w in a.witnesses if _no_common_host(w.links)) if by else 0
+        out.append(Finding(a, by, tuple(n for n in a.locks if n in readers), cross))
+    return out
+
+
+def _no_common_host(links: Any) -> bool:
+    common: set[str] | None = None
+    for link in links:
+        common = set(link.hosts) if common is None else common & set(link.hosts)
+    return not common
 
 
 def render(f: Finding) -> str:
@@ -124,7 +138,8 @@ def render(f: Finding) -> str:
         head.append(f"lockfleet: no single machine closed this {what}; it rests on "
                     f"{', '.join(a.hosts) or 'the dumps'}")
     else:
-        head.append(f"lockfleet: machine {f.closed_by} held all of this finding itself (its own lockdep saw it)")
+        head.append(f"lockfleet: machine {f.closed_by} held all of this finding itself (its own lockdep saw it)"
+                    + (f"; {f.cross_witnesses} of its witness cycles run across machines" if f.cross_witnesses else ""))
     tail = []
     if a.links:
         tail.append(f"lockfleet: {KINDS_NOTE} (/proc/lockdep prints no read/write kind for a dependency)")
@@ -134,7 +149,7 @@ def render(f: Finding) -> str:
     return "\n".join(head) + "\n" + a.render() + ("\n".join(tail) + "\n" if tail else "")
 
 
-def summary(m: Merged, open_: int, hidden: int, show_all: bool) -> str:
+def summary(m: Merged, open_: int, hidden: int, show_all: bool, cross: int = 0) -> str:
     st = m.engine.stats()
     chains = sum(g.from_chains for g in m.graphs)
     hosts = sorted({d.host for d in m.dumps})
@@ -142,7 +157,9 @@ def summary(m: Merged, open_: int, hidden: int, show_all: bool) -> str:
             f"dependencies" + (f" ({chains} only in lockdep_chains)" if chains else "")
             + f" merged: {open_} finding(s) no single machine closed")
     if hidden:
-        text += (f"; {hidden} that one machine closed by itself" + ("" if show_all else " (--all shows them)"))
+        text += (f"; {hidden} that one machine closed by itself"
+                 + (f", {cross} of them with witness cycles across machines" if cross else "")
+                 + ("" if show_all else " (--all shows them)"))
     return text
 
 
@@ -218,7 +235,7 @@ def run(args: argparse.Namespace, connection: Callable[[argparse.Namespace, str]
             return EXIT_OK
         for f in shown:
             print(render(f))
-        print(summary(m, len(found) - hidden, hidden, args.all))
+        print(summary(m, len(found) - hidden, hidden, args.all, sum(1 for f in found if f.cross_witnesses)))
         return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - the contract: any other failure is status 1, one line
         from .channel import AgentError, Refused
