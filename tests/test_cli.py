@@ -15,6 +15,8 @@ COMMANDS = {
     "chain": ("A", "B", "--target", "--json"),
     "demo": ("--seed", "--events"),
     "dmesg": ("FILE", "--json", "--host", "--rules", "--no-normalize", "--push", "--target"),
+    "proc-lockdep": ("DUMP", "--json", "--host", "--all", "--rules", "--no-normalize", "--push", "--target",
+                     "--token", "--tls-ca"),
     "simulate": ("--hosts", "--rate", "--duration", "--target", "--seed", "--cycles", "--check", "--json"),
     "analyze": ("PATH", "--since", "--until", "--hosts", "--json"),
     "diff": ("OLD", "NEW", "--json"),
