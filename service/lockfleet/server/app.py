@@ -166,6 +166,10 @@ class Service:
         r.gauge("lockfleet_alerts", "Findings, deduplicated.", engine("alerts"))
         r.gauge("lockfleet_streams", "Streams (host, stream id) with a high-water mark.", gw("streams"))
         r.gauge("lockfleet_inflight_bytes", "Bytes held by batches not yet durable.", gw("inflight_bytes"))
+        r.gauge("lockfleet_inflight_bytes_peak", "Most bytes ever held by batches not yet durable (<= the budget).",
+                gw("inflight_bytes_peak"))
+        r.gauge("lockfleet_stream_window_peak", "Most batches ever received and not yet acked on one stream.",
+                gw("stream_window_peak"))
         r.gauge("lockfleet_log_bytes", "Bytes in the segment log.", gw("log_bytes"))
         r.gauge("lockfleet_log_segments", "Segments in the segment log.", gw("log_segments"))
         r.gauge("lockfleet_log_unavailable", "1 while the segment log cannot be written.",

@@ -135,23 +135,31 @@ class ReplayReport:
 
 
 class Budget:
-    """A bound on bytes held by batches in flight; `acquire` waits for room."""
+    """A bound on bytes held by batches in flight; `acquire` waits for room. `peak` is the most
+    ever held at once (never above `capacity`: a share larger than the capacity takes all of it)."""
 
     def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"a budget needs a capacity of at least 1, not {capacity}")
         self.capacity = capacity
         self.used = 0
+        self.peak = 0
+        self.waits = 0            # acquisitions that had to wait for room
         self._cond = threading.Condition()
 
     def acquire(self, n: int, give_up: Callable[[], str]) -> str:
         """Take `n` (at most the capacity); returns "" or, if `give_up()` says why, that reason."""
         n = min(n, self.capacity)
         with self._cond:
+            if self.used + n > self.capacity:
+                self.waits += 1
             while self.used + n > self.capacity:
                 why = give_up()
                 if why:
                     return why
                 self._cond.wait(0.25)
             self.used += n
+            self.peak = max(self.peak, self.used)
             return ""
 
     def release(self, n: int) -> None:
@@ -189,6 +197,7 @@ class Gateway:
         self._classes: set[str] = set()
         self._threads: dict[str, set[int]] = {}
         self._budget = Budget(self.limits.max_inflight_bytes)
+        self.window_peak = 0                    # most batches ever received and not yet acked on one stream
         self._closing = ""
         self._observe = observe or (lambda _k, _v: None)
         self.counters = Counters()
@@ -522,7 +531,16 @@ class Gateway:
             c = asdict(self.counters)
             streams = len(self._streams)
         return {**c, "streams": streams, "lock_classes_seen": len(self._classes),
-                "inflight_bytes": self._budget.used, "snapshot_lsn": self.snapshot_lsn, **self._log.stats()}
+                "inflight_bytes": self._budget.used, "inflight_bytes_peak": self._budget.peak,
+                "inflight_bytes_limit": self._budget.capacity, "inflight_waits": self._budget.waits,
+                "stream_window_peak": self.window_peak, "stream_window_limit": self.limits.max_inflight_per_stream,
+                "snapshot_lsn": self.snapshot_lsn, **self._log.stats()}
+
+    def note_window(self, outstanding: int) -> None:
+        """A stream has `outstanding` batches received and not yet acked (for `window_peak`)."""
+        if outstanding > self.window_peak:
+            with self._meta:
+                self.window_peak = max(self.window_peak, outstanding)
 
     def begin_shutdown(self, why: str = "the service is shutting down; resend to it once it is back") -> None:
         """Refuse new batches from now on; those already admitted still get their acks."""

@@ -2,8 +2,10 @@
 
 Each call has a reader thread that admits batches as they arrive (decode, check, apply, append to
 the log) and queues their tickets; the call's own thread sends the acks in order as the log makes
-the batches durable. The queue holds at most `max_inflight_per_stream` tickets: when it is full
-the reader stops reading, and gRPC's flow control holds the client back.
+the batches durable. At most `max_inflight_per_stream` batches are received and not yet acked on
+one call: the reader takes a slot of that window before it reads the next message and the ack
+gives it back, so when the window is full the reader stops reading and gRPC's flow control holds
+the client back. The most ever outstanding is reported to the gateway (`window_peak`).
 """
 
 from __future__ import annotations
@@ -35,31 +37,39 @@ class IngestServicer(pb_grpc.IngestServicer):
 
     def Push(self, request_iterator: Iterator[pb.PushBatch], context: grpc.ServicerContext) -> Iterator[pb.PushAck]:
         peer = peer_of(context, self._mtls)
-        tickets: queue.Queue[Ticket | object] = queue.Queue(maxsize=self._inflight)
+        tickets: queue.Queue[Ticket | object] = queue.Queue()
+        window = threading.BoundedSemaphore(self._inflight)
+        outstanding = [0]
+        count = threading.Lock()
         done = threading.Event()
         context.add_callback(done.set)
 
-        def put(item: Ticket | object) -> bool:
+        def take_slot() -> bool:
             while not done.is_set():
-                try:
-                    tickets.put(item, timeout=0.5)
+                if window.acquire(timeout=0.5):
                     return True
-                except queue.Full:
-                    continue
             return False
 
         def read() -> None:
             try:
-                for msg in request_iterator:
-                    ticket = self._gateway.admit(msg.host, msg.stream_id, msg.seq, msg.arrow_ipc, peer)
-                    if not put(ticket):
+                messages = iter(request_iterator)
+                while take_slot():
+                    try:
+                        msg = next(messages)
+                    except StopIteration:
+                        window.release()
                         return
+                    with count:
+                        outstanding[0] += 1
+                        n = outstanding[0]
+                    self._gateway.note_window(n)
+                    tickets.put(self._gateway.admit(msg.host, msg.stream_id, msg.seq, msg.arrow_ipc, peer))
             except grpc.RpcError:
                 pass          # the client went away
             except Exception:
                 log.exception("ingest reader failed")
             finally:
-                put(_END)
+                tickets.put(_END)
 
         threading.Thread(target=read, name="lockfleet-push-reader", daemon=True).start()
         try:
@@ -75,6 +85,9 @@ class IngestServicer(pb_grpc.IngestServicer):
                 assert isinstance(item, Ticket)
                 out = self._gateway.complete(item)
                 self._on_ack(time.monotonic() - item.received, out.ok)
+                with count:
+                    outstanding[0] -= 1
+                window.release()
                 yield pb.PushAck(seq=out.seq, ok=out.ok, duplicate=out.duplicate, code=out.code, error=out.error,
                                  reason=out.reason, events=out.events, new_alerts=list(out.new_alerts))
         finally:
