@@ -157,6 +157,7 @@ class WebhookReceiver:
     refused: int = 0
     failing: bool = False
     bad_signatures: int = 0
+    delay: float = 0.0        # seconds between recording a delivery and answering it (a window for kills)
 
     def __post_init__(self) -> None:
         owner = self
@@ -178,6 +179,8 @@ class WebhookReceiver:
                         self.end_headers()
                         return
                 owner.accepted.append(Delivery(dict(self.headers.items()), body))
+                if owner.delay:
+                    time.sleep(owner.delay)
                 self.send_response(204)
                 self.end_headers()
 
