@@ -7,7 +7,10 @@ Data dir layout: `lock` (one service per dir), `log/` (the segment log), `snapsh
 `archive/day=YYYY-MM-DD/*.parquet`, `publish/` (the outbox of publications and each sink's cursor),
 `alerts.jsonl` (every publication, one JSON a line), `suppressions.json`.
 
-Start: the newest valid snapshot (if the engine can restore one), then the log after it. Stop
+Start: the newest valid snapshot (if the engine can restore one), then the log after it. A snapshot
+that is damaged or in a format this build does not read is skipped for the next older one; with
+none usable the whole log is replayed, if it still reaches back to lsn 1; if segments were pruned
+the service refuses to start rather than serve a partial graph (docs/RELIABILITY.md). Stop
 (SIGTERM): health goes NOT_SERVING, new batches are refused with UNAVAILABLE, every admitted batch
 is made durable and acked, then the calls end, a last snapshot is written and the log is closed.
 """
@@ -281,13 +284,13 @@ class Service:
     def _restore(self) -> None:
         gw, snapdir = self._gateway, self.data_dir / "snapshots"
         assert gw is not None
-        lsn = 0
+        lsn, problems = 0, []
         if engine_snapshots():
             lsn, _, problems = load_newest(snapdir, gw.restore)
-            if problems and not lsn:
-                log.warning("no usable snapshot (%s): replaying the whole log", "; ".join(problems))
         elif snapshot_files(snapdir):
-            log.warning("ignoring the snapshots in %s: this engine cannot restore them", snapdir)
+            problems = [f"this engine cannot restore the snapshots in {snapdir}"]
+        if not lsn:
+            self._check_log_reaches_back(problems)
         try:
             report = gw.replay(lsn)
         except (LogCorrupt, OSError) as exc:
@@ -298,6 +301,25 @@ class Service:
                  report.seconds, report.streams,
                  f"; cut a torn tail of {report.torn_bytes} bytes" if report.torn_bytes else "",
                  f"; skipped {report.skipped} unreadable batches" if report.skipped else "")
+
+    def _check_log_reaches_back(self, problems: list[str]) -> None:
+        """With no snapshot restored, the state is the whole log's: refuse when it no longer holds
+        the start (segments pruned after archiving), rather than serve a partial graph."""
+        assert self._log is not None
+        try:
+            first = self._log.first_lsn()
+        except (LogCorrupt, OSError) as exc:
+            raise ServiceError(f"cannot read the segment log in {self.data_dir / 'log'}: {exc}") from None
+        had_snapshots = bool(snapshot_files(self.data_dir / "snapshots"))
+        why = "; ".join(problems) or "there is none"
+        if first > 1 or (had_snapshots and first == 0):
+            held = f"starts at lsn {first}" if first else "is empty"
+            raise ServiceError(
+                f"cannot restore {self.data_dir}: no snapshot is usable ({why}) and the log {held} (older "
+                "segments were pruned after archiving), so replaying it would give a partial graph; refusing to "
+                "start. Run the lockfleet version that wrote the snapshot, or move the data dir aside")
+        if problems:
+            log.warning("no usable snapshot (%s): rebuilding the state by replaying the whole log from lsn 1", why)
 
     def _on_ack(self, seconds: float, ok: bool) -> None:
         self.m_ack.observe(seconds)

@@ -35,7 +35,8 @@ import pyarrow.compute as pc
 
 from ..engine import Engine
 from ..events import EventError, Events, normalize
-from ..store import EventLog, LogUnavailable, Record
+from ..store import EventLog, LogUnavailable, Record, SnapshotIncompatible
+from ..store.snapshot import section_format
 from .config import Limits
 
 log = logging.getLogger("lockfleet.server")
@@ -207,11 +208,17 @@ class Gateway:
     # -- start-up ---------------------------------------------------------------------------
 
     def restore(self, lsn: int, sections: dict[str, bytes]) -> None:
-        """Adopt a snapshot's state (see `capture`); raises on anything that does not fit."""
+        """Adopt a snapshot's state (see `capture`); raises SnapshotIncompatible when a section is in
+        a format this build does not read (the caller then tries an older snapshot or the log)."""
         meta = json.loads(sections["gateway"])
         if meta.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"snapshot version {meta.get('version')} is not {SNAPSHOT_VERSION}")
-        engine = type(self._engine).restore(sections["engine"])  # type: ignore[attr-defined]
+            raise SnapshotIncompatible(f"gateway section format {meta.get('version')}, this build reads "
+                                       f"{SNAPSHOT_VERSION}")
+        try:
+            engine = type(self._engine).restore(sections["engine"])  # type: ignore[attr-defined]
+        except Exception as exc:  # whole bytes (the file's crc held) the engine does not take: another format
+            raise SnapshotIncompatible(f"engine section {section_format(sections['engine'])} is not a format "
+                                       f"this build restores ({type(exc).__name__}: {exc})") from None
         schemas = meta["schemas"]
         streams = {(h, s): StreamState(seq, 0, schemas[i]) for h, s, seq, i in meta["streams"]}
         classes = set(json.loads(sections["classes"]))
