@@ -158,6 +158,8 @@ class WebhookReceiver:
     failing: bool = False
     bad_signatures: int = 0
     delay: float = 0.0        # seconds between recording a delivery and answering it (a window for kills)
+    refuse_if: Any = None     # body -> an HTTP status to answer instead of accepting (0: accept)
+    refusals: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         owner = self
@@ -170,6 +172,13 @@ class WebhookReceiver:
                     self.send_response(503)
                     self.end_headers()
                     self.wfile.write(b"down for maintenance")
+                    return
+                status = owner.refuse_if(body) if owner.refuse_if is not None else 0
+                if status:
+                    owner.refusals.append(status)
+                    self.send_response(status)
+                    self.end_headers()
+                    self.wfile.write(b"refused for good")
                     return
                 if owner.secret is not None:
                     want = "sha256=" + hmac.new(owner.secret, body, hashlib.sha256).hexdigest()

@@ -207,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest back-off between retries of a failing sink (it starts at 0.5s and doubles)")
     g.add_argument("--max-watchers", type=_positive_int, default=ServeConfig.max_watchers, metavar="N",
                    help="concurrent `lockfleet watch` (Query.WatchAlerts) streams")
+    g.add_argument("--outbox-compact-records", type=_positive_int, default=ServeConfig.outbox_compact_records,
+                   metavar="N", help="compact the outbox once it holds more than N publications: every sink has "
+                                     "acknowledged what is dropped, and each finding's latest publication stays")
 
     p = sub.add_parser("push", help="send event files (Parquet or Arrow IPC) and wait for every ack",
                        description="Send lock-event files (Parquet, or Arrow IPC file or stream format, with the "
@@ -362,7 +365,7 @@ def _publishing_settings(args: argparse.Namespace) -> dict[str, Any]:
             "webhook_secret_file": ServeConfig.path(args.webhook_secret_file), "blessed": ServeConfig.path(args.blessed),
             "publish_interval": max(args.publish_interval, 0.01), "sink_retry_max": args.sink_retry_max,
             "republish_interval": args.republish_interval,
-            "max_watchers": args.max_watchers}
+            "max_watchers": args.max_watchers, "outbox_compact_records": args.outbox_compact_records}
 
 
 @_agent_errors

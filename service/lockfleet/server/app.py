@@ -185,6 +185,9 @@ class Service:
         self.m_deliveries = r.counter("lockfleet_sink_deliveries_total",
                                       "Attempts to deliver a publication to a sink, by sink and result (ok, failed).",
                                       ("sink", "result"))
+        self.m_dead_letters = r.counter("lockfleet_sink_dead_letters_total",
+                                        "Publications a sink refused for good (HTTP 4xx), dead-lettered, by sink.",
+                                        ("sink",))
         r.gauge("lockfleet_outbox_seq", "Seq of the newest publication in the outbox.",
                 lambda: self._publishing.outbox.last_seq)
         r.gauge("lockfleet_sink_pending", "Publications not yet acknowledged by the slowest sink.",
@@ -226,7 +229,8 @@ class Service:
         try:
             self._publishing.open()
         except (ValueError, OSError) as exc:
-            raise ServiceError(f"cannot read the publishing state in {self.data_dir}: {exc}") from None
+            raise ServiceError(f"cannot open the publishing state (outbox, cursors, suppressions) in {self.data_dir} "
+                               f"for reading and appending: {exc}") from None
         workers = lim.max_streams + cfg.max_watchers + 16
         interceptors = [TokenInterceptor(self._tokens, on_denied=lambda r: self.m_denied.inc(1, r))] if self._tokens else []
         server = grpc.server(
@@ -259,7 +263,8 @@ class Service:
         self._log.on_seal = self._archiver.wake
         self._archiver.start()
         self._publishing.start(self._gateway, on_publish=lambda rec: self.m_published.inc(1, rec["event"]),
-                               on_delivery=lambda sink, ok: self.m_deliveries.inc(1, sink, "ok" if ok else "failed"))
+                               on_delivery=lambda sink, ok: self.m_deliveries.inc(1, sink, "ok" if ok else "failed"),
+                               on_dead_letter=lambda sink: self.m_dead_letters.inc(1, sink))
         if cfg.metrics_listen:
             try:
                 mhost, mport = parse_hostport(cfg.metrics_listen)

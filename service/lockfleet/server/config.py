@@ -60,6 +60,7 @@ class ServeConfig:
     republish_interval: float = 300.0        # at most one republication of a grown finding per this
     sink_retry_max: float = 30.0             # longest back-off between retries of a failing sink
     max_watchers: int = 16                   # concurrent WatchAlerts streams
+    outbox_compact_records: int = 10_000     # compact the outbox past this many publications
 
     @staticmethod
     def path(value: str | os.PathLike[str] | None) -> Path | None:
