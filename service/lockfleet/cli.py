@@ -161,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="distinct threads tracked per host")
     g.add_argument("--max-inflight-per-stream", type=_positive_int, default=lim.max_inflight_per_stream, metavar="N",
                    help="batches received but not yet acked, per stream (then the stream is not read)")
+    g.add_argument("--max-host-bytes-per-second", type=_nonneg_int, default=lim.max_host_bytes_per_second,
+                   metavar="N", help="per host (a batch's envelope host), Arrow IPC bytes a second; over it that "
+                                     "host's streams are slowed (not refused); 0: no limit")
+    g.add_argument("--ack-stall-seconds", type=_nonneg_float, default=lim.ack_stall_seconds, metavar="S",
+                   help="end a Push call whose client has not taken an ack for this long (it stopped reading)")
     g.add_argument("--max-inflight-bytes", type=_positive_int, default=lim.max_inflight_bytes, metavar="N",
                    help="memory held by batches not yet durable, all streams (then acks slow down)")
     g.add_argument("--max-streams", type=_positive_int, default=lim.max_streams, metavar="N",
@@ -325,7 +330,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     max_string_bytes=args.max_string_bytes, max_lock_classes=args.max_lock_classes,
                     max_threads_per_host=args.max_threads_per_host,
                     max_inflight_per_stream=args.max_inflight_per_stream,
-                    max_inflight_bytes=args.max_inflight_bytes, max_streams=args.max_streams)
+                    max_inflight_bytes=args.max_inflight_bytes, max_streams=args.max_streams,
+                    max_host_bytes_per_second=args.max_host_bytes_per_second,
+                    ack_stall_seconds=args.ack_stall_seconds)
     path = ServeConfig.path
     config = ServeConfig(data_dir=Path(args.data_dir), listen=args.listen, fsync=args.fsync,
                          group_commit_ms=args.group_commit_ms, segment_bytes=args.segment_bytes,

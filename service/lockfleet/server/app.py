@@ -50,6 +50,7 @@ log = logging.getLogger("lockfleet.server")
 
 SERVICES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name for name in ("Ingest", "Query"))
 SNAPSHOTS_KEPT = 2
+MAX_METADATA_BYTES = 16 * 1024     # request headers (tokens, user agent): more is refused by the transport
 
 
 def engine_snapshots() -> bool:
@@ -112,6 +113,7 @@ class Service:
         self._snapshot_lock = threading.Lock()
         self._last_snapshot = (0, time.monotonic(), 0)   # lsn, when, bytes applied then
         self._lock_fd = -1
+        self._interceptor: TokenInterceptor | None = None
         self.registry = Registry()
         self._define_metrics()
 
@@ -122,6 +124,19 @@ class Service:
     # -- set-up -----------------------------------------------------------------------------
 
     def _load_tls(self) -> grpc.ServerCredentials:
+        """Credentials whose certificate can be replaced while serving (`reload`): each new TLS
+        handshake asks `_cert_config_update` whether there is a newer one."""
+        self._cert_config = self._read_tls()
+        self._cert_update: Any = None
+        return grpc.dynamic_ssl_server_credentials(self._cert_config, self._cert_config_update,
+                                                   require_client_authentication=bool(self.config.client_ca))
+
+    def _cert_config_update(self) -> Any:
+        update, self._cert_update = self._cert_update, None
+        return update
+
+    def _read_tls(self) -> Any:
+        """The TLS files, checked, as a server certificate configuration; raises UsageError."""
         cfg = self.config
 
         def read(path: Path | None, what: str) -> bytes:
@@ -145,7 +160,28 @@ class Service:
         except (ssl.SSLError, OSError) as exc:
             raise UsageError(f"--tls-cert {cfg.tls_cert} / --tls-key {cfg.tls_key}: not a certificate and its "
                              f"private key ({exc})") from None
-        return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+    def reload(self) -> list[str]:
+        """Re-read the token file and the TLS certificate, key and client CA (SIGHUP): new calls
+        and new connections use them, those open go on. A file that does not check out is not
+        used (the old one stays) and named in the log. Returns what was reloaded."""
+        done = []
+        if self._tokens is not None and self._interceptor is not None and self.config.token_file:
+            try:
+                self._tokens = load_tokens(self.config.token_file)
+                self._interceptor.set_tokens(self._tokens)
+                done.append("tokens")
+            except TokenFileError as exc:
+                log.error("reload: keeping the current tokens: %s", exc)
+        if self.tls:
+            try:
+                self._cert_update = self._read_tls()
+                done.append("certificate")
+            except UsageError as exc:
+                log.error("reload: keeping the current certificate: %s", exc)
+        log.info("reloaded %s", " and ".join(done) if done else "nothing")
+        return done
 
     def _define_metrics(self) -> None:
         r = self.registry
@@ -232,15 +268,19 @@ class Service:
             raise ServiceError(f"cannot open the publishing state (outbox, cursors, suppressions) in {self.data_dir} "
                                f"for reading and appending: {exc}") from None
         workers = lim.max_streams + cfg.max_watchers + 16
-        interceptors = [TokenInterceptor(self._tokens, on_denied=lambda r: self.m_denied.inc(1, r))] if self._tokens else []
+        self._interceptor = TokenInterceptor(self._tokens, on_denied=lambda r: self.m_denied.inc(1, r)) \
+            if self._tokens else None
+        interceptors = [self._interceptor] if self._interceptor else []
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lockfleet-rpc"),
             interceptors=interceptors, maximum_concurrent_rpcs=workers,
             options=[("grpc.so_reuseport", 0),
                      ("grpc.max_receive_message_length", lim.grpc_message_bytes),
+                     ("grpc.max_metadata_size", MAX_METADATA_BYTES),
                      ("grpc.max_send_message_length", lim.grpc_message_bytes)])
         pb_grpc.add_IngestServicer_to_server(
-            IngestServicer(self._gateway, lim.max_inflight_per_stream, self.mtls, on_ack=self._on_ack), server)
+            IngestServicer(self._gateway, lim.max_inflight_per_stream, self.mtls, on_ack=self._on_ack,
+                           ack_stall=lim.ack_stall_seconds), server)
         pb_grpc.add_QueryServicer_to_server(QueryServicer(self._gateway, self._publishing, cfg.max_watchers), server)
         self._health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -435,9 +475,11 @@ class Service:
 
 
 def serve_forever(config: ServeConfig) -> None:
-    """Run until SIGTERM or SIGINT; raises UsageError or ServiceError when it cannot start."""
+    """Run until SIGTERM or SIGINT (SIGHUP: reload tokens and certificate); raises UsageError or
+    ServiceError when it cannot start."""
     service = Service(config.data_dir, config.listen, config=config).start()
     done = threading.Event()
+    hup = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("got %s, draining and shutting down", signal.Signals(signum).name)
@@ -445,8 +487,11 @@ def serve_forever(config: ServeConfig) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, lambda _s, _f: hup.set())
     try:
         while not done.wait(0.2):
-            pass
+            if hup.is_set():
+                hup.clear()
+                service.reload()
     finally:
         service.stop()

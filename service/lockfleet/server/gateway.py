@@ -38,6 +38,7 @@ from ..events import EventError, Events, normalize
 from ..store import EventLog, LogUnavailable, Record, SnapshotIncompatible
 from ..store.snapshot import section_format
 from .config import Limits
+from .ratelimit import HostRates
 
 log = logging.getLogger("lockfleet.server")
 T = TypeVar("T")
@@ -198,6 +199,7 @@ class Gateway:
         self._classes: set[str] = set()
         self._threads: dict[str, set[int]] = {}
         self._budget = Budget(self.limits.max_inflight_bytes)
+        self._rates = HostRates(self.limits.max_host_bytes_per_second)
         self.window_peak = 0                    # most batches ever received and not yet acked on one stream
         self._closing = ""
         self._observe = observe or (lambda _k, _v: None)
@@ -318,6 +320,9 @@ class Gateway:
                           f"batch seq {seq}: {len(ipc)} bytes of arrow_ipc is over the limit of "
                           f"{lim.max_message_bytes} (--max-message-bytes); send smaller batches")
         self._unavailable_check()
+        why = self._rates.take(host, len(ipc), self._give_up)
+        if why:
+            raise Refusal("UNAVAILABLE", "log_unavailable" if self._log.error else "shutting_down", why)
         cost = 2 * len(ipc) + 4096
         why = self._budget.acquire(cost, self._give_up)
         if why:
@@ -541,6 +546,7 @@ class Gateway:
                 "inflight_bytes": self._budget.used, "inflight_bytes_peak": self._budget.peak,
                 "inflight_bytes_limit": self._budget.capacity, "inflight_waits": self._budget.waits,
                 "stream_window_peak": self.window_peak, "stream_window_limit": self.limits.max_inflight_per_stream,
+                "rate_limited": self._rates.stats(),
                 "snapshot_lsn": self.snapshot_lsn, **self._log.stats()}
 
     def note_window(self, outstanding: int) -> None:

@@ -6,6 +6,11 @@ the batches durable. At most `max_inflight_per_stream` batches are received and 
 one call: the reader takes a slot of that window before it reads the next message and the ack
 gives it back, so when the window is full the reader stops reading and gRPC's flow control holds
 the client back. The most ever outstanding is reported to the gateway (`window_peak`).
+
+A client that stops reading its acks (while it still holds the call open) would hold a stream
+slot and a thread forever: when one ack has waited `ack_stall` seconds to be taken by the client,
+the call is cancelled (the batches it had admitted are applied and durable; a resend after
+reconnecting is acked as a duplicate).
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ _END = object()
 
 class IngestServicer(pb_grpc.IngestServicer):
     def __init__(self, gateway: Gateway, inflight: int = 16, mtls: bool = False,
-                 on_ack: Callable[[float, bool], None] | None = None) -> None:
+                 on_ack: Callable[[float, bool], None] | None = None, ack_stall: float = 60.0) -> None:
         self._gateway = gateway
         self._inflight = max(1, inflight)
+        self._ack_stall = ack_stall
+        self.stalled_calls = 0
         self._mtls = mtls
         self._on_ack = on_ack or (lambda _s, _ok: None)
 
@@ -43,11 +50,20 @@ class IngestServicer(pb_grpc.IngestServicer):
         count = threading.Lock()
         done = threading.Event()
         context.add_callback(done.set)
+        sending_since = [0.0]        # when the ack being handed to the client was yielded (0: none)
 
         def take_slot() -> bool:
             while not done.is_set():
                 if window.acquire(timeout=0.5):
                     return True
+                since = sending_since[0]
+                if since and time.monotonic() - since > self._ack_stall:
+                    self.stalled_calls += 1
+                    log.warning("ending a Push call from %s: its client took no ack for %.0fs (it does not read "
+                                "its acks)", context.peer(), time.monotonic() - since)
+                    done.set()
+                    context.cancel()
+                    return False
             return False
 
         def read() -> None:
@@ -88,7 +104,9 @@ class IngestServicer(pb_grpc.IngestServicer):
                 with count:
                     outstanding[0] -= 1
                 window.release()
+                sending_since[0] = time.monotonic()
                 yield pb.PushAck(seq=out.seq, ok=out.ok, duplicate=out.duplicate, code=out.code, error=out.error,
                                  reason=out.reason, events=out.events, new_alerts=list(out.new_alerts))
+                sending_since[0] = 0.0
         finally:
             done.set()
