@@ -201,6 +201,8 @@ class Gateway:
         self._budget = Budget(self.limits.max_inflight_bytes)
         self._rates = HostRates(self.limits.max_host_bytes_per_second)
         self.window_peak = 0                    # most batches ever received and not yet acked on one stream
+        self.push_calls = 0                     # Push calls open now
+        self.stalled_calls = 0                  # Push calls ended because their client read no acks
         self._closing = ""
         self._observe = observe or (lambda _k, _v: None)
         self.counters = Counters()
@@ -546,8 +548,15 @@ class Gateway:
                 "inflight_bytes": self._budget.used, "inflight_bytes_peak": self._budget.peak,
                 "inflight_bytes_limit": self._budget.capacity, "inflight_waits": self._budget.waits,
                 "stream_window_peak": self.window_peak, "stream_window_limit": self.limits.max_inflight_per_stream,
-                "rate_limited": self._rates.stats(),
+                "rate_limited": self._rates.stats(), "push_calls": self.push_calls,
+                "stalled_calls": self.stalled_calls,
                 "snapshot_lsn": self.snapshot_lsn, **self._log.stats()}
+
+    def note_call(self, opened: int, stalled: bool = False) -> None:
+        """A Push call opened (+1) or ended (-1; `stalled`: ended because its client read no acks)."""
+        with self._meta:
+            self.push_calls += opened
+            self.stalled_calls += int(stalled)
 
     def note_window(self, outstanding: int) -> None:
         """A stream has `outstanding` batches received and not yet acked (for `window_peak`)."""

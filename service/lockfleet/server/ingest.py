@@ -38,7 +38,6 @@ class IngestServicer(pb_grpc.IngestServicer):
         self._gateway = gateway
         self._inflight = max(1, inflight)
         self._ack_stall = ack_stall
-        self.stalled_calls = 0
         self._mtls = mtls
         self._on_ack = on_ack or (lambda _s, _ok: None)
 
@@ -58,7 +57,7 @@ class IngestServicer(pb_grpc.IngestServicer):
                     return True
                 since = sending_since[0]
                 if since and time.monotonic() - since > self._ack_stall:
-                    self.stalled_calls += 1
+                    self._gateway.note_call(0, stalled=True)
                     log.warning("ending a Push call from %s: its client took no ack for %.0fs (it does not read "
                                 "its acks)", context.peer(), time.monotonic() - since)
                     done.set()
@@ -88,6 +87,7 @@ class IngestServicer(pb_grpc.IngestServicer):
                 tickets.put(_END)
 
         threading.Thread(target=read, name="lockfleet-push-reader", daemon=True).start()
+        self._gateway.note_call(+1)
         try:
             while True:
                 try:
@@ -110,3 +110,4 @@ class IngestServicer(pb_grpc.IngestServicer):
                 sending_since[0] = 0.0
         finally:
             done.set()
+            self._gateway.note_call(-1)
