@@ -245,3 +245,10 @@ def test_a_slow_disk_slows_acks_group_commit_amortizes_it_and_nothing_is_lost(se
     server.kill()                               # and what was acked is there after a SIGKILL
     server.start()
     assert fetch_stats(server.target)["events"] == 4 * 20 * len(rows)
+
+
+def test_a_second_service_on_the_same_data_dir_is_refused(lockfleet_server):
+    proc = run_lockfleet("serve", "--listen", "127.0.0.1:0", "--data-dir", lockfleet_server.data_dir, timeout=60)
+    assert proc.returncode == 1
+    assert "in use by another lockfleet serve" in proc.stderr.strip().splitlines()[-1]
+    assert fetch_stats(lockfleet_server.target)["events"] == 0        # the first one is untouched

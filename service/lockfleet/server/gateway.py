@@ -620,10 +620,10 @@ def schema_change(old: str, new: str) -> str:
 
 
 def check_strings(table: pa.Table, max_bytes: int, seq: int) -> None:
-    for name in ("lock", "site", "task", "host"):
-        if name not in table.column_names:
+    for i, name in enumerate(table.column_names):   # by position: a duplicated name is normalize's to refuse
+        if name not in ("lock", "site", "task", "host"):
             continue
-        col = table.column(name)
+        col = table.column(i)
         typ = col.type
         arrays: list[pa.Array] = []
         if pa.types.is_dictionary(typ):
