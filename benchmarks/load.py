@@ -63,7 +63,7 @@ async def _stream(target_channel, host: str, ipc: bytes, rows: int, until: float
         async for ack in call:
             t = sent.pop(ack.seq, None)
             if ack.ok and not ack.duplicate and t is not None:
-                lat.append(time.monotonic() - t)
+                lat.append((round(t - out["t0"], 4), time.monotonic() - t))
                 out["acked"] += 1
                 out["events"] += ack.events
             else:
@@ -92,11 +92,12 @@ async def _stream(target_channel, host: str, ipc: bytes, rows: int, until: float
 async def _client(target: str, proc: int, streams: int, seconds: float, interval: float, rows: int) -> dict:
     import grpc
 
-    out = {"latencies": [], "sent": 0, "acked": 0, "events": 0, "errors": []}
+    out = {"latencies": [], "sent": 0, "acked": 0, "events": 0, "errors": [], "t0": 0.0}
     ipc = _batch(rows, proc + 1)
     # a few channels (connections) per process, the streams spread over them
     channels = [grpc.aio.insecure_channel(target) for _ in range(4)]
     t0 = time.monotonic()
+    out["t0"] = t0
     until = t0 + seconds
     tasks = [_stream(channels[i % len(channels)], f"load-{proc}-{i}", ipc, rows, until, interval,
                      t0 + interval * i / max(1, streams), out) for i in range(streams)]
@@ -183,7 +184,10 @@ def run(streams: int = 1000, procs: int = 4, seconds: float = 20.0, interval: fl
             except subprocess.TimeoutExpired:
                 server.kill()
             log.close()
-    lat = [x for r in results for x in r["latencies"]]
+    samples = [x for r in results for x in r["latencies"]]
+    lat = [x[1] for x in samples]
+    # steady state: batches sent once every stream is open and has sent its first batch
+    steady = [x[1] for x in samples if x[0] >= interval + 1.0]
     errors = [e for r in results for e in r["errors"]]
     sent, acked = sum(r["sent"] for r in results), sum(r["acked"] for r in results)
     events = sum(r["events"] for r in results)
@@ -196,6 +200,9 @@ def run(streams: int = 1000, procs: int = 4, seconds: float = 20.0, interval: fl
         "ack_ms": {"p50": round(quantile(lat, 0.50) * 1e3, 2), "p90": round(quantile(lat, 0.90) * 1e3, 2),
                    "p99": round(quantile(lat, 0.99) * 1e3, 2), "max": round(max(lat, default=0) * 1e3, 2),
                    "mean": round(statistics.fmean(lat) * 1e3, 2) if lat else None},
+        "ack_ms_steady": {"batches": len(steady), "p50": round(quantile(steady, 0.50) * 1e3, 2),
+                          "p90": round(quantile(steady, 0.90) * 1e3, 2), "p99": round(quantile(steady, 0.99) * 1e3, 2),
+                          "max": round(max(steady, default=0) * 1e3, 2)},
         "inflight_bytes_peak": ing["inflight_bytes_peak"], "inflight_bytes_limit": ing["inflight_bytes_limit"],
         "stream_window_peak": ing["stream_window_peak"],
         "rss_mib": {"baseline": round(baseline / 1024, 1), "peak": round(max(peak[0], hwm) / 1024, 1)},

@@ -123,3 +123,5 @@ def test_back_pressure_keeps_its_bounds_slows_acks_and_loses_nothing(serve_facto
     # ... and they were reached: batches waited for room, a stream filled its window
     assert ing["inflight_waits"] > 0 and ing["inflight_bytes_peak"] > budget // 2, ing
     assert ing["stream_window_peak"] == window, ing
+    print(f"in flight: peak {ing['inflight_bytes_peak']} bytes of a {budget}-byte budget, "
+          f"{ing['inflight_waits']} waits; per-stream window peak {ing['stream_window_peak']} of {window}")

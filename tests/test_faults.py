@@ -242,6 +242,10 @@ def test_a_slow_disk_slows_acks_group_commit_amortizes_it_and_nothing_is_lost(se
     assert m["lockfleet_fsync_latency_seconds_sum"] / fsyncs >= delay_ms / 1000 * 0.9     # the disk was slow
     assert fsyncs < 80 / 2, f"{fsyncs} fsyncs for 80 batches: group commit should share them"
     assert m["lockfleet_ack_latency_seconds_sum"] / m["lockfleet_ack_latency_seconds_count"] >= delay_ms / 1000 * 0.5
+    print(f"fsync delayed {delay_ms} ms: 80 batches in {fsyncs:.0f} fsyncs "
+          f"({80 / fsyncs:.1f} batches per fsync), mean fsync "
+          f"{m['lockfleet_fsync_latency_seconds_sum'] / fsyncs * 1e3:.0f} ms, mean ack "
+          f"{m['lockfleet_ack_latency_seconds_sum'] / m['lockfleet_ack_latency_seconds_count'] * 1e3:.0f} ms")
     server.kill()                               # and what was acked is there after a SIGKILL
     server.start()
     assert fetch_stats(server.target)["events"] == 4 * 20 * len(rows)
