@@ -8,7 +8,8 @@ Starts `lockfleet serve` (its own temporary data dir, `--max-streams` sized for 
 Push calls, all open at once: every stream sends one batch of `--rows` events every `--interval`
 seconds for `--seconds`, with its own host and seq, and times each batch from its write to its
 ack. Meanwhile the server's resident memory is sampled from /proc. At the end: ack latency
-quantiles (p50, p90, p99, max), batches and events sent and acked, errors, the server's event
+quantiles (p50, p90, p99, max) over the whole run and over its steady state (batches sent once
+every stream had sent its first, so that opening the calls is left out), batches and events sent and acked, errors, the server's event
 count (nothing lost: it must equal what was acked), its in-flight-bytes peak against the bound,
 and its memory (baseline before the load, peak during it). Exit status 1 when anything was lost,
 refused or failed, or the in-flight peak passed the bound.

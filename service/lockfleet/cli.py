@@ -113,9 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the service (gRPC: Ingest, Query, health, reflection)",
                        formatter_class=_DefaultsFormatter,
                        description="Run the lockfleet service until SIGTERM/SIGINT (which drain: every batch "
-                                   "received is made durable and acked before it exits). A batch is acked only "
-                                   "once it is in the segment log on disk (group commit) and applied; on start "
-                                   "the newest snapshot and the log after it are replayed. Sealed log segments "
+                                   "received is made durable and acked before it exits; SIGHUP re-reads the "
+                                   "token file and the TLS files without a restart). A batch is acked only once "
+                                   "it is in the segment log on disk (group commit) and applied; on start the "
+                                   "newest snapshot and the log after it are replayed. Sealed log segments "
                                    "are compacted to Parquet under DIR/archive/day=YYYY-MM-DD/. Without TLS it "
                                    "listens only on loopback. Logs go to stderr. Suppressions ('lockfleet "
                                    "suppress') are kept in DIR/suppressions.json.",
