@@ -128,7 +128,7 @@ def test_outbox_compaction_keeps_each_findings_latest_and_what_is_unacknowledged
 
 
 def test_the_service_compacts_its_outbox_and_a_restart_publishes_nothing_again(serve_factory):
-    server = serve_factory("--publish-interval", "0.02", "--outbox-compact-records", "3")
+    server = serve_factory("--publish-interval", "0.02", "--outbox-compact-records", "3", "--republish-interval", "0")
     for i in range(2):
         finding(server.target, i, "k")
         wait_for(lambda: publishing(server.target)["last_seq"] == 4 * i + 1, 30, "the finding's publication")
