@@ -2,8 +2,8 @@
 
     .venv/bin/python tests/fuzz/run.py TARGET [libFuzzer options] [CORPUS_DIR ...]
 
-TARGET is ingest, push or dmesg. With no corpus dir, the seeds of seeds.py are written into a
-temporary one. The lockfleet modules are instrumented for coverage. A crash (an exception the
+TARGET is ingest, push or dmesg. With no corpus dir, or only empty ones, the seeds of seeds.py
+are written into the (first, or a temporary) one. The lockfleet modules are instrumented for coverage. A crash (an exception the
 target does not expect) stops the run with the traceback and libFuzzer writes the input as
 `crash-<sha1>` (use `-artifact_prefix=DIR/`): put it in tests/fuzz/crashes/TARGET/ and
 tests/test_fuzz.py replays it on every run from then on. A long run, as docs/RELIABILITY.md does:
@@ -33,10 +33,12 @@ def main(argv: list[str]) -> int:
         return 2
     name = argv[1]
     rest = argv[2:]
-    if not [a for a in rest if not a.startswith("-")]:
-        corpus = Path(tempfile.mkdtemp(prefix=f"lockfleet-fuzz-{name}-"))
-        seeds.write(name, corpus)
-        rest.append(str(corpus))
+    dirs = [Path(a) for a in rest if not a.startswith("-")]
+    if not dirs:
+        dirs = [Path(tempfile.mkdtemp(prefix=f"lockfleet-fuzz-{name}-"))]
+        rest.append(str(dirs[0]))
+    if not any(d.is_dir() and any(d.iterdir()) for d in dirs):     # an empty corpus starts from the seeds
+        seeds.write(name, dirs[0])
     fn = targets.TARGETS[name]
     atheris.Setup([argv[0], *rest], fn)
     atheris.Fuzz()
