@@ -115,7 +115,7 @@ def test_a_host_over_its_rate_is_slowed_and_others_are_not(serve_factory):
     server = serve_factory("--max-host-bytes-per-second", str(rate))
     rows = nest(1, "rate_a", "rate_b") * 2000
     big = to_ipc(events(rows).to_batches()[0])
-    greedy = [big] * max(4, (3 * rate) // len(big) + 1)               # ~3 s of its rate after the burst
+    greedy = [big] * max(4, (2 * rate) // len(big) + 1)               # ~2 s of its rate after the burst
     total = len(big) * len(greedy)
     took: dict[str, float] = {}
 
