@@ -172,10 +172,11 @@ cdef class Names:
             pdata = &data[0]
         else:
             pdata = <const uint8_t*>b""
+        # exactly the offsets used: Arrow IPC lets a buffer run past them (by any number of bytes)
         if large:
-            off64 = np.frombuffer(bufs[1], dtype=np.int64)
+            off64 = np.frombuffer(bufs[1], dtype=np.int64, count=base + n + 1)
         else:
-            off32 = np.frombuffer(bufs[1], dtype=np.int32)
+            off32 = np.frombuffer(bufs[1], dtype=np.int32, count=base + n + 1)
         with nogil:
             for i in range(n):
                 if large:

@@ -1,6 +1,13 @@
 """Shared fixtures: the `lockfleet` command as a subprocess, a real `lockfleet serve` on a free
 loopback port with a temporary data dir (started, health-checked, torn down), and the demo's
-seed scenario written to event files."""
+seed scenario written to event files.
+
+Real components (openssl, Graphviz, chromium, Alertmanager, a tmpfs mount, the shared corpus,
+networkx) are asked for through `require`: where one is missing the test is skipped with the
+reason, except under CI=true, where it fails (and so does any other skip, see
+`pytest_runtest_makereport`): a CI run cannot pass by leaving things out. Hypothesis runs with a
+fixed seed (reproducible) except under CI=true, where the seed rotates and is printed (see
+`pytest_configure`); LOCKFLEET_HYPOTHESIS_SEED=N replays one."""
 
 from __future__ import annotations
 
@@ -18,6 +25,90 @@ import pytest
 
 CLI_TIMEOUT = 120.0
 START_TIMEOUT = 60.0
+IN_CI = os.environ.get("CI") == "true"
+SHARED_DIR = Path(os.environ.get("LOCKFLEET_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+
+
+def require(present: object, why: str) -> None:
+    """Skip the test saying `why` when `present` is falsy; under CI=true fail instead."""
+    if present:
+        return
+    if IN_CI:
+        pytest.fail(f"{why}, and CI=true: it must be there (.ci/install-deps installs what tests need)",
+                    pytrace=False)
+    pytest.skip(why)
+
+
+def require_program(name: str, package: str) -> str:
+    """The path of program `name` (Debian package `package`), or skip/fail as `require` does."""
+    found = shutil.which(name)
+    require(found, f"{name} is not on PATH (Debian: apt-get install {package})")
+    return str(found)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The read-only shared folder (corpus of real lockdep reports, the seed report)."""
+    require(SHARED_DIR.is_dir(), f"no shared folder at {SHARED_DIR} (set LOCKFLEET_SHARED)")
+    return SHARED_DIR
+
+
+needs_shared = pytest.mark.usefixtures("shared_dir")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Hypothesis' seed: fixed (0) by default, a fresh one under CI=true or
+    HYPOTHESIS_PROFILE=thorough, printed either way; LOCKFLEET_HYPOTHESIS_SEED=N (or pytest
+    --hypothesis-seed=N) chooses it."""
+    import random
+
+    chosen = config.getoption("hypothesis_seed", None)
+    given = os.environ.get("LOCKFLEET_HYPOTHESIS_SEED")
+    if chosen is not None:
+        seed = int(chosen)
+    elif given:
+        seed = int(given)
+    elif IN_CI or os.environ.get("HYPOTHESIS_PROFILE") == "thorough":
+        seed = random.SystemRandom().randrange(1 << 32)
+    else:
+        seed = 0
+    config.option.hypothesis_seed = seed
+    config._lockfleet_hypothesis_seed = seed  # type: ignore[attr-defined]
+    try:
+        from hypothesis import core
+
+        core.global_force_seed = seed   # whichever of this hook and hypothesis' own runs first
+    except ImportError:
+        pass
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    seed = getattr(config, "_lockfleet_hypothesis_seed", None)
+    lines = [f"CI={'true: a skipped test fails' if IN_CI else 'unset: tests missing a component skip, saying why'}"]
+    if seed is not None:
+        lines.append(f"hypothesis seed {seed} (replay: LOCKFLEET_HYPOTHESIS_SEED={seed})")
+    return lines
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # noqa: ANN201
+    """Under CI=true a skip (any: require, importorskip, skipif) is a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, which counts as a failure: {reason}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ANN001
+    seed = getattr(config, "_lockfleet_hypothesis_seed", None)
+    skipped = len(terminalreporter.stats.get("skipped", []))
+    if skipped:
+        terminalreporter.write_line(f"{skipped} test(s) skipped: the reasons are listed above (SKIPPED lines); "
+                                    "under CI=true they would fail")
+    if seed is not None:
+        terminalreporter.write_line(f"hypothesis seed {seed} (replay: LOCKFLEET_HYPOTHESIS_SEED={seed})")
 
 
 def lockfleet_command() -> list[str]:
@@ -229,8 +320,7 @@ def _openssl(*args: str, cwd: Path) -> None:
 
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    if not shutil.which("openssl"):
-        pytest.skip("the openssl command is needed to make test certificates")
+    require_program("openssl", "openssl")
     d = tmp_path_factory.mktemp("certs")
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
     for ca in ("ca", "other-ca"):

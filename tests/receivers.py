@@ -157,6 +157,9 @@ class WebhookReceiver:
     refused: int = 0
     failing: bool = False
     bad_signatures: int = 0
+    delay: float = 0.0        # seconds between recording a delivery and answering it (a window for kills)
+    refuse_if: Any = None     # body -> an HTTP status to answer instead of accepting (0: accept)
+    refusals: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         owner = self
@@ -170,6 +173,13 @@ class WebhookReceiver:
                     self.end_headers()
                     self.wfile.write(b"down for maintenance")
                     return
+                status = owner.refuse_if(body) if owner.refuse_if is not None else 0
+                if status:
+                    owner.refusals.append(status)
+                    self.send_response(status)
+                    self.end_headers()
+                    self.wfile.write(b"refused for good")
+                    return
                 if owner.secret is not None:
                     want = "sha256=" + hmac.new(owner.secret, body, hashlib.sha256).hexdigest()
                     if not hmac.compare_digest(want, self.headers.get("X-Lockfleet-Signature", "")):
@@ -178,6 +188,8 @@ class WebhookReceiver:
                         self.end_headers()
                         return
                 owner.accepted.append(Delivery(dict(self.headers.items()), body))
+                if owner.delay:
+                    time.sleep(owner.delay)
                 self.send_response(204)
                 self.end_headers()
 

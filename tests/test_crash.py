@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import mount_tmpfs, umount
+from conftest import mount_tmpfs, require, umount
 from lockfleet import Engine
 from lockfleet.agent import Connection, Refused, Stream, fetch_alerts, fetch_stats, push_streams, to_ipc
 from lockfleet.server.query import _jsonable
@@ -200,9 +200,8 @@ def test_sigterm_drains_every_admitted_batch(serve_factory):
 
 def test_disk_full_stops_acks_with_a_clear_status_and_recovers(tmp_path, serve_factory):
     data = tmp_path / "disk"
-    if not mount_tmpfs(data, "12m"):
-        pytest.skip("cannot mount a tmpfs here (needs root); the same path is covered in-process by "
-                    "test_segment_log.py::test_gateway_refuses_while_the_disk_is_full_and_recovers")
+    require(mount_tmpfs(data, "12m"), "cannot mount a tmpfs here (needs root); the same path is covered in-process "
+            "by test_segment_log.py::test_gateway_refuses_while_the_disk_is_full_and_recovers")
     server = None
     try:
         fleet = fleet_batches(rows_per_batch=4000, batches_per_host=30)

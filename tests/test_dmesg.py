@@ -28,10 +28,9 @@ from lockfleet.agent.dmesg import (Log, add_dmesg_parser, circular_edges, findin
                                    read_log, split_line, to_batch)
 from lockfleet.agent.names import DEFAULT_RULES, Normalizer, RulesError, parse_rules, split_subclass
 
-SHARED_DIR = Path(os.environ.get("LOCKFLEET_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+from conftest import SHARED_DIR, needs_shared  # noqa: E402  (fails under CI=true when missing)
 SEED = SHARED_DIR / "seed" / "lkml-bpf-deadlock-report.txt"
 CORPUS = SHARED_DIR / "corpus" / "lockdep-reports"
-needs_shared = pytest.mark.skipif(not SHARED_DIR.is_dir(), reason=f"no shared folder at {SHARED_DIR}")
 
 SEED_CYCLE = ["tracepoints_mutex", "cpu_hotplug_lock.rw_sem", "pmus_lock", "&cpuctx_mutex", "bpf_event_mutex"]
 NORM = Normalizer()

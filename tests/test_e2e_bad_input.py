@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 
 from lockfleet.agent import Connection, Stream, fetch_stats, push_streams, to_ipc
+from lockfleet.agent.query import fetch_chain, fetch_hosts
 from lockfleet.v1 import lockfleet_pb2 as pb
 from lockfleet.v1 import lockfleet_pb2_grpc as pb_grpc
 
@@ -226,8 +227,28 @@ def test_call_level_refusals(secured, certs):
     assert acks[0].ok and not acks[0].duplicate
 
 
-def test_a_relay_may_speak_for_other_hosts(secured, certs):
-    relay_batch = batch(host=pa.array(["h7", "h7", "h8", "h8"]), lock=pa.array(["good_0", "good_1", "good_1", "good_0"]))
-    acks = Call(secured.target, certs, who="relay").push([msg("relay-1", 1, ipc(relay_batch), host="h9"),
-                                                          msg("relay-1", 1, ipc(batch()), host="h3")])
-    assert [(a.ok, a.events) for a in acks] == [(True, 4), (True, 4)]
+def test_a_relay_speaks_for_other_hosts_and_each_row_lands_under_its_host(secured, certs):
+    # rows for rl-a and rl-b through one relay stream whose envelope is rl-env; a null host is the envelope's
+    rows = [("rl-a", 0, "relay_0"), ("rl-a", 0, "relay_1"), ("rl-a", 1, "relay_1"), ("rl-a", 1, "relay_0"),
+            ("rl-b", 0, "relay_1"), ("rl-b", 0, "relay_2"), ("rl-b", 1, "relay_2"), ("rl-b", 1, "relay_1"),
+            (None, 0, "relay_2"), (None, 1, "relay_2")]
+    relay_batch = pa.record_batch({
+        "ts_ns": pa.array(range(1, len(rows) + 1), pa.int64()), "tid": pa.array([5] * len(rows), pa.int64()),
+        "op": pa.array([r[1] for r in rows], pa.uint8()), "lock": pa.array([r[2] for r in rows], pa.utf8()),
+        "host": pa.array([r[0] for r in rows], pa.utf8())})
+    acks = Call(secured.target, certs, who="relay").push([msg("relay-1", 1, ipc(relay_batch), host="rl-env"),
+                                                          msg("relay-1", 1, ipc(batch()), host="rl-plain")])
+    assert [(a.ok, a.events) for a in acks] == [(True, 10), (True, 4)]
+    q = conn(secured, certs, token=QUERY)
+    hosts = {h["host"]: h for h in fetch_hosts(q)}
+    got = {h: (hosts[h]["batches"], hosts[h]["events"], hosts[h]["threads"])
+           for h in ("rl-a", "rl-b", "rl-env", "rl-plain")}
+    # (batches on its envelope, rows attributed to it, threads tracked on it)
+    assert got == {"rl-a": (0, 4, 1), "rl-b": (0, 4, 1), "rl-env": (1, 2, 1), "rl-plain": (1, 4, 1)}
+    assert "relay-1" not in hosts            # the relay's own name is not a host of any row
+    chain = fetch_chain(q, "relay_0", "relay_2")
+    assert chain.found and chain.locks == ["relay_0", "relay_1", "relay_2"]
+    assert [(x["host"], x["hosts"]) for x in chain.links] == [("rl-a", ["rl-a"]), ("rl-b", ["rl-b"])]
+    # a client that is not a relay may not name other hosts in its rows
+    acks = Call(secured.target, certs, who="h1").push([msg("s-relay-h1", 1, ipc(relay_batch), host="h1")])
+    assert acks[0].code == "PERMISSION_DENIED" and "'rl-a'" in acks[0].error

@@ -77,8 +77,9 @@ def test_metrics_archive_and_json_logs(serve_factory, scenario_files, lockfleet_
     assert all({"ts", "level", "logger", "msg"} <= set(d) for d in docs)
 
 
-def test_back_pressure_slows_acks_and_loses_nothing(serve_factory):
-    server = serve_factory("--max-inflight-bytes", str(1 << 20), "--max-inflight-per-stream", "2",
+def test_back_pressure_keeps_its_bounds_slows_acks_and_loses_nothing(serve_factory):
+    budget, window = 1 << 20, 2
+    server = serve_factory("--max-inflight-bytes", str(budget), "--max-inflight-per-stream", str(window),
                            "--group-commit-ms", "5")
     n = 20_000
     batch = pa.record_batch({"ts_ns": pa.array(range(n), pa.int64()), "tid": pa.array([1] * n, pa.int64()),
@@ -95,12 +96,32 @@ def test_back_pressure_slows_acks_and_loses_nothing(serve_factory):
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
+    small = to_ipc(batch.slice(0, 400))     # small batches: only the per-stream window holds these back
+
+    def small_agent(i: int) -> None:
+        try:
+            push_streams(server.target, f"s{i}", [Stream("s", [small] * 40)], window=8)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
     threads = [threading.Thread(target=agent, args=(i,)) for i in range(6)]
+    threads += [threading.Thread(target=small_agent, args=(i,)) for i in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=100)
     assert not errors, errors
     stats = fetch_stats(server.target)
-    assert stats["events"] == 6 * 12 * n
-    assert stats["ingest"]["refused"] == 0 and stats["ingest"]["inflight_bytes"] == 0
+    assert stats["events"] == 6 * 12 * n + 3 * 40 * 400
+    ing = stats["ingest"]
+    assert ing["refused"] == 0 and ing["inflight_bytes"] == 0
+    # the bounds held: never more bytes in flight than the budget, never more batches received and
+    # not yet acked on one stream than its window (the agents' own window was 8) ...
+    assert ing["inflight_bytes_limit"] == budget and ing["stream_window_limit"] == window
+    assert 0 < ing["inflight_bytes_peak"] <= budget, ing
+    assert ing["stream_window_peak"] <= window, ing
+    # ... and they were reached: batches waited for room, a stream filled its window
+    assert ing["inflight_waits"] > 0 and ing["inflight_bytes_peak"] > budget // 2, ing
+    assert ing["stream_window_peak"] == window, ing
+    print(f"in flight: peak {ing['inflight_bytes_peak']} bytes of a {budget}-byte budget, "
+          f"{ing['inflight_waits']} waits; per-stream window peak {ing['stream_window_peak']} of {window}")

@@ -10,6 +10,7 @@ import pytest
 from lockfleet import Engine
 from lockfleet.demo import seed_scenario
 
+from conftest import require
 from eventgen import Stream, events
 
 SEED_LOCKS = ("tracepoints_mutex", "cpu_hotplug_lock.rw_sem", "pmus_lock", "&cpuctx_mutex", "bpf_event_mutex")
@@ -39,8 +40,7 @@ def test_seed_cycle_across_four_hosts_renders_like_the_seed():
     text = alert.render()
     assert "Chain exists of:\n  tracepoints_mutex --> &cpuctx_mutex --> bpf_event_mutex\n" in text
     seed = (shared() / "seed" / "lkml-bpf-deadlock-report.txt")
-    if not seed.exists():
-        pytest.skip(f"{seed} not found")
+    require(seed.exists(), f"{seed} not found")
     strip = lambda line: re.sub(r"^\[\s*\d+\.\d+\]\s?", "", line)
     seed_lines = [strip(l) for l in seed.read_text().splitlines()]
     start = seed_lines.index("       CPU0                    CPU1")

@@ -1,7 +1,7 @@
 """End to end: a workload pushed to a real `lockfleet serve` (several hosts, order-dependent cycles,
 the seed scenario), then `lockfleet analyze` over its data dir (the Parquet archive plus the log
-segments not yet compacted; the log alone while the service has no archive) gives exactly the
-service's alert ids, in the same order: while the service runs, and after SIGTERM."""
+segments not yet compacted) gives exactly the service's alert ids, in the same order: while the
+service runs, and after SIGTERM. The service must have archived: an empty archive fails the test."""
 
 from __future__ import annotations
 
@@ -69,13 +69,15 @@ def _archived_through(data: Path) -> int:
 
 
 def _wait_for_compaction(data: Path, timeout: float) -> None:
-    """Until every sealed log segment (all but the newest) is archived, or `timeout`."""
+    """Until every sealed log segment (all but the newest) is archived; fails after `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         segs = sorted(int(p.stem.split("-")[1]) for p in (data / "log").glob("seg-*.log"))
         if segs and _archived_through(data) >= segs[-1] - 1:
             return
         time.sleep(0.2)
+    pytest.fail(f"the service did not archive its sealed log segments within {timeout}s: "
+                f"{len(_archive_parts(data))} archive part(s), archived through segment {_archived_through(data)}")
 
 
 def test_analyze_of_the_data_dir_gives_the_service_alert_ids(serve_factory, scenario_files, tmp_path):
@@ -115,9 +117,10 @@ def test_analyze_of_the_data_dir_gives_the_service_alert_ids(serve_factory, scen
     assert [a.id for a in res.alerts] == ids
     assert res.aggregates is not None and set(HOSTS) <= set(res.aggregates.hosts["host"].to_list())
     kinds = [s.kind for s in res.plan.sources]
-    if _archive_parts(data):
-        assert "parquet" in kinds and not res.plan.unordered_segments
-    else:  # a service that does not archive (yet): the log segments alone
-        assert set(kinds) == {"log"}
+    parts = _archive_parts(data)
+    assert len(parts) >= 2, f"the service archived {len(parts)} part(s)"
+    assert kinds.count("parquet") == len(parts) and not res.plan.unordered_segments
+    archived = sum(pq.read_metadata(p).num_rows for p in parts)
+    assert 0 < archived <= pushed
     print(f"analyzed {res.events} events from {kinds.count('parquet')} archive part(s) and "
           f"{kinds.count('log')} log segment(s) ({res.plan.skipped_segments} already archived)")

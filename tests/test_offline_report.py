@@ -17,6 +17,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from conftest import require_program  # noqa: E402
 from test_offline_fixtures import service_run, workload, write_archive  # noqa: E402
 
 from lockfleet.offline import main  # noqa: E402
@@ -71,11 +72,7 @@ def test_page_is_self_contained_and_holds_everything(report):
 
 
 def test_page_renders_in_headless_chromium(report, tmp_path):
-    browser = shutil.which("chromium")
-    if browser is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not on PATH under CI=true: .ci/install-deps should have installed it")
-        pytest.skip("chromium is not on PATH (Debian's `chromium`; .ci/install-deps installs it)")
+    browser = require_program("chromium", "chromium")
     out, alerts = report
     proc = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
                            "--dump-dom", out.resolve().as_uri()],

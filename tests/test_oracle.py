@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from conftest import require  # noqa: E402
 from oracle import (  # noqa: E402
     HARDIRQ,
     SOFTIRQ,
@@ -311,7 +312,11 @@ def test_later_cycles_sharing_edges_are_found():
 
 
 def test_simple_cycles_against_networkx():
-    nx = pytest.importorskip("networkx")
+    try:
+        import networkx as nx
+    except ImportError:
+        nx = None
+    require(nx, "networkx is not installed (it is in the test extras: pip install -e '.[test]')")
     rnd = random.Random(3)
     for _ in range(200):
         o = Oracle()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from conftest import ServeProcess, run_lockfleet
+from conftest import ServeProcess, needs_shared, require, run_lockfleet
 from lockfleet.alerts.dot import dot_available
 from lockfleet.demo import CYCLE, HOSTS
 from receivers import events, nest, write
@@ -75,7 +75,7 @@ def cycle_id(seed_server) -> str:  # noqa: ANN001
     return str(alert["id"])
 
 
-@pytest.mark.skipif(not SEED.is_file(), reason=f"no seed report at {SEED}")
+@needs_shared
 def test_chain_and_alerts_show_the_seed_reports_links_sites_and_hosts(seed_server):  # noqa: ANN001
     entries = seed_entries()
     assert list(entries) == ["bpf_event_mutex", "&cpuctx_mutex", "pmus_lock", "cpu_hotplug_lock.rw_sem",
@@ -219,6 +219,7 @@ def test_dot_of_the_finding(seed_server, cycle_id, tmp_path):  # noqa: ANN001
     assert doc["id"] == cycle_id and "grey" not in doc["dot"]
     proc = run_lockfleet("dot", "circular-0000000000000000", "--target", target)
     assert proc.returncode == 1 and "no finding" in proc.stderr
+    require(dot_available(), "Graphviz's dot is not on PATH (Debian: apt-get install graphviz): SVG not checked")
 
 
 def test_suppress_needs_an_admin_token_and_is_listed_and_kept(serve_factory, tmp_path):  # noqa: ANN001

@@ -16,10 +16,9 @@ import pytest
 from lockfleet.alerts.model import EXCLUSIVE, RECURSIVE_READ, SHARED, KINDS, Alert, Link, Occurrence, Usage
 from lockfleet.alerts.render import render
 
-SHARED_DIR = Path(os.environ.get("LOCKFLEET_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+from conftest import SHARED_DIR, needs_shared, require  # noqa: E402
 SEED = SHARED_DIR / "seed" / "lkml-bpf-deadlock-report.txt"
 CORPUS = SHARED_DIR / "corpus" / "lockdep-reports"
-needs_shared = pytest.mark.skipif(not SHARED_DIR.is_dir(), reason=f"no shared folder at {SHARED_DIR}")
 
 # ---- reading kernel reports ------------------------------------------------------------------
 
@@ -111,8 +110,7 @@ SEED_HOSTS = ["web-2", "web-1", "web-1", "web-3", "web-4"]  # link i's host; the
 
 @pytest.fixture()
 def seed():
-    if not SEED.is_file():
-        pytest.skip(f"no seed report at {SEED}")
+    require(SEED.is_file(), f"no seed report at {SEED}")
     lines = console(SEED)
     report = lines[: lines.index("stack backtrace:") - 1]
     entries = chain_entries(report)
@@ -178,8 +176,7 @@ def test_seed_fleet_section(seed):
 
 def corpus(name: str) -> list[str]:
     path = CORPUS / name
-    if not path.is_file():
-        pytest.skip(f"no corpus report {path}")
+    require(path.is_file(), f"no corpus report {path}")
     return console(path)
 
 

@@ -113,9 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the service (gRPC: Ingest, Query, health, reflection)",
                        formatter_class=_DefaultsFormatter,
                        description="Run the lockfleet service until SIGTERM/SIGINT (which drain: every batch "
-                                   "received is made durable and acked before it exits). A batch is acked only "
-                                   "once it is in the segment log on disk (group commit) and applied; on start "
-                                   "the newest snapshot and the log after it are replayed. Sealed log segments "
+                                   "received is made durable and acked before it exits; SIGHUP re-reads the "
+                                   "token file and the TLS files without a restart). A batch is acked only once "
+                                   "it is in the segment log on disk (group commit) and applied; on start the "
+                                   "newest snapshot and the log after it are replayed. Sealed log segments "
                                    "are compacted to Parquet under DIR/archive/day=YYYY-MM-DD/. Without TLS it "
                                    "listens only on loopback. Logs go to stderr. Suppressions ('lockfleet "
                                    "suppress') are kept in DIR/suppressions.json.",
@@ -161,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="distinct threads tracked per host")
     g.add_argument("--max-inflight-per-stream", type=_positive_int, default=lim.max_inflight_per_stream, metavar="N",
                    help="batches received but not yet acked, per stream (then the stream is not read)")
+    g.add_argument("--max-host-bytes-per-second", type=_nonneg_int, default=lim.max_host_bytes_per_second,
+                   metavar="N", help="per host (a batch's envelope host), Arrow IPC bytes a second; over it that "
+                                     "host's streams are slowed (not refused); 0: no limit")
+    g.add_argument("--ack-stall-seconds", type=_nonneg_float, default=lim.ack_stall_seconds, metavar="S",
+                   help="end a Push call whose client has not taken an ack for this long (it stopped reading)")
     g.add_argument("--max-inflight-bytes", type=_positive_int, default=lim.max_inflight_bytes, metavar="N",
                    help="memory held by batches not yet durable, all streams (then acks slow down)")
     g.add_argument("--max-streams", type=_positive_int, default=lim.max_streams, metavar="N",
@@ -207,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest back-off between retries of a failing sink (it starts at 0.5s and doubles)")
     g.add_argument("--max-watchers", type=_positive_int, default=ServeConfig.max_watchers, metavar="N",
                    help="concurrent `lockfleet watch` (Query.WatchAlerts) streams")
+    g.add_argument("--outbox-compact-records", type=_positive_int, default=ServeConfig.outbox_compact_records,
+                   metavar="N", help="compact the outbox once it holds more than N publications: every sink has "
+                                     "acknowledged what is dropped, and each finding's latest publication stays")
 
     p = sub.add_parser("push", help="send event files (Parquet or Arrow IPC) and wait for every ack",
                        description="Send lock-event files (Parquet, or Arrow IPC file or stream format, with the "
@@ -324,7 +333,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     max_string_bytes=args.max_string_bytes, max_lock_classes=args.max_lock_classes,
                     max_threads_per_host=args.max_threads_per_host,
                     max_inflight_per_stream=args.max_inflight_per_stream,
-                    max_inflight_bytes=args.max_inflight_bytes, max_streams=args.max_streams)
+                    max_inflight_bytes=args.max_inflight_bytes, max_streams=args.max_streams,
+                    max_host_bytes_per_second=args.max_host_bytes_per_second,
+                    ack_stall_seconds=args.ack_stall_seconds)
     path = ServeConfig.path
     config = ServeConfig(data_dir=Path(args.data_dir), listen=args.listen, fsync=args.fsync,
                          group_commit_ms=args.group_commit_ms, segment_bytes=args.segment_bytes,
@@ -364,7 +375,7 @@ def _publishing_settings(args: argparse.Namespace) -> dict[str, Any]:
             "webhook_secret_file": ServeConfig.path(args.webhook_secret_file), "blessed": ServeConfig.path(args.blessed),
             "publish_interval": max(args.publish_interval, 0.01), "sink_retry_max": args.sink_retry_max,
             "republish_interval": args.republish_interval,
-            "max_watchers": args.max_watchers}
+            "max_watchers": args.max_watchers, "outbox_compact_records": args.outbox_compact_records}
 
 
 @_agent_errors

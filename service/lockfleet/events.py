@@ -112,8 +112,8 @@ def _table_to_batch(table: pa.Table) -> pa.RecordBatch:
     for col in table.columns:
         if col.num_chunks == 1:
             arrays.append(col.chunk(0))
-        elif col.num_chunks == 0:
-            arrays.append(pa.array([], type=col.type))
+        elif col.num_chunks == 0:   # a stream with a schema and no batch (pa.array([], t) fails for some t)
+            arrays.append(pa.nulls(0, col.type))
         else:  # dictionary columns whose chunks have different dictionaries stay chunked
             arrays.append(pa.concat_arrays(col.chunks) if not pa.types.is_dictionary(col.type)
                           else col.cast(col.type.value_type).combine_chunks())

@@ -15,10 +15,17 @@ back from it on start. `kinds` are a finding's dependency kinds as "held -> take
 
 `Cursors` (`<data-dir>/publish/cursors.json`, replaced atomically after every acknowledged send)
 holds, per sink, the seq of the last publication that sink acknowledged.
+
+Compaction (`compact`) rewrites the file atomically without the publications every sink has
+acknowledged, except each finding's latest (which carries everything published of it, so growth
+is still told right); seqs keep their numbers, with gaps. A WatchAlerts client that asks from the
+start then gets what was kept.
 """
 
 from __future__ import annotations
 
+import bisect
+import json
 import threading
 import time
 from collections.abc import Iterable
@@ -26,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..store.atomic import write_atomic
 from ..store.jsonfiles import JsonLines, read_json, write_json_atomic
 from .model import Alert
 
@@ -85,6 +93,32 @@ class Outbox:
     def last_seq(self) -> int:
         return self._records[-1]["seq"] if self._records else 0
 
+    @property
+    def records(self) -> int:
+        return len(self._records)
+
+    def compact(self, acknowledged: int) -> int:
+        """Drop publications with seq <= `acknowledged` (every sink has them) that are not their
+        finding's latest; the file is replaced atomically. Returns how many were dropped; raises
+        OSError (then nothing changed)."""
+        with self._cond:
+            if self._closed:
+                return 0
+            latest = {p.last_seq for p in self._published.values()}
+            kept = [r for r in self._records if r["seq"] > acknowledged or r["seq"] in latest]
+            dropped = len(self._records) - len(kept)
+            if not dropped:
+                return 0
+            # the last record always stays (it is its finding's latest), so last_seq never goes back
+            lines = [(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n").encode() for r in kept]
+            self._file.close()
+            try:
+                write_atomic(self.path, lines)
+            finally:
+                self._file.open()
+            self._records = kept
+            return dropped
+
     def published(self, finding_id: str) -> Published | None:
         return self._published.get(finding_id)
 
@@ -133,9 +167,14 @@ class Outbox:
 
     def _slice(self, seq: int, limit: int) -> list[dict[str, Any]]:
         recs = self._records
-        # seqs are 1..n without gaps (each append takes last + 1), so the index is seq itself
-        start = seq if 0 <= seq <= len(recs) and (seq == 0 or recs[seq - 1]["seq"] == seq) else \
-            next((i for i, r in enumerate(recs) if r["seq"] > seq), len(recs))
+        # seqs are 1..n without gaps until a compaction (each append takes last + 1): the index is
+        # then seq itself; after one, a binary search
+        if not recs:
+            return []
+        if 0 <= seq <= len(recs) and recs[0]["seq"] == 1 and (seq == 0 or recs[seq - 1]["seq"] == seq):
+            start = seq
+        else:
+            start = bisect.bisect_right(recs, seq, key=lambda r: r["seq"])
         out = recs[start:]
         return out[:limit] if limit else list(out)
 

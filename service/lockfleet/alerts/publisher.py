@@ -11,7 +11,11 @@ order) is skipped: not published. Each publication is appended durably to the ou
 One thread per sink (`lockfleet-sink-NAME`) follows the outbox from that sink's cursor, sends each
 publication in order, and saves the cursor once the sink acknowledged it. A sink that fails is
 retried with the same publication after a back-off (doubling from `retry_initial` to
-`retry_max`), while the other sinks and ingest go on. Across a restart, each sink resumes after its
+`retry_max`), while the other sinks and ingest go on. A sink that refuses a publication for good
+(`SinkRejected`: an HTTP 4xx other than 408/429) `reject_tries` times in a row has it
+dead-lettered: recorded durably in the dead-letter file with the sink and the reason, counted
+(`on_dead_letter`, the `lockfleet_sink_dead_letters_total` metric), and the sink's cursor moves
+past it, so that one bad publication no longer holds back the sink's later ones. Across a restart, each sink resumes after its
 saved cursor: nothing is lost, and nothing a sink acknowledged is sent to it again (except in the
 instant between its acknowledgment and the cursor's save, should the process die right there: the
 JSONL sink checks its file for that; webhook receivers get an Idempotency-Key; Alertmanager
@@ -31,8 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .model import Alert
+from ..store.jsonfiles import JsonLines
 from .outbox import GREW, NEW, Cursors, Outbox
-from .sinks import Sink
+from .sinks import Sink, SinkRejected
 from .suppress import Blessed, Suppressions, effective
 
 log = logging.getLogger("lockfleet.publish")
@@ -52,6 +57,8 @@ class SinkState:
     retrying_since: float = 0.0
     thread: threading.Thread | None = None
     ready: bool = False
+    dead_lettered: int = 0
+    rejections: int = 0       # consecutive SinkRejected of the publication at the head
 
 
 @dataclass
@@ -66,7 +73,8 @@ class Publisher:
     def __init__(self, outbox: Outbox, cursors: Cursors, sinks: Sequence[Sink], source: Callable[[], list[Alert]],
                  version: Callable[[], object] = lambda: None, suppressions: Suppressions | None = None,
                  blessed: Blessed | None = None, interval: float = 0.2, retry_initial: float = 0.5,
-                 retry_max: float = 30.0, republish_interval: float = 300.0) -> None:
+                 retry_max: float = 30.0, republish_interval: float = 300.0, dead_letters: JsonLines | None = None,
+                 reject_tries: int = 3, compact_records: int = 0) -> None:
         self.outbox = outbox
         self.cursors = cursors
         self.sinks = [SinkState(s, cursor=cursors.get(s.key)) for s in sinks]
@@ -80,6 +88,11 @@ class Publisher:
         self.retry_initial = retry_initial
         self.retry_max = max(retry_max, retry_initial)
         self.counts = Counts()
+        self.dead_letters = dead_letters
+        self.reject_tries = max(1, reject_tries)
+        self.compact_records = compact_records      # 0: never compact the outbox
+        self.compactions = 0
+        self._dead_lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._scan_lock = threading.Lock()
@@ -87,6 +100,7 @@ class Publisher:
         self._threads: list[threading.Thread] = []
         self.on_publish: Callable[[dict[str, Any]], None] = lambda _rec: None
         self.on_delivery: Callable[[str, bool], None] = lambda _sink, _ok: None
+        self.on_dead_letter: Callable[[str], None] = lambda _sink: None
 
     # -- noticing ---------------------------------------------------------------------------
 
@@ -134,6 +148,18 @@ class Publisher:
     def wake(self) -> None:
         self._wake.set()
 
+    def compact_if_due(self) -> int:
+        """Compact the outbox when it holds more than `compact_records` publications: drop what
+        every sink acknowledged, except each finding's latest publication; returns how many went."""
+        if not self.compact_records or self.outbox.records <= self.compact_records:
+            return 0
+        dropped = self.outbox.compact(min((st.cursor for st in self.sinks), default=0))
+        if dropped:
+            self.compactions += 1
+            log.info("compacted the outbox: %d acknowledged publications dropped, %d kept",
+                     dropped, self.outbox.records)
+        return dropped
+
     def _notice(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(self.interval)
@@ -144,6 +170,7 @@ class Publisher:
                 due = self._deferred_until and time.monotonic() >= self._deferred_until
                 if self._version() != self._seen or due:
                     self.scan()
+                self.compact_if_due()
             except NotReady as exc:
                 log.debug("publisher waits: %s", exc)
             except Exception as exc:   # disk full, a broken source: keep trying, never stop ingest
@@ -169,7 +196,21 @@ class Publisher:
                     return
                 try:
                     sink.send(pub)
+                except SinkRejected as exc:
+                    st.rejections += 1
+                    if st.rejections >= self.reject_tries and self._dead_letter(st, pub, str(exc)):
+                        backoff = self.retry_initial
+                        continue
+                    st.failures += 1
+                    st.last_error = str(exc)
+                    self.on_delivery(sink.name, False)
+                    log.warning("sink %s refused publication #%d (%s), try %d of %d before it is dead-lettered",
+                                sink.name, pub["seq"], exc, st.rejections, self.reject_tries)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, self.retry_max)
+                    break
                 except Exception as exc:
+                    st.rejections = 0
                     st.failures += 1
                     st.last_error = str(exc)
                     if not st.retrying_since:
@@ -180,11 +221,8 @@ class Publisher:
                     self._stop.wait(backoff)
                     backoff = min(backoff * 2, self.retry_max)
                     break
-                st.cursor = pub["seq"]
-                try:
-                    self.cursors.set(sink.key, st.cursor)
-                except OSError as exc:   # it was delivered; the cursor is saved with the next one
-                    log.error("cannot save the cursor of sink %s: %s", sink.name, exc)
+                st.rejections = 0
+                self._advance(st, pub["seq"])
                 st.delivered += 1
                 if st.retrying_since:
                     log.info("sink %s is back after %.1fs", sink.name, time.monotonic() - st.retrying_since)
@@ -192,6 +230,36 @@ class Publisher:
                 st.last_error = ""
                 backoff = self.retry_initial
                 self.on_delivery(sink.name, True)
+
+    def _advance(self, st: SinkState, seq: int) -> None:
+        st.cursor = seq
+        try:
+            self.cursors.set(st.sink.key, seq)
+        except OSError as exc:   # it was delivered; the cursor is saved with the next one
+            log.error("cannot save the cursor of sink %s: %s", st.sink.name, exc)
+
+    def _dead_letter(self, st: SinkState, pub: dict[str, Any], error: str) -> bool:
+        """Record `pub` as refused for good by this sink and move past it; False (and the sink keeps
+        retrying) when there is no dead-letter file or it cannot be written."""
+        if self.dead_letters is None:
+            return False
+        rec = {"sink": st.sink.key, "sink_name": st.sink.name, "seq": pub["seq"], "id": pub["id"],
+               "event": pub["event"], "error": error, "tries": st.rejections, "ts_ns": time.time_ns()}
+        try:
+            with self._dead_lock:
+                self.dead_letters.append(rec)
+        except OSError as exc:
+            log.error("cannot dead-letter publication #%d for sink %s: %s", pub["seq"], st.sink.name, exc)
+            return False
+        log.error("sink %s refused publication #%d %d times (%s): dead-lettered in %s; its later publications go on",
+                  st.sink.name, pub["seq"], st.rejections, error, self.dead_letters.path)
+        st.rejections = 0
+        st.dead_lettered += 1
+        st.last_error = ""
+        st.retrying_since = 0.0
+        self._advance(st, pub["seq"])
+        self.on_dead_letter(st.sink.name)
+        return True
 
     # -- life -------------------------------------------------------------------------------
 
@@ -245,7 +313,10 @@ class Publisher:
             "published": self.counts.published,
             "by_event": dict(self.counts.by_event),
             "suppressed": self.counts.suppressed,
+            "outbox_records": self.outbox.records,
+            "compactions": self.compactions,
             "sinks": {st.sink.name: {"cursor": st.cursor, "pending": max(0, last - st.cursor),
                                      "delivered": st.delivered, "failures": st.failures,
+                                     "dead_lettered": st.dead_lettered,
                                      "last_error": st.last_error} for st in self.sinks},
         }

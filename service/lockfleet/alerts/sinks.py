@@ -58,6 +58,14 @@ class SinkError(Exception):
     """The sink did not acknowledge a publication (the message says why)."""
 
 
+class SinkRejected(SinkError):
+    """The sink refused this publication for good (an HTTP 4xx other than 408 and 429): sending the
+    same bytes again will not help. After a few tries the publisher dead-letters it."""
+
+
+TRANSIENT_4XX = (408, 429)      # request timeout, too many requests: retried like a 5xx
+
+
 class Sink:
     """One destination. `key` identifies it across restarts (its cursor); `name` is for people."""
 
@@ -108,7 +116,8 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         detail = exc.read(300).decode(errors="replace").strip()
-        raise SinkError(f"{url} answered HTTP {exc.code}{': ' + ' '.join(detail.split()) if detail else ''}") from None
+        error = SinkRejected if 400 <= exc.code < 500 and exc.code not in TRANSIENT_4XX else SinkError
+        raise error(f"{url} answered HTTP {exc.code}{': ' + ' '.join(detail.split()) if detail else ''}") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         raise SinkError(f"cannot POST to {url}: {reason}") from None

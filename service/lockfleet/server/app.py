@@ -7,7 +7,10 @@ Data dir layout: `lock` (one service per dir), `log/` (the segment log), `snapsh
 `archive/day=YYYY-MM-DD/*.parquet`, `publish/` (the outbox of publications and each sink's cursor),
 `alerts.jsonl` (every publication, one JSON a line), `suppressions.json`.
 
-Start: the newest valid snapshot (if the engine can restore one), then the log after it. Stop
+Start: the newest valid snapshot (if the engine can restore one), then the log after it. A snapshot
+that is damaged or in a format this build does not read is skipped for the next older one; with
+none usable the whole log is replayed, if it still reaches back to lsn 1; if segments were pruned
+the service refuses to start rather than serve a partial graph (docs/RELIABILITY.md). Stop
 (SIGTERM): health goes NOT_SERVING, new batches are refused with UNAVAILABLE, every admitted batch
 is made durable and acked, then the calls end, a last snapshot is written and the log is closed.
 """
@@ -47,6 +50,7 @@ log = logging.getLogger("lockfleet.server")
 
 SERVICES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name for name in ("Ingest", "Query"))
 SNAPSHOTS_KEPT = 2
+MAX_METADATA_BYTES = 16 * 1024     # request headers (tokens, user agent): more is refused by the transport
 
 
 def engine_snapshots() -> bool:
@@ -109,6 +113,7 @@ class Service:
         self._snapshot_lock = threading.Lock()
         self._last_snapshot = (0, time.monotonic(), 0)   # lsn, when, bytes applied then
         self._lock_fd = -1
+        self._interceptor: TokenInterceptor | None = None
         self.registry = Registry()
         self._define_metrics()
 
@@ -119,6 +124,19 @@ class Service:
     # -- set-up -----------------------------------------------------------------------------
 
     def _load_tls(self) -> grpc.ServerCredentials:
+        """Credentials whose certificate can be replaced while serving (`reload`): each new TLS
+        handshake asks `_cert_config_update` whether there is a newer one."""
+        self._cert_config = self._read_tls()
+        self._cert_update: Any = None
+        return grpc.dynamic_ssl_server_credentials(self._cert_config, self._cert_config_update,
+                                                   require_client_authentication=bool(self.config.client_ca))
+
+    def _cert_config_update(self) -> Any:
+        update, self._cert_update = self._cert_update, None
+        return update
+
+    def _read_tls(self) -> Any:
+        """The TLS files, checked, as a server certificate configuration; raises UsageError."""
         cfg = self.config
 
         def read(path: Path | None, what: str) -> bytes:
@@ -142,7 +160,28 @@ class Service:
         except (ssl.SSLError, OSError) as exc:
             raise UsageError(f"--tls-cert {cfg.tls_cert} / --tls-key {cfg.tls_key}: not a certificate and its "
                              f"private key ({exc})") from None
-        return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+    def reload(self) -> list[str]:
+        """Re-read the token file and the TLS certificate, key and client CA (SIGHUP): new calls
+        and new connections use them, those open go on. A file that does not check out is not
+        used (the old one stays) and named in the log. Returns what was reloaded."""
+        done = []
+        if self._tokens is not None and self._interceptor is not None and self.config.token_file:
+            try:
+                self._tokens = load_tokens(self.config.token_file)
+                self._interceptor.set_tokens(self._tokens)
+                done.append("tokens")
+            except TokenFileError as exc:
+                log.error("reload: keeping the current tokens: %s", exc)
+        if self.tls:
+            try:
+                self._cert_update = self._read_tls()
+                done.append("certificate")
+            except UsageError as exc:
+                log.error("reload: keeping the current certificate: %s", exc)
+        log.info("reloaded %s", " and ".join(done) if done else "nothing")
+        return done
 
     def _define_metrics(self) -> None:
         r = self.registry
@@ -166,6 +205,10 @@ class Service:
         r.gauge("lockfleet_alerts", "Findings, deduplicated.", engine("alerts"))
         r.gauge("lockfleet_streams", "Streams (host, stream id) with a high-water mark.", gw("streams"))
         r.gauge("lockfleet_inflight_bytes", "Bytes held by batches not yet durable.", gw("inflight_bytes"))
+        r.gauge("lockfleet_inflight_bytes_peak", "Most bytes ever held by batches not yet durable (<= the budget).",
+                gw("inflight_bytes_peak"))
+        r.gauge("lockfleet_stream_window_peak", "Most batches ever received and not yet acked on one stream.",
+                gw("stream_window_peak"))
         r.gauge("lockfleet_log_bytes", "Bytes in the segment log.", gw("log_bytes"))
         r.gauge("lockfleet_log_segments", "Segments in the segment log.", gw("log_segments"))
         r.gauge("lockfleet_log_unavailable", "1 while the segment log cannot be written.",
@@ -178,6 +221,9 @@ class Service:
         self.m_deliveries = r.counter("lockfleet_sink_deliveries_total",
                                       "Attempts to deliver a publication to a sink, by sink and result (ok, failed).",
                                       ("sink", "result"))
+        self.m_dead_letters = r.counter("lockfleet_sink_dead_letters_total",
+                                        "Publications a sink refused for good (HTTP 4xx), dead-lettered, by sink.",
+                                        ("sink",))
         r.gauge("lockfleet_outbox_seq", "Seq of the newest publication in the outbox.",
                 lambda: self._publishing.outbox.last_seq)
         r.gauge("lockfleet_sink_pending", "Publications not yet acknowledged by the slowest sink.",
@@ -219,17 +265,22 @@ class Service:
         try:
             self._publishing.open()
         except (ValueError, OSError) as exc:
-            raise ServiceError(f"cannot read the publishing state in {self.data_dir}: {exc}") from None
+            raise ServiceError(f"cannot open the publishing state (outbox, cursors, suppressions) in {self.data_dir} "
+                               f"for reading and appending: {exc}") from None
         workers = lim.max_streams + cfg.max_watchers + 16
-        interceptors = [TokenInterceptor(self._tokens, on_denied=lambda r: self.m_denied.inc(1, r))] if self._tokens else []
+        self._interceptor = TokenInterceptor(self._tokens, on_denied=lambda r: self.m_denied.inc(1, r)) \
+            if self._tokens else None
+        interceptors = [self._interceptor] if self._interceptor else []
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lockfleet-rpc"),
             interceptors=interceptors, maximum_concurrent_rpcs=workers,
             options=[("grpc.so_reuseport", 0),
                      ("grpc.max_receive_message_length", lim.grpc_message_bytes),
+                     ("grpc.max_metadata_size", MAX_METADATA_BYTES),
                      ("grpc.max_send_message_length", lim.grpc_message_bytes)])
         pb_grpc.add_IngestServicer_to_server(
-            IngestServicer(self._gateway, lim.max_inflight_per_stream, self.mtls, on_ack=self._on_ack), server)
+            IngestServicer(self._gateway, lim.max_inflight_per_stream, self.mtls, on_ack=self._on_ack,
+                           ack_stall=lim.ack_stall_seconds), server)
         pb_grpc.add_QueryServicer_to_server(QueryServicer(self._gateway, self._publishing, cfg.max_watchers), server)
         self._health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -252,7 +303,8 @@ class Service:
         self._log.on_seal = self._archiver.wake
         self._archiver.start()
         self._publishing.start(self._gateway, on_publish=lambda rec: self.m_published.inc(1, rec["event"]),
-                               on_delivery=lambda sink, ok: self.m_deliveries.inc(1, sink, "ok" if ok else "failed"))
+                               on_delivery=lambda sink, ok: self.m_deliveries.inc(1, sink, "ok" if ok else "failed"),
+                               on_dead_letter=lambda sink: self.m_dead_letters.inc(1, sink))
         if cfg.metrics_listen:
             try:
                 mhost, mport = parse_hostport(cfg.metrics_listen)
@@ -277,13 +329,13 @@ class Service:
     def _restore(self) -> None:
         gw, snapdir = self._gateway, self.data_dir / "snapshots"
         assert gw is not None
-        lsn = 0
+        lsn, problems = 0, []
         if engine_snapshots():
             lsn, _, problems = load_newest(snapdir, gw.restore)
-            if problems and not lsn:
-                log.warning("no usable snapshot (%s): replaying the whole log", "; ".join(problems))
         elif snapshot_files(snapdir):
-            log.warning("ignoring the snapshots in %s: this engine cannot restore them", snapdir)
+            problems = [f"this engine cannot restore the snapshots in {snapdir}"]
+        if not lsn:
+            self._check_log_reaches_back(problems)
         try:
             report = gw.replay(lsn)
         except (LogCorrupt, OSError) as exc:
@@ -294,6 +346,25 @@ class Service:
                  report.seconds, report.streams,
                  f"; cut a torn tail of {report.torn_bytes} bytes" if report.torn_bytes else "",
                  f"; skipped {report.skipped} unreadable batches" if report.skipped else "")
+
+    def _check_log_reaches_back(self, problems: list[str]) -> None:
+        """With no snapshot restored, the state is the whole log's: refuse when it no longer holds
+        the start (segments pruned after archiving), rather than serve a partial graph."""
+        assert self._log is not None
+        try:
+            first = self._log.first_lsn()
+        except (LogCorrupt, OSError) as exc:
+            raise ServiceError(f"cannot read the segment log in {self.data_dir / 'log'}: {exc}") from None
+        had_snapshots = bool(snapshot_files(self.data_dir / "snapshots"))
+        why = "; ".join(problems) or "there is none"
+        if first > 1 or (had_snapshots and first == 0):
+            held = f"starts at lsn {first}" if first else "is empty"
+            raise ServiceError(
+                f"cannot restore {self.data_dir}: no snapshot is usable ({why}) and the log {held} (older "
+                "segments were pruned after archiving), so replaying it would give a partial graph; refusing to "
+                "start. Run the lockfleet version that wrote the snapshot, or move the data dir aside")
+        if problems:
+            log.warning("no usable snapshot (%s): rebuilding the state by replaying the whole log from lsn 1", why)
 
     def _on_ack(self, seconds: float, ok: bool) -> None:
         self.m_ack.observe(seconds)
@@ -404,9 +475,11 @@ class Service:
 
 
 def serve_forever(config: ServeConfig) -> None:
-    """Run until SIGTERM or SIGINT; raises UsageError or ServiceError when it cannot start."""
+    """Run until SIGTERM or SIGINT (SIGHUP: reload tokens and certificate); raises UsageError or
+    ServiceError when it cannot start."""
     service = Service(config.data_dir, config.listen, config=config).start()
     done = threading.Event()
+    hup = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("got %s, draining and shutting down", signal.Signals(signum).name)
@@ -414,8 +487,11 @@ def serve_forever(config: ServeConfig) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, lambda _s, _f: hup.set())
     try:
         while not done.wait(0.2):
-            pass
+            if hup.is_set():
+                hup.clear()
+                service.reload()
     finally:
         service.stop()

@@ -92,6 +92,11 @@ class TokenInterceptor(grpc.ServerInterceptor):
         self._tokens = tokens
         self._on_denied = on_denied or (lambda _r: None)
 
+    def set_tokens(self, tokens: Tokens) -> None:
+        """Rotation (SIGHUP): calls from now on are checked against `tokens`; calls already
+        admitted go on."""
+        self._tokens = tokens
+
     def intercept_service(self, continuation: Callable[[Any], Any], details: Any) -> Any:
         method: str = details.method
         need = "admin" if method in ADMIN_METHODS else \

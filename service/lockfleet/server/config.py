@@ -22,6 +22,8 @@ class Limits:
     max_inflight_per_stream: int = 16        # batches received but not yet acked, per stream
     max_inflight_bytes: int = 512 * MiB      # all batches received but not yet durable, all streams
     max_streams: int = 64                    # concurrent Push calls
+    max_host_bytes_per_second: int = 0       # per host (envelope), Arrow IPC bytes; 0: no limit
+    ack_stall_seconds: float = 60.0          # a Push call whose client takes no ack for this long is ended
 
     @property
     def grpc_message_bytes(self) -> int:
@@ -60,6 +62,7 @@ class ServeConfig:
     republish_interval: float = 300.0        # at most one republication of a grown finding per this
     sink_retry_max: float = 30.0             # longest back-off between retries of a failing sink
     max_watchers: int = 16                   # concurrent WatchAlerts streams
+    outbox_compact_records: int = 10_000     # compact the outbox past this many publications
 
     @staticmethod
     def path(value: str | os.PathLike[str] | None) -> Path | None:

@@ -35,8 +35,10 @@ import pyarrow.compute as pc
 
 from ..engine import Engine
 from ..events import EventError, Events, normalize
-from ..store import EventLog, LogUnavailable, Record
+from ..store import EventLog, LogUnavailable, Record, SnapshotIncompatible
+from ..store.snapshot import section_format
 from .config import Limits
+from .ratelimit import HostRates
 
 log = logging.getLogger("lockfleet.server")
 T = TypeVar("T")
@@ -135,23 +137,31 @@ class ReplayReport:
 
 
 class Budget:
-    """A bound on bytes held by batches in flight; `acquire` waits for room."""
+    """A bound on bytes held by batches in flight; `acquire` waits for room. `peak` is the most
+    ever held at once (never above `capacity`: a share larger than the capacity takes all of it)."""
 
     def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"a budget needs a capacity of at least 1, not {capacity}")
         self.capacity = capacity
         self.used = 0
+        self.peak = 0
+        self.waits = 0            # acquisitions that had to wait for room
         self._cond = threading.Condition()
 
     def acquire(self, n: int, give_up: Callable[[], str]) -> str:
         """Take `n` (at most the capacity); returns "" or, if `give_up()` says why, that reason."""
         n = min(n, self.capacity)
         with self._cond:
+            if self.used + n > self.capacity:
+                self.waits += 1
             while self.used + n > self.capacity:
                 why = give_up()
                 if why:
                     return why
                 self._cond.wait(0.25)
             self.used += n
+            self.peak = max(self.peak, self.used)
             return ""
 
     def release(self, n: int) -> None:
@@ -189,6 +199,10 @@ class Gateway:
         self._classes: set[str] = set()
         self._threads: dict[str, set[int]] = {}
         self._budget = Budget(self.limits.max_inflight_bytes)
+        self._rates = HostRates(self.limits.max_host_bytes_per_second)
+        self.window_peak = 0                    # most batches ever received and not yet acked on one stream
+        self.push_calls = 0                     # Push calls open now
+        self.stalled_calls = 0                  # Push calls ended because their client read no acks
         self._closing = ""
         self._observe = observe or (lambda _k, _v: None)
         self.counters = Counters()
@@ -198,11 +212,17 @@ class Gateway:
     # -- start-up ---------------------------------------------------------------------------
 
     def restore(self, lsn: int, sections: dict[str, bytes]) -> None:
-        """Adopt a snapshot's state (see `capture`); raises on anything that does not fit."""
+        """Adopt a snapshot's state (see `capture`); raises SnapshotIncompatible when a section is in
+        a format this build does not read (the caller then tries an older snapshot or the log)."""
         meta = json.loads(sections["gateway"])
         if meta.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"snapshot version {meta.get('version')} is not {SNAPSHOT_VERSION}")
-        engine = type(self._engine).restore(sections["engine"])  # type: ignore[attr-defined]
+            raise SnapshotIncompatible(f"gateway section format {meta.get('version')}, this build reads "
+                                       f"{SNAPSHOT_VERSION}")
+        try:
+            engine = type(self._engine).restore(sections["engine"])  # type: ignore[attr-defined]
+        except Exception as exc:  # whole bytes (the file's crc held) the engine does not take: another format
+            raise SnapshotIncompatible(f"engine section {section_format(sections['engine'])} is not a format "
+                                       f"this build restores ({type(exc).__name__}: {exc})") from None
         schemas = meta["schemas"]
         streams = {(h, s): StreamState(seq, 0, schemas[i]) for h, s, seq, i in meta["streams"]}
         classes = set(json.loads(sections["classes"]))
@@ -302,6 +322,9 @@ class Gateway:
                           f"batch seq {seq}: {len(ipc)} bytes of arrow_ipc is over the limit of "
                           f"{lim.max_message_bytes} (--max-message-bytes); send smaller batches")
         self._unavailable_check()
+        why = self._rates.take(host, len(ipc), self._give_up)
+        if why:
+            raise Refusal("UNAVAILABLE", "log_unavailable" if self._log.error else "shutting_down", why)
         cost = 2 * len(ipc) + 4096
         why = self._budget.acquire(cost, self._give_up)
         if why:
@@ -522,7 +545,24 @@ class Gateway:
             c = asdict(self.counters)
             streams = len(self._streams)
         return {**c, "streams": streams, "lock_classes_seen": len(self._classes),
-                "inflight_bytes": self._budget.used, "snapshot_lsn": self.snapshot_lsn, **self._log.stats()}
+                "inflight_bytes": self._budget.used, "inflight_bytes_peak": self._budget.peak,
+                "inflight_bytes_limit": self._budget.capacity, "inflight_waits": self._budget.waits,
+                "stream_window_peak": self.window_peak, "stream_window_limit": self.limits.max_inflight_per_stream,
+                "rate_limited": self._rates.stats(), "push_calls": self.push_calls,
+                "stalled_calls": self.stalled_calls,
+                "snapshot_lsn": self.snapshot_lsn, **self._log.stats()}
+
+    def note_call(self, opened: int, stalled: bool = False) -> None:
+        """A Push call opened (+1) or ended (-1; `stalled`: ended because its client read no acks)."""
+        with self._meta:
+            self.push_calls += opened
+            self.stalled_calls += int(stalled)
+
+    def note_window(self, outstanding: int) -> None:
+        """A stream has `outstanding` batches received and not yet acked (for `window_peak`)."""
+        if outstanding > self.window_peak:
+            with self._meta:
+                self.window_peak = max(self.window_peak, outstanding)
 
     def begin_shutdown(self, why: str = "the service is shutting down; resend to it once it is back") -> None:
         """Refuse new batches from now on; those already admitted still get their acks."""
@@ -580,10 +620,10 @@ def schema_change(old: str, new: str) -> str:
 
 
 def check_strings(table: pa.Table, max_bytes: int, seq: int) -> None:
-    for name in ("lock", "site", "task", "host"):
-        if name not in table.column_names:
+    for i, name in enumerate(table.column_names):   # by position: a duplicated name is normalize's to refuse
+        if name not in ("lock", "site", "task", "host"):
             continue
-        col = table.column(name)
+        col = table.column(i)
         typ = col.type
         arrays: list[pa.Array] = []
         if pa.types.is_dictionary(typ):

@@ -2,8 +2,15 @@
 
 Each call has a reader thread that admits batches as they arrive (decode, check, apply, append to
 the log) and queues their tickets; the call's own thread sends the acks in order as the log makes
-the batches durable. The queue holds at most `max_inflight_per_stream` tickets: when it is full
-the reader stops reading, and gRPC's flow control holds the client back.
+the batches durable. At most `max_inflight_per_stream` batches are received and not yet acked on
+one call: the reader takes a slot of that window before it reads the next message and the ack
+gives it back, so when the window is full the reader stops reading and gRPC's flow control holds
+the client back. The most ever outstanding is reported to the gateway (`window_peak`).
+
+A client that stops reading its acks (while it still holds the call open) would hold a stream
+slot and a thread forever: when one ack has waited `ack_stall` seconds to be taken by the client,
+the call is cancelled (the batches it had admitted are applied and durable; a resend after
+reconnecting is acked as a duplicate).
 """
 
 from __future__ import annotations
@@ -27,41 +34,60 @@ _END = object()
 
 class IngestServicer(pb_grpc.IngestServicer):
     def __init__(self, gateway: Gateway, inflight: int = 16, mtls: bool = False,
-                 on_ack: Callable[[float, bool], None] | None = None) -> None:
+                 on_ack: Callable[[float, bool], None] | None = None, ack_stall: float = 60.0) -> None:
         self._gateway = gateway
         self._inflight = max(1, inflight)
+        self._ack_stall = ack_stall
         self._mtls = mtls
         self._on_ack = on_ack or (lambda _s, _ok: None)
 
     def Push(self, request_iterator: Iterator[pb.PushBatch], context: grpc.ServicerContext) -> Iterator[pb.PushAck]:
         peer = peer_of(context, self._mtls)
-        tickets: queue.Queue[Ticket | object] = queue.Queue(maxsize=self._inflight)
+        tickets: queue.Queue[Ticket | object] = queue.Queue()
+        window = threading.BoundedSemaphore(self._inflight)
+        outstanding = [0]
+        count = threading.Lock()
         done = threading.Event()
         context.add_callback(done.set)
+        sending_since = [0.0]        # when the ack being handed to the client was yielded (0: none)
 
-        def put(item: Ticket | object) -> bool:
+        def take_slot() -> bool:
             while not done.is_set():
-                try:
-                    tickets.put(item, timeout=0.5)
+                if window.acquire(timeout=0.5):
                     return True
-                except queue.Full:
-                    continue
+                since = sending_since[0]
+                if since and time.monotonic() - since > self._ack_stall:
+                    self._gateway.note_call(0, stalled=True)
+                    log.warning("ending a Push call from %s: its client took no ack for %.0fs (it does not read "
+                                "its acks)", context.peer(), time.monotonic() - since)
+                    done.set()
+                    context.cancel()
+                    return False
             return False
 
         def read() -> None:
             try:
-                for msg in request_iterator:
-                    ticket = self._gateway.admit(msg.host, msg.stream_id, msg.seq, msg.arrow_ipc, peer)
-                    if not put(ticket):
+                messages = iter(request_iterator)
+                while take_slot():
+                    try:
+                        msg = next(messages)
+                    except StopIteration:
+                        window.release()
                         return
+                    with count:
+                        outstanding[0] += 1
+                        n = outstanding[0]
+                    self._gateway.note_window(n)
+                    tickets.put(self._gateway.admit(msg.host, msg.stream_id, msg.seq, msg.arrow_ipc, peer))
             except grpc.RpcError:
                 pass          # the client went away
             except Exception:
                 log.exception("ingest reader failed")
             finally:
-                put(_END)
+                tickets.put(_END)
 
         threading.Thread(target=read, name="lockfleet-push-reader", daemon=True).start()
+        self._gateway.note_call(+1)
         try:
             while True:
                 try:
@@ -75,7 +101,13 @@ class IngestServicer(pb_grpc.IngestServicer):
                 assert isinstance(item, Ticket)
                 out = self._gateway.complete(item)
                 self._on_ack(time.monotonic() - item.received, out.ok)
+                with count:
+                    outstanding[0] -= 1
+                window.release()
+                sending_since[0] = time.monotonic()
                 yield pb.PushAck(seq=out.seq, ok=out.ok, duplicate=out.duplicate, code=out.code, error=out.error,
                                  reason=out.reason, events=out.events, new_alerts=list(out.new_alerts))
+                sending_since[0] = 0.0
         finally:
             done.set()
+            self._gateway.note_call(-1)

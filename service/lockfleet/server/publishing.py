@@ -1,5 +1,5 @@
 """The service's publishing side, put together from its settings: the outbox and cursors under
-`<data-dir>/publish/`, the suppressions file, the blessed orders, the sinks (the JSONL file always,
+`<data-dir>/publish/` (with `dead-letters.jsonl`: publications a sink refused for good), the suppressions file, the blessed orders, the sinks (the JSONL file always,
 Alertmanager and webhooks when configured) and the publisher threads that feed them.
 
 The publisher reads findings through the gateway (a short read under its lock, off the ingest
@@ -20,6 +20,7 @@ from ..alerts.publisher import NotReady, Publisher
 from ..alerts.sinks import AlertmanagerSink, JsonlSink, Sink, WebhookSink, read_secret
 from ..alerts.suppress import Blessed, Suppression, Suppressions, effective
 from ..store import LogUnavailable
+from ..store.jsonfiles import JsonLines
 from .config import ServeConfig
 from .gateway import Gateway
 
@@ -44,6 +45,7 @@ class Publishing:
         self.suppressions = Suppressions(data / "suppressions.json")
         self.outbox = Outbox(data / "publish" / "outbox.jsonl")
         self.cursors = Cursors(data / "publish" / "cursors.json")
+        self.dead_letters = JsonLines(data / "publish" / "dead-letters.jsonl")
         self.publisher: Publisher | None = None
 
     def open(self) -> Publishing:
@@ -51,10 +53,12 @@ class Publishing:
         self.suppressions.load()
         self.outbox.open()
         self.cursors.load()
+        self.dead_letters.open()
         return self
 
     def start(self, gateway: Gateway, on_publish: Callable[[dict[str, Any]], None] | None = None,
-              on_delivery: Callable[[str, bool], None] | None = None) -> None:
+              on_delivery: Callable[[str, bool], None] | None = None,
+              on_dead_letter: Callable[[str], None] | None = None) -> None:
         def source() -> list[Alert]:
             alerts, lsn = gateway.read_durable(lambda eng: eng.alerts())
             try:
@@ -69,11 +73,14 @@ class Publishing:
                                    version=lambda: gateway.applied_batches, suppressions=self.suppressions,
                                    blessed=self.blessed, interval=cfg.publish_interval,
                                    retry_initial=min(0.5, cfg.sink_retry_max), retry_max=cfg.sink_retry_max,
-                                   republish_interval=cfg.republish_interval)
+                                   republish_interval=cfg.republish_interval, dead_letters=self.dead_letters,
+                                   compact_records=cfg.outbox_compact_records)
         if on_publish:
             self.publisher.on_publish = on_publish
         if on_delivery:
             self.publisher.on_delivery = on_delivery
+        if on_dead_letter:
+            self.publisher.on_dead_letter = on_dead_letter
         self.publisher.start()
         log.info("publishing to %s; outbox at #%d", ", ".join(s.name for s in self.sinks), self.outbox.last_seq)
 
@@ -101,3 +108,4 @@ class Publishing:
             self.publisher.stop(flush_seconds)
             self.publisher = None
         self.outbox.close()
+        self.dead_letters.close()

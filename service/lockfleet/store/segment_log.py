@@ -166,6 +166,12 @@ class SegmentLog(EventLog):
             segs.append(_Segment(seq=seq, path=path, first_lsn=_HEADER.unpack(head)[1], size=path.stat().st_size))
         return segs
 
+    def first_lsn(self) -> int:
+        """The lsn the oldest segment starts at: 1 while no segment was ever dropped, more once
+        archived segments were pruned; 0 when the log has no segment at all."""
+        segs = self._list()
+        return segs[0].first_lsn if segs else 0
+
     def replay(self, after_lsn: int = 0) -> Iterator[Record]:
         segs = self._list()
         if segs and segs[0].first_lsn > after_lsn + 1:

@@ -8,7 +8,10 @@ snapshot file is whole or absent. Its bytes:
 
 The crc covers everything before it. Sections are opaque bytes named by the caller (the engine's
 own snapshot, the gateway's streams and counters, ...). `load_newest` returns the newest snapshot
-that reads back whole; a damaged one is skipped with a warning.
+that reads back whole and restores; a damaged one (`SnapshotCorrupt`) or one written by another
+version of a section's format (`SnapshotIncompatible`, raised by the caller's restore) is skipped
+with a warning, and the next older one is tried. What the caller does when none restores (replay
+the log, or refuse to start when the log no longer reaches back far enough) is its business.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ T = TypeVar("T")
 
 class SnapshotCorrupt(ValueError):
     """The snapshot file is not whole."""
+
+
+class SnapshotIncompatible(ValueError):
+    """The snapshot file is whole, but a section is in a format this build does not read (written by
+    an older or newer lockfleet, with no migration from it)."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,12 @@ def load_newest(directory: Path, restore: Callable[[int, dict[str, bytes]], T]) 
             problems.append(f"{snap.path.name}: {exc}")
             log.warning("skipping snapshot %s: %s", snap.path, exc)
     return 0, None, problems
+
+
+def section_format(data: bytes) -> str:
+    """A section's format as its leading magic shows it (e.g. `LFENG001`), for messages."""
+    head = bytes(data[:8])
+    return head.decode("ascii") if head.isascii() and head.isalnum() else f"bytes {head.hex()}"
 
 
 def prune_snapshots(directory: Path, keep: int = 2) -> list[SnapshotFile]:
