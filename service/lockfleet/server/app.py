@@ -66,7 +66,10 @@ class Service:
     """One lockfleet service: `start()` restores the data dir and listens; `stop()` drains and ends it."""
 
     def __init__(self, data_dir: str | os.PathLike[str], listen: str = "127.0.0.1:0",
-                 config: ServeConfig | None = None, **settings: Any) -> None:
+                 config: ServeConfig | None = None, publish: bool = True, **settings: Any) -> None:
+        """`publish=False`: no publisher thread (the sinks get nothing); a graph authority in a
+        cluster publishes to the bus instead (`lockfleet.cluster.authority`)."""
+        self._publish = publish
         cfg = config or ServeConfig(data_dir=Path(data_dir), listen=listen)
         self.config = cfg = replace(cfg, data_dir=Path(data_dir), listen=listen, **settings)
         try:
@@ -111,6 +114,11 @@ class Service:
         self._lock_fd = -1
         self.registry = Registry()
         self._define_metrics()
+
+    @property
+    def gateway(self) -> Gateway | None:
+        """The gateway in front of the engine (None before start and after stop)."""
+        return self._gateway
 
     @property
     def address(self) -> str:
@@ -251,8 +259,9 @@ class Service:
         self._archiver.on_archived = self._prune_log
         self._log.on_seal = self._archiver.wake
         self._archiver.start()
-        self._publishing.start(self._gateway, on_publish=lambda rec: self.m_published.inc(1, rec["event"]),
-                               on_delivery=lambda sink, ok: self.m_deliveries.inc(1, sink, "ok" if ok else "failed"))
+        if self._publish:
+            self._publishing.start(self._gateway, on_publish=lambda rec: self.m_published.inc(1, rec["event"]),
+                                   on_delivery=lambda sink, ok: self.m_deliveries.inc(1, sink, "ok" if ok else "failed"))
         if cfg.metrics_listen:
             try:
                 mhost, mport = parse_hostport(cfg.metrics_listen)
