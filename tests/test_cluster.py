@@ -218,3 +218,19 @@ def test_archive_from_the_bus_once_and_analyze_reads_it(single_node: Cluster, lo
     got = sorted((a["id"], tuple(a["hosts"])) for a in json.loads(res.stdout)["alerts"])
     want = sorted((a.id, tuple(a.hosts)) for a in single.alerts())
     assert want and got == want
+
+
+def test_cluster_commands_refuse_bad_usage_with_status_2(lockfleet_cli) -> None:
+    cases = [
+        (["worker", "--bus", "http://127.0.0.1:4222"], "not a nats:// or tls:// URL"),
+        (["worker", "--bus", "nats://127.0.0.1:4222", "--partitions", "0"], "--partitions"),
+        (["serve", "--listen", "0.0.0.0:50551", "--bus", "nats://127.0.0.1:4222"], "loopback"),
+        (["serve", "--listen", "127.0.0.1:50551"], "--data-dir is required"),
+        (["authority", "--bus", "nats://127.0.0.1:4222", "--name", "a"], "--data-dir"),
+    ]
+    for args, why in cases:
+        res = lockfleet_cli(*args)
+        assert res.returncode == 2, (args, res.stderr)
+        assert why in res.stderr, (args, res.stderr)
+    res = lockfleet_cli("worker", "--help")
+    assert res.returncode == 0 and "partitions" in res.stdout

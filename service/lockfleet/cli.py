@@ -331,7 +331,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return serve_gateway(args, Limits(max_message_bytes=args.max_message_bytes, max_rows=args.max_rows,
                                           max_string_bytes=args.max_string_bytes,
                                           max_inflight_per_stream=args.max_inflight_per_stream,
-                                          max_streams=args.max_streams))
+                                          max_streams=args.max_streams), CliError)
     if not args.data_dir:
         raise CliError("--data-dir is required (unless --bus)", EXIT_USAGE)
     limits = Limits(max_message_bytes=args.max_message_bytes, max_rows=args.max_rows,

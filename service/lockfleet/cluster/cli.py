@@ -24,6 +24,9 @@ def add_bus_options(g: Any, gateway: bool = False) -> None:
                         "three-node cluster)")
     g.add_argument("--lease", type=float, default=bus.DEFAULT_LEASE, metavar="S",
                    help="lease time of partitions and of the authority: a dead holder is replaced after about this")
+    g.add_argument("--health-listen", metavar="HOST:PORT", default="",
+                   help="also serve the gRPC health service alone, in plain text, here (for probes that cannot "
+                        "speak TLS, such as Kubernetes' grpc probes)")
 
 
 def _bus_config(args: argparse.Namespace, error: Any) -> bus.BusConfig:
@@ -39,13 +42,16 @@ def _bus_config(args: argparse.Namespace, error: Any) -> bus.BusConfig:
         raise error(str(exc), EXIT_USAGE) from None
 
 
-def serve_gateway(args: argparse.Namespace, limits: Any) -> int:
-    from ..cli import CliError
+def serve_gateway(args: argparse.Namespace, limits: Any, CliError: Any) -> int:  # noqa: N803 - the cli's class
+    from ..server.config import ServeConfig
     from .roles import UsageError, run_gateway
 
     cfg = _bus_config(args, CliError)
+    path = ServeConfig.path
+    serve = ServeConfig(data_dir=Path("."), listen=args.listen, tls_cert=path(args.tls_cert),
+                        tls_key=path(args.tls_key), client_ca=path(args.client_ca), token_file=path(args.token_file))
     try:
-        run_gateway(cfg, args.listen, limits)
+        run_gateway(cfg, args.listen, limits, serve, args.health_listen)
     except UsageError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     except bus.BusError as exc:
@@ -77,6 +83,11 @@ def add_cluster_parsers(sub: Any, formatter: Any, error: Any) -> dict[str, Any]:
     p.add_argument("--data-dir", metavar="DIR", required=True, help="its log and snapshots")
     p.add_argument("--listen", metavar="HOST:PORT", type=_hostport, default="127.0.0.1:50552",
                    help="Query service and health")
+    p.add_argument("--tls-cert", metavar="PEM", help="server certificate for the Query service (with --tls-key)")
+    p.add_argument("--tls-key", metavar="PEM", help="its private key")
+    p.add_argument("--client-ca", metavar="PEM", help="require client certificates signed by this CA")
+    p.add_argument("--token-file", metavar="FILE", help="bearer tokens ('query <token>' lines), as `serve` reads them")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT", default="", help="Prometheus metrics (default: off)")
     p.add_argument("--print", action="store_true", dest="print_alerts",
                    help="print each finding this instance publishes as one JSON line on stdout")
 
@@ -100,39 +111,47 @@ def add_cluster_parsers(sub: Any, formatter: Any, error: Any) -> dict[str, Any]:
                    help="keep the cluster's files and logs here (default: a temporary dir, removed)")
 
     def cmd_worker(args: argparse.Namespace) -> int:
-        from .roles import run_worker
+        from .roles import UsageError, run_worker
 
         cfg = _bus_config(args, error)
         try:
-            run_worker(cfg, args.id)
+            run_worker(cfg, args.id, args.health_listen)
+        except UsageError as exc:
+            raise error(str(exc), EXIT_USAGE) from None
         except bus.BusError as exc:
             raise error(str(exc)) from None
         return EXIT_OK
 
     def cmd_authority(args: argparse.Namespace) -> int:
         from ..server import ServeConfig, ServiceError, UsageError
+        from .roles import UsageError as RoleUsage
         from .roles import run_authority
 
         cfg = _bus_config(args, error)
-        serve = ServeConfig(data_dir=Path(args.data_dir), listen=args.listen)
+        path = ServeConfig.path
+        serve = ServeConfig(data_dir=Path(args.data_dir), listen=args.listen, tls_cert=path(args.tls_cert),
+                            tls_key=path(args.tls_key), client_ca=path(args.client_ca),
+                            token_file=path(args.token_file), metrics_listen=args.metrics_listen)
 
         def show(alert: Any) -> None:
             print(json.dumps(alert.to_dict(), sort_keys=True), flush=True)
 
         try:
-            run_authority(cfg, serve, args.name, show if args.print_alerts else None)
-        except UsageError as exc:
+            run_authority(cfg, serve, args.name, show if args.print_alerts else None, args.health_listen)
+        except (UsageError, RoleUsage) as exc:
             raise error(str(exc), EXIT_USAGE) from None
         except (ServiceError, bus.BusError) as exc:
             raise error(str(exc)) from None
         return EXIT_OK
 
     def cmd_archive(args: argparse.Namespace) -> int:
-        from .roles import run_archiver
+        from .roles import UsageError, run_archiver
 
         cfg = _bus_config(args, error)
         try:
-            run_archiver(cfg, Path(args.data_dir), args.interval)
+            run_archiver(cfg, Path(args.data_dir), args.interval, args.health_listen)
+        except UsageError as exc:
+            raise error(str(exc), EXIT_USAGE) from None
         except bus.BusError as exc:
             raise error(str(exc)) from None
         return EXIT_OK

@@ -62,6 +62,33 @@ class ServiceError(RuntimeError):
     """The service could not start (data dir in use, port taken, damaged log)."""
 
 
+def load_tls(cfg: ServeConfig) -> grpc.ServerCredentials:
+    """The server credentials of --tls-cert/--tls-key (and --client-ca); raises UsageError naming a bad file."""
+
+    def read(path: Path | None, what: str) -> bytes:
+        assert path is not None
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"{what} {path}: cannot read: {exc.strerror or exc}") from None
+        if b"-----BEGIN" not in data:
+            raise UsageError(f"{what} {path}: not a PEM file")
+        return data
+
+    key, cert = read(cfg.tls_key, "--tls-key"), read(cfg.tls_cert, "--tls-cert")
+    ca = read(cfg.client_ca, "--client-ca") if cfg.client_ca else None
+    if b"-----BEGIN CERTIFICATE-----" not in cert:
+        raise UsageError(f"--tls-cert {cfg.tls_cert}: holds no PEM certificate")
+    if ca is not None and b"-----BEGIN CERTIFICATE-----" not in ca:
+        raise UsageError(f"--client-ca {cfg.client_ca}: holds no PEM certificate")
+    try:  # the same files through OpenSSL: a readable chain, a key that matches it
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
+    except (ssl.SSLError, OSError) as exc:
+        raise UsageError(f"--tls-cert {cfg.tls_cert} / --tls-key {cfg.tls_key}: not a certificate and its "
+                         f"private key ({exc})") from None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
 class Service:
     """One lockfleet service: `start()` restores the data dir and listens; `stop()` drains and ends it."""
 
@@ -127,30 +154,7 @@ class Service:
     # -- set-up -----------------------------------------------------------------------------
 
     def _load_tls(self) -> grpc.ServerCredentials:
-        cfg = self.config
-
-        def read(path: Path | None, what: str) -> bytes:
-            assert path is not None
-            try:
-                data = Path(path).read_bytes()
-            except OSError as exc:
-                raise UsageError(f"{what} {path}: cannot read: {exc.strerror or exc}") from None
-            if b"-----BEGIN" not in data:
-                raise UsageError(f"{what} {path}: not a PEM file")
-            return data
-
-        key, cert = read(cfg.tls_key, "--tls-key"), read(cfg.tls_cert, "--tls-cert")
-        ca = read(cfg.client_ca, "--client-ca") if cfg.client_ca else None
-        if b"-----BEGIN CERTIFICATE-----" not in cert:
-            raise UsageError(f"--tls-cert {cfg.tls_cert}: holds no PEM certificate")
-        if ca is not None and b"-----BEGIN CERTIFICATE-----" not in ca:
-            raise UsageError(f"--client-ca {cfg.client_ca}: holds no PEM certificate")
-        try:  # the same files through OpenSSL: a readable chain, a key that matches it
-            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
-        except (ssl.SSLError, OSError) as exc:
-            raise UsageError(f"--tls-cert {cfg.tls_cert} / --tls-key {cfg.tls_key}: not a certificate and its "
-                             f"private key ({exc})") from None
-        return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+        return load_tls(self.config)
 
     def _define_metrics(self) -> None:
         r = self.registry
