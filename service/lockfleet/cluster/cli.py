@@ -110,6 +110,27 @@ def add_cluster_parsers(sub: Any, formatter: Any, error: Any) -> dict[str, Any]:
     p.add_argument("--workdir", metavar="DIR", default="",
                    help="keep the cluster's files and logs here (default: a temporary dir, removed)")
 
+    p = sub.add_parser("health", help="check a lockfleet process's gRPC health (exit 0 when SERVING)",
+                       formatter_class=formatter,
+                       description="Ask the gRPC health service at --target (plain text: a --health-listen port, "
+                                   "or a service without TLS) whether it is SERVING; exit 0 if so, 1 if not or "
+                                   "unreachable. For container health checks.")
+    p.add_argument("--target", metavar="HOST:PORT", type=_hostport, required=True)
+    p.add_argument("--timeout", type=float, default=2.0, metavar="S")
+
+    def cmd_health(args: argparse.Namespace) -> int:
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        try:
+            with grpc.insecure_channel(args.target) as ch:
+                reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
+        except grpc.RpcError as exc:
+            raise error(f"{args.target}: {exc.code().name}") from None
+        name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        print(name)
+        return EXIT_OK if reply.status == health_pb2.HealthCheckResponse.SERVING else EXIT_FAILURE
+
     def cmd_worker(args: argparse.Namespace) -> int:
         from .roles import UsageError, run_worker
 
@@ -164,5 +185,5 @@ def add_cluster_parsers(sub: Any, formatter: Any, error: Any) -> dict[str, Any]:
         except DemoError as exc:
             raise error(str(exc)) from None
 
-    return {"worker": cmd_worker, "authority": cmd_authority, "bus-archive": cmd_archive,
+    return {"health": cmd_health, "worker": cmd_worker, "authority": cmd_authority, "bus-archive": cmd_archive,
             "cluster-demo": cmd_demo}
