@@ -234,3 +234,20 @@ def test_cluster_commands_refuse_bad_usage_with_status_2(lockfleet_cli) -> None:
         assert why in res.stderr, (args, res.stderr)
     res = lockfleet_cli("worker", "--help")
     assert res.returncode == 0 and "partitions" in res.stdout
+
+
+def test_edge_mode_shipments_are_forwarded_without_an_engine() -> None:
+    from lockfleet.agent.edges import ExportState, export_new
+
+    raw = workload(seed=5, hosts=1, batches=4, rows=200)["host-0"]
+    local, state = Engine(), ExportState()
+    part = Partition(0)
+    shipped = []
+    for i, b in enumerate(raw):
+        local.ingest(b, host="host-0")
+        batch = export_new(local, state)
+        assert batch is not None
+        out = part.apply(_headers("host-0", "edge", i + 1), _ipc(batch))
+        assert [(d.host, d.seq, d.payload) for d in out] == [("host-0", i + 1, _ipc(batch))]
+        shipped.append(batch)
+    assert part.hosts["host-0"].engine is None

@@ -9,7 +9,9 @@ sequence numbers, so what it republishes is recognised downstream as a duplicate
 
 Raw batches are deduplicated by (host, stream, seq): a batch stored twice on the bus (two
 gateways, or a resend outside JetStream's duplicate window) is applied once. A relay's batch
-(a `host` column naming several hosts) is split by host, each host's rows in their order.
+(a `host` column naming several hosts) is split by host, each host's rows in their order. A batch
+an EdgeAgent shipped (its host already ran the core: `is_edge_shipment`) is forwarded unchanged,
+so an edge-mode host costs a worker a counter, not an engine (a host should not mix the two).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..agent.edges import ExportState, export_new
+from ..agent.edges import EDGE_SCHEMA, SYNTHETIC_TID_BASE, ExportState, export_new
 from ..engine import Engine
 from ..events import EventError
 from ..server.gateway import Refusal, decode
@@ -43,9 +45,17 @@ class Derived:
 
 @dataclass
 class HostState:
-    engine: Engine = field(default_factory=Engine)
+    engine: Engine | None = None      # made at the host's first raw batch (none for an edge-mode host)
     export: ExportState = field(default_factory=ExportState)
     seq: int = 0              # derived messages produced for this host (in this partition)
+
+
+def is_edge_shipment(table: pa.Table) -> bool:
+    """A batch an EdgeAgent shipped (`agent.edges`): already only what its host learnt, in the
+    form the authority merges; it is forwarded as it is, without a local engine."""
+    if table.schema.names != EDGE_SCHEMA.names or not table.num_rows:
+        return False
+    return bool(pc.min(table.column("tid")).as_py() >= SYNTHETIC_TID_BASE)
 
 
 def ipc_bytes(batch: pa.RecordBatch) -> bytes:
@@ -103,10 +113,18 @@ class Partition:
         self.applied += 1
         self.events += table.num_rows
         out: list[Derived] = []
+        if is_edge_shipment(table):
+            st = self.hosts.get(host)
+            if st is None:
+                st = self.hosts[host] = HostState()
+            st.seq += 1
+            return [self._derived(host, st.seq, payload, host, stream, seq)]
         for h, rows in _by_host(table, host):
             st = self.hosts.get(h)
             if st is None:
                 st = self.hosts[h] = HostState()
+            if st.engine is None:
+                st.engine = Engine()
             try:
                 st.engine.ingest(rows, host=h)
             except EventError as exc:   # the gateway checked it: only an engine limit gets here
@@ -116,11 +134,14 @@ class Partition:
             if batch is None:
                 continue
             st.seq += 1
-            out.append(Derived(
-                subject=bus.derived_subject(self.p, h), host=h, seq=st.seq, payload=ipc_bytes(batch),
-                headers={bus.MSG_ID: f"d/{self.p}/{h}/{st.seq}", bus.H_HOST: h, bus.H_STREAM: derived_stream(self.p),
-                         bus.H_SEQ: str(st.seq), bus.H_SOURCE: json.dumps([host, stream, seq])}))
+            out.append(self._derived(h, st.seq, ipc_bytes(batch), host, stream, seq))
         return out
+
+    def _derived(self, h: str, dseq: int, payload: bytes, host: str, stream: str, seq: int) -> Derived:
+        return Derived(subject=bus.derived_subject(self.p, h), host=h, seq=dseq, payload=payload,
+                       headers={bus.MSG_ID: f"d/{self.p}/{h}/{dseq}", bus.H_HOST: h,
+                                bus.H_STREAM: derived_stream(self.p), bus.H_SEQ: str(dseq),
+                                bus.H_SOURCE: json.dumps([host, stream, seq])})
 
 
 def derived_stream(p: int) -> str:
