@@ -6,7 +6,8 @@ stream order, through a durable consumer of its own (`lf-authority-<name>`), and
 derived batch through its gateway as the batch `seq` of host `Lf-Host`, stream
 `lockfleet-derived-p<partition>`; it acks the bus message once the batch is applied and durable
 in its own log. The gateway's per-stream high-water mark makes a message seen twice (redelivered,
-or republished by a worker that took a partition over) a duplicate. Every authority applies the
+or republished by a worker that took a partition over) a duplicate. Each (re)start of the
+consumer replaces it by a fresh one from just after its ack floor. Every authority applies the
 same messages in the same order, so the leader and its standby hold the same graph and raise the
 same alerts with the same ids, as one process given the derived batches in that order would.
 
@@ -83,19 +84,30 @@ class Authority:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the bus is failing over
-                log.warning("authority %s: following LF_DERIVED failed: %s; again", self.name,
-                            exc or type(exc).__name__)
+                log.warning("authority %s: following LF_DERIVED failed: %r; again", self.name, exc)
                 await asyncio.sleep(0.5)
 
     async def _consume(self) -> None:
         from nats.errors import TimeoutError as NatsTimeout
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        from nats.js.errors import NotFoundError
 
+        # a fresh durable consumer from just after its ack floor: messages an earlier attempt
+        # fetched and did not ack come again at once, not after their ack wait (those it did
+        # apply are duplicates to the gateway)
         durable = f"lf-authority-{bus.token(self.name)}"
+        try:
+            info = await self.js.consumer_info(bus.DERIVED, durable)
+            floor = info.ack_floor.stream_seq if info.ack_floor else 0
+            await self.js.delete_consumer(bus.DERIVED, durable)
+        except NotFoundError:
+            floor = 0
         config = ConsumerConfig(durable_name=durable, filter_subject="lf.derived.>", ack_policy=AckPolicy.EXPLICIT,
-                                ack_wait=120.0, max_ack_pending=4 * FETCH, deliver_policy=DeliverPolicy.ALL,
+                                ack_wait=120.0, max_ack_pending=4 * FETCH,
+                                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=floor + 1,
                                 num_replicas=self.cfg.replicas)
-        sub = await self.js.pull_subscribe("lf.derived.>", durable=durable, stream=bus.DERIVED, config=config)
+        await self.js.add_consumer(bus.DERIVED, config)
+        sub = await self.js.pull_subscribe_bind(durable, stream=bus.DERIVED)
         try:
             while not self.stopping.is_set():
                 try:

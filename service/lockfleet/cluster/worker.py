@@ -61,7 +61,7 @@ class Worker:
                 try:
                     await self._tick()
                 except Exception as exc:  # noqa: BLE001 - the bus is failing over; keep trying
-                    log.warning("worker %s: lease round failed: %s", self.id, exc or type(exc).__name__)
+                    log.warning("worker %s: lease round failed: %r", self.id, exc)
                 try:
                     await asyncio.wait_for(self.stopping.wait(), self.cfg.lease / 4)
                 except asyncio.TimeoutError:
@@ -92,6 +92,9 @@ class Worker:
             except (KeyWrongLastSequenceError, KeyNotFoundError):
                 log.warning("worker %s: lost the lease of partition %d", self.id, p)
                 await self._release(p, delete=False)
+        for p, task in list(self.tasks.items()):   # a partition task that gave up (a slow renewal): again
+            if task.done() and p in self.owned and not self.stopping.is_set():
+                self.tasks[p] = asyncio.create_task(self._partition(p), name=f"partition-{p}")
         extra = len(self.owned) - target
         for p in sorted(self.owned, reverse=True)[:max(0, extra)]:
             log.info("worker %s: gives partition %d back (%d workers)", self.id, p, members)
@@ -142,7 +145,7 @@ class Worker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a node went away mid-way: start the partition again
-                log.warning("worker %s: partition %d: %s; starting it again", self.id, p, exc or type(exc).__name__)
+                log.warning("worker %s: partition %d: %r; starting it again", self.id, p, exc)
                 await asyncio.sleep(0.5)
 
     async def _consume(self, p: int) -> None:
@@ -181,7 +184,9 @@ class Worker:
                 for m in msgs:
                     if not self._holds(p):
                         return
-                    for d in state.apply(dict(m.headers or {}), m.data):
+                    # the derivation off the loop, so that lease renewals keep their pace
+                    derived = await asyncio.to_thread(state.apply, dict(m.headers or {}), m.data)
+                    for d in derived:
                         await self._publish(p, d)
                     await m.ack()
         finally:
@@ -207,7 +212,7 @@ class Worker:
                 for m in msgs:
                     if m.metadata.sequence.stream > through:
                         return
-                    state.apply(dict(m.headers or {}), m.data)
+                    await asyncio.to_thread(state.apply, dict(m.headers or {}), m.data)
                     if m.metadata.sequence.stream == through or m.metadata.num_pending == 0:
                         return
         finally:
