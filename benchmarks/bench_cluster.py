@@ -128,8 +128,15 @@ def main() -> int:
     ap.add_argument("--json", default="", help="write the figures here too")
     args = ap.parse_args()
 
+    import signal
+
     from lockfleet.agent import fetch_stats
     from lockfleet.cluster.harness import Cluster
+
+    def stop(_sig: int, _frame: object) -> None:   # so that `finally` stops every process started
+        raise SystemExit(1)
+
+    signal.signal(signal.SIGTERM, stop)
 
     root = Path(args.workdir or tempfile.mkdtemp(prefix="lockfleet-bench-cluster-"))
     cluster = Cluster(root, nodes=args.nodes, partitions=args.partitions, lease=3.0)

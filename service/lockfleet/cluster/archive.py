@@ -90,7 +90,7 @@ class BusArchiver:
                     while len(batch) < ROUND and time.monotonic() < deadline and not self.stopping.is_set():
                         try:
                             batch += await sub.fetch(min(512, ROUND - len(batch)), timeout=0.5)
-                        except NatsTimeout:
+                        except (NatsTimeout, asyncio.TimeoutError):
                             pass
                     if batch:
                         await asyncio.to_thread(self._archive, batch)

@@ -84,7 +84,7 @@ class Authority:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the bus is failing over
-                log.warning("authority %s: following LF_DERIVED failed: %r; again", self.name, exc)
+                log.warning("authority %s: following LF_DERIVED failed: %r; again", self.name, exc, exc_info=True)
                 await asyncio.sleep(0.5)
 
     async def _consume(self) -> None:
@@ -112,7 +112,7 @@ class Authority:
             while not self.stopping.is_set():
                 try:
                     msgs = await sub.fetch(FETCH, timeout=0.5)
-                except NatsTimeout:
+                except (NatsTimeout, asyncio.TimeoutError):
                     continue
                 items = [(dict(m.headers or {}), m.data) for m in msgs]
                 await asyncio.to_thread(self._apply, items)

@@ -179,7 +179,7 @@ class Worker:
             while self._holds(p) and not self.stopping.is_set():
                 try:
                     msgs = await sub.fetch(FETCH, timeout=0.5)
-                except NatsTimeout:
+                except (NatsTimeout, asyncio.TimeoutError):
                     continue
                 for m in msgs:
                     if not self._holds(p):
@@ -207,7 +207,7 @@ class Worker:
             while True:
                 try:
                     msgs = await sub.fetch(256, timeout=2.0)
-                except NatsTimeout:
+                except (NatsTimeout, asyncio.TimeoutError):
                     return   # nothing more
                 for m in msgs:
                     if m.metadata.sequence.stream > through:
