@@ -137,11 +137,18 @@ def main() -> int:
         raise SystemExit(1)
 
     signal.signal(signal.SIGTERM, stop)
+    import faulthandler
+    faulthandler.register(signal.SIGUSR1)   # kill -USR1 PID: where it is
 
+    def note(key: str, value: object) -> None:
+        figures[key] = value
+        print(f"{key}: {json.dumps(value)}", flush=True)
+
+    figures: dict[str, object] = {}
     root = Path(args.workdir or tempfile.mkdtemp(prefix="lockfleet-bench-cluster-"))
     cluster = Cluster(root, nodes=args.nodes, partitions=args.partitions, lease=3.0)
-    figures: dict[str, object] = {"hosts": args.hosts, "deps_per_host": args.deps, "nats_nodes": args.nodes,
-                                  "partitions": args.partitions}
+    figures.update({"hosts": args.hosts, "deps_per_host": args.deps, "nats_nodes": args.nodes,
+                    "partitions": args.partitions})
     try:
         cluster.start_nats()
         authority = cluster.authority("authority")
@@ -169,10 +176,10 @@ def main() -> int:
         pushed_at = None
         finished = [out.get(timeout=args.timeout) for _ in procs]
         push_s = time.monotonic() - t0
-        figures["push_seconds"] = round(push_s, 2)
-        figures["push_failures"] = sum(f for _i, _s, f in finished)
-        figures["shipments_per_second"] = round(args.hosts / push_s, 1)
-        figures["rows_per_second_through_gateways"] = round(rows / push_s, 1)
+        note("push_seconds", round(push_s, 2))
+        note("push_failures", sum(f for _i, _s, f in finished))
+        note("shipments_per_second", round(args.hosts / push_s, 1))
+        note("rows_per_second_through_gateways", round(rows / push_s, 1))
         pushed_at = time.monotonic()
         while time.monotonic() - t0 < args.timeout:
             applied = fetch_stats(authority.target)["events"] - base
@@ -181,13 +188,13 @@ def main() -> int:
                 break
             time.sleep(0.5)
         caught = time.monotonic()
-        figures["authority_caught_up_seconds_after_push"] = round(caught - pushed_at, 2)
-        figures["authority_total_seconds"] = round(caught - t0, 2)
-        figures["authority_rows_per_second"] = round(rows / (caught - t0), 1)
-        figures["max_lag_rows"] = max((x for _t, x in lag), default=0)
-        figures["lag_samples"] = lag[:: max(1, len(lag) // 20)]
-        figures["rss_mib"] = {r.name: round(_rss_mib(r.proc.pid), 1) for r in (authority, *gws, *workers)
-                              if r.proc is not None}
+        note("authority_caught_up_seconds_after_push", round(caught - pushed_at, 2))
+        note("authority_total_seconds", round(caught - t0, 2))
+        note("authority_rows_per_second", round(rows / (caught - t0), 1))
+        note("max_lag_rows", max((x for _t, x in lag), default=0))
+        note("lag_samples", lag[:: max(1, len(lag) // 20)])
+        note("rss_mib", {r.name: round(_rss_mib(r.proc.pid), 1) for r in (authority, *gws, *workers)
+                              if r.proc is not None})
         st = fetch_stats(authority.target)
         figures["authority_edges"], figures["authority_locks"] = st["edges"], st["locks"]
         # closing dependencies: a host takes b before a for an edge a -> b the fleet has
@@ -207,9 +214,9 @@ def main() -> int:
                     latencies.append(time.monotonic() - t1)
                     break
                 time.sleep(0.05)
-        figures["closing_to_published_seconds"] = [round(x, 3) for x in latencies]
+        note("closing_to_published_seconds", [round(x, 3) for x in latencies])
         if latencies:
-            figures["closing_to_published_median_s"] = round(statistics.median(latencies), 3)
+            note("closing_to_published_median_s", round(statistics.median(latencies), 3))
         for p in procs:
             p.join(10)
     finally:

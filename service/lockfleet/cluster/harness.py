@@ -177,14 +177,20 @@ async def _read_stream(cfg: bus.BusConfig, stream: str, subject: str) -> list[tu
         else:
             raise HarnessError(f"cannot read stream {stream}")
         out: list[tuple[dict[str, str], bytes]] = []
-        seq = info.state.first_seq
+        if not info.state.messages:
+            return out
+        seq = max(1, info.state.first_seq)
+        failures = 0
         while seq <= info.state.last_seq:
             try:
                 msg = await js.get_msg(stream, seq)
             except NotFoundError:
                 seq += 1
                 continue
-            except Exception:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - no stream leader for a moment
+                failures += 1
+                if failures > 40:
+                    raise HarnessError(f"cannot read {stream} seq {seq}: {exc!r}") from None
                 await asyncio.sleep(0.5)
                 continue
             if _matches(msg.subject, subject):
