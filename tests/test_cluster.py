@@ -251,3 +251,32 @@ def test_edge_mode_shipments_are_forwarded_without_an_engine() -> None:
         assert [(d.host, d.seq, d.payload) for d in out] == [("host-0", i + 1, _ipc(batch))]
         shipped.append(batch)
     assert part.hosts["host-0"].engine is None
+
+
+def test_gateway_over_mtls_binds_streams_to_the_certificate_host(single_node: Cluster, certs) -> None:
+    from lockfleet.agent import Connection
+    from lockfleet.cluster.harness import Role
+    from lockfleet.cluster.natsd import _free_port
+
+    c = single_node
+    port, health = _free_port(), _free_port()
+    gw = Role("gw-tls", ["serve", "--listen", f"127.0.0.1:{port}", "--health-listen", f"127.0.0.1:{health}",
+                         "--tls-cert", str(certs.path("server.pem")), "--tls-key", str(certs.path("server.key")),
+                         "--client-ca", str(certs.path("ca.pem")), *c.bus_args()], c.workdir, health).start()
+    c.roles["gw-tls"] = gw
+    gw.wait_healthy()   # the plain health port
+
+    def as_(who: str) -> Connection:
+        return Connection(f"localhost:{port}", tls_ca=str(certs.path("ca.pem")), tls_cert=str(certs.path(f"{who}.pem")),
+                          tls_key=str(certs.path(f"{who}.key")))
+
+    batch = workload(seed=2, hosts=1, batches=1, rows=20)["host-0"][0]
+    assert push_streams(as_("h1"), "h1", [Stream("s", [batch])]).batches == 1
+    with pytest.raises(Refused) as other:
+        push_streams(as_("h1"), "h2", [Stream("s", [batch])])
+    assert other.value.code == "PERMISSION_DENIED"
+    relayed = pa.Table.from_batches([batch]).append_column("host", pa.array(["h2"] * batch.num_rows))
+    with pytest.raises(Refused) as column:
+        push_streams(as_("h1"), "h1", [Stream("r", relayed.to_batches())])
+    assert column.value.code == "PERMISSION_DENIED" and "'h2'" in str(column.value)
+    assert push_streams(as_("relay"), "h1", [Stream("r", relayed.to_batches())]).batches == 1

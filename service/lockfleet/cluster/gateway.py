@@ -35,8 +35,8 @@ from typing import Any
 
 from ..events import EventError, normalize
 from ..server.config import Limits
-from ..server.gateway import (ANYONE, MAX_NAME_BYTES, Outcome, Peer, Refusal, Ticket, check_strings, decode,
-                              event_reason, fingerprint, schema_change)
+from ..server.gateway import (ANYONE, MAX_NAME_BYTES, Outcome, Peer, Refusal, Ticket, batch_host_rows, check_strings,
+                              decode, event_reason, fingerprint, schema_change)
 from . import bus
 
 log = logging.getLogger("lockfleet.cluster.gateway")
@@ -119,9 +119,15 @@ class BusGateway:
         table = decode(ipc, lim.max_rows, seq)
         check_strings(table, lim.max_string_bytes, seq)
         try:
-            normalize(table)
+            ev = normalize(table)
         except EventError as exc:
             raise Refusal("INVALID_ARGUMENT", event_reason(str(exc)), f"batch seq {seq}: {exc}") from None
+        if peer.mtls and not peer.relay and ev.host is not None:
+            others = sorted(set(batch_host_rows(ev, host)) - {host})
+            if others:
+                raise Refusal("PERMISSION_DENIED", "host_not_in_certificate",
+                              f"batch seq {seq}: column 'host' names {', '.join(map(repr, others[:3]))}, but this "
+                              "client's certificate is not a relay's (OU=lockfleet-relay)")
         return fingerprint(table.schema), table.num_rows
 
     async def _publish(self, host: str, stream_id: str, seq: int, ipc: bytes, schema: str, events: int) -> Outcome:
