@@ -284,7 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve" and not args.bus and not args.data_dir:
+        parser.error("serve: --data-dir is required (unless --bus)")
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     handler = COMMANDS.get(args.command) or (lambda a: a.func(a))

@@ -115,8 +115,9 @@ def add_cluster_parsers(sub: Any, formatter: Any, error: Any) -> dict[str, Any]:
                        description="Ask the gRPC health service at --target (plain text: a --health-listen port, "
                                    "or a service without TLS) whether it is SERVING; exit 0 if so, 1 if not or "
                                    "unreachable. For container health checks.")
-    p.add_argument("--target", metavar="HOST:PORT", type=_hostport, required=True)
-    p.add_argument("--timeout", type=float, default=2.0, metavar="S")
+    p.add_argument("--target", metavar="HOST:PORT", type=_hostport, required=True,
+                   help="the process's plain gRPC health port (required)")
+    p.add_argument("--timeout", type=float, default=2.0, metavar="S", help="give up after this many seconds")
 
     def cmd_health(args: argparse.Namespace) -> int:
         import grpc
