@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.lockfleet-installed
 BUILD_INPUTS := pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd ext/*.pxi ext/*.h native/*.c native/*.h proto/lockfleet/v1/*.proto)
 
-.PHONY: demo test bench install clean annotate
+.PHONY: demo test bench install clean annotate cluster-demo
 
 install: $(STAMP)
 
@@ -20,6 +20,12 @@ $(STAMP): $(BUILD_INPUTS)
 
 demo: $(STAMP)
 	$(BIN)/lockfleet demo
+
+# A three-node NATS JetStream cluster on loopback with two gateways, two workers, an authority and a
+# standby; a NATS node and the authority are killed mid-stream (lockfleet/cluster/demo.py).
+cluster-demo: $(STAMP)
+	@command -v nats-server >/dev/null 2>&1 || bash .ci/install-deps nats-server
+	$(BIN)/lockfleet cluster-demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -30,6 +30,11 @@ COMMANDS = {
     "unsuppress": ("ID", "--target", "--json"),
     "suppressions": ("--target", "--json"),
     "trace": ("PROGRAM", "--target", "--host", "--class", "--clock"),
+    "worker": ("--bus", "--partitions", "--replicas", "--lease", "--id", "--health-listen"),
+    "authority": ("--bus", "--name", "--data-dir", "--listen", "--tls-cert", "--token-file", "--print"),
+    "bus-archive": ("--bus", "--data-dir", "--interval"),
+    "cluster-demo": ("--workdir",),
+    "health": ("--target", "--timeout"),
 }
 
 

@@ -131,8 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
                               "certificate's subject has OU=lockfleet-relay (a relay may push for any host).")
     p.add_argument("--listen", metavar="HOST:PORT", type=_hostport, default=DEFAULT_TARGET,
                    help="address to listen on (loopback only without TLS); port 0 picks a free one")
-    p.add_argument("--data-dir", metavar="DIR", required=True,
-                   help="log, snapshots and archive; created if missing; one service per dir (required)")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="log, snapshots and archive; created if missing; one service per dir (required, "
+                        "except with --bus)")
+    from .cluster.cli import add_bus_options
+    add_bus_options(p.add_argument_group(
+        "cluster (with --bus this process is a stateless gateway: it checks each batch as the service does, "
+        "publishes it to NATS JetStream on its host's partition and acks it once JetStream has; no data dir, no "
+        "engine: `lockfleet worker` and `lockfleet authority` do the rest)"), gateway=True)
     g = p.add_argument_group("durability")
     g.add_argument("--fsync", choices=FSYNC_MODES, default=ServeConfig.fsync,
                    help="always: one fsync per batch; group: one fsync per group of batches (group commit); "
@@ -283,11 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_query_parsers(sub)
     from .offline import add_offline_parsers
     COMMANDS.update(add_offline_parsers(sub))
+    from .cluster.cli import add_cluster_parsers
+    COMMANDS.update(add_cluster_parsers(sub, _DefaultsFormatter, CliError))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve" and not args.bus and not args.data_dir:
+        parser.error("serve: --data-dir is required (unless --bus)")
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     handler = COMMANDS.get(args.command) or (lambda a: a.func(a))
@@ -329,6 +340,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server.logs import configure
 
     configure(args.log_format)
+    if args.bus:
+        from .cluster.cli import serve_gateway
+        return serve_gateway(args, Limits(max_message_bytes=args.max_message_bytes, max_rows=args.max_rows,
+                                          max_string_bytes=args.max_string_bytes,
+                                          max_inflight_per_stream=args.max_inflight_per_stream,
+                                          max_streams=args.max_streams), CliError)
+    if not args.data_dir:
+        raise CliError("--data-dir is required (unless --bus)", EXIT_USAGE)
     limits = Limits(max_message_bytes=args.max_message_bytes, max_rows=args.max_rows,
                     max_string_bytes=args.max_string_bytes, max_lock_classes=args.max_lock_classes,
                     max_threads_per_host=args.max_threads_per_host,

@@ -66,11 +66,49 @@ class ServiceError(RuntimeError):
     """The service could not start (data dir in use, port taken, damaged log)."""
 
 
+def tls_files(cfg: ServeConfig) -> tuple[bytes, bytes, bytes | None]:
+    """--tls-key, --tls-cert (and --client-ca), checked: (key, cert, ca); raises UsageError naming
+    a bad file."""
+
+    def read(path: Path | None, what: str) -> bytes:
+        assert path is not None
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise UsageError(f"{what} {path}: cannot read: {exc.strerror or exc}") from None
+        if b"-----BEGIN" not in data:
+            raise UsageError(f"{what} {path}: not a PEM file")
+        return data
+
+    key, cert = read(cfg.tls_key, "--tls-key"), read(cfg.tls_cert, "--tls-cert")
+    ca = read(cfg.client_ca, "--client-ca") if cfg.client_ca else None
+    if b"-----BEGIN CERTIFICATE-----" not in cert:
+        raise UsageError(f"--tls-cert {cfg.tls_cert}: holds no PEM certificate")
+    if ca is not None and b"-----BEGIN CERTIFICATE-----" not in ca:
+        raise UsageError(f"--client-ca {cfg.client_ca}: holds no PEM certificate")
+    try:  # the same files through OpenSSL: a readable chain, a key that matches it
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
+    except (ssl.SSLError, OSError) as exc:
+        raise UsageError(f"--tls-cert {cfg.tls_cert} / --tls-key {cfg.tls_key}: not a certificate and its "
+                         f"private key ({exc})") from None
+    return key, cert, ca
+
+
+def load_tls(cfg: ServeConfig) -> grpc.ServerCredentials:
+    """Fixed server credentials of --tls-cert/--tls-key (and --client-ca), for the cluster's roles;
+    `Service` uses credentials that SIGHUP can replace."""
+    key, cert, ca = tls_files(cfg)
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
 class Service:
     """One lockfleet service: `start()` restores the data dir and listens; `stop()` drains and ends it."""
 
     def __init__(self, data_dir: str | os.PathLike[str], listen: str = "127.0.0.1:0",
-                 config: ServeConfig | None = None, **settings: Any) -> None:
+                 config: ServeConfig | None = None, publish: bool = True, **settings: Any) -> None:
+        """`publish=False`: no publisher thread (the sinks get nothing); a graph authority in a
+        cluster publishes to the bus instead (`lockfleet.cluster.authority`)."""
+        self._publish = publish
         cfg = config or ServeConfig(data_dir=Path(data_dir), listen=listen)
         self.config = cfg = replace(cfg, data_dir=Path(data_dir), listen=listen, **settings)
         try:
@@ -118,6 +156,11 @@ class Service:
         self._define_metrics()
 
     @property
+    def gateway(self) -> Gateway | None:
+        """The gateway in front of the engine (None before start and after stop)."""
+        return self._gateway
+
+    @property
     def address(self) -> str:
         return join_hostport(self.host, self.port)
 
@@ -137,29 +180,7 @@ class Service:
 
     def _read_tls(self) -> Any:
         """The TLS files, checked, as a server certificate configuration; raises UsageError."""
-        cfg = self.config
-
-        def read(path: Path | None, what: str) -> bytes:
-            assert path is not None
-            try:
-                data = Path(path).read_bytes()
-            except OSError as exc:
-                raise UsageError(f"{what} {path}: cannot read: {exc.strerror or exc}") from None
-            if b"-----BEGIN" not in data:
-                raise UsageError(f"{what} {path}: not a PEM file")
-            return data
-
-        key, cert = read(cfg.tls_key, "--tls-key"), read(cfg.tls_cert, "--tls-cert")
-        ca = read(cfg.client_ca, "--client-ca") if cfg.client_ca else None
-        if b"-----BEGIN CERTIFICATE-----" not in cert:
-            raise UsageError(f"--tls-cert {cfg.tls_cert}: holds no PEM certificate")
-        if ca is not None and b"-----BEGIN CERTIFICATE-----" not in ca:
-            raise UsageError(f"--client-ca {cfg.client_ca}: holds no PEM certificate")
-        try:  # the same files through OpenSSL: a readable chain, a key that matches it
-            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
-        except (ssl.SSLError, OSError) as exc:
-            raise UsageError(f"--tls-cert {cfg.tls_cert} / --tls-key {cfg.tls_key}: not a certificate and its "
-                             f"private key ({exc})") from None
+        key, cert, ca = tls_files(self.config)
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
 
     def reload(self) -> list[str]:
@@ -302,9 +323,10 @@ class Service:
         self._archiver.on_archived = self._prune_log
         self._log.on_seal = self._archiver.wake
         self._archiver.start()
-        self._publishing.start(self._gateway, on_publish=lambda rec: self.m_published.inc(1, rec["event"]),
-                               on_delivery=lambda sink, ok: self.m_deliveries.inc(1, sink, "ok" if ok else "failed"),
-                               on_dead_letter=lambda sink: self.m_dead_letters.inc(1, sink))
+        if self._publish:
+            self._publishing.start(self._gateway, on_publish=lambda rec: self.m_published.inc(1, rec["event"]),
+                                   on_delivery=lambda sink, ok: self.m_deliveries.inc(1, sink, "ok" if ok else "failed"),
+                                   on_dead_letter=lambda sink: self.m_dead_letters.inc(1, sink))
         if cfg.metrics_listen:
             try:
                 mhost, mport = parse_hostport(cfg.metrics_listen)
