@@ -366,7 +366,9 @@ class Gateway:
                 if fresh:
                     new_threads[h] = fresh
             try:
+                t0 = time.perf_counter()
                 new = self._engine.ingest_events(ev, host=host)
+                apply_seconds = time.perf_counter() - t0
             except EventError as exc:
                 raise Refusal("INVALID_ARGUMENT", event_reason(str(exc)), f"batch seq {seq}: {exc}") from None
             except Exception as exc:  # an engine bug: report it, keep serving
@@ -389,6 +391,9 @@ class Gateway:
         ticket.events = table.num_rows
         ticket.new_alerts = tuple(a.id for a in new)
         self._observe("applied", table.num_rows)
+        self._observe("apply_seconds", apply_seconds)
+        if new:
+            self._observe("raised", ticket.new_alerts)
         for alert in new:
             log.warning("new %s alert %s: %s on hosts %s", alert.kind, alert.id,
                         " -> ".join(alert.locks), ", ".join(alert.hosts))

@@ -117,3 +117,21 @@ def edge_rows(engine: Engine, start: int, stop: int) -> pa.RecordBatch:
                            ("taken_site", o.site), ("last_ts_ns", link.last_ts_ns)):
             cols[key].append(value)
     return pa.RecordBatch.from_pydict(cols, schema=EDGE_SCHEMA)
+
+
+def witnesses(engine: Engine, alert_id: str, limit: int = 100) -> list[dict[str, Any]]:
+    """The witness cycles of one finding (later cycles through its inversion), JSON-ready, the
+    first `limit`; [] while the engine keeps none (`Engine.witnesses` is not there yet)."""
+    fn = getattr(engine, "witnesses", None)
+    if not callable(fn):
+        return []
+    out: list[dict[str, Any]] = []
+    for w in list(fn(alert_id) or ())[:limit]:
+        if hasattr(w, "to_dict"):
+            d = w.to_dict()
+        elif isinstance(w, dict):
+            d = dict(w)
+        else:   # a bare cycle: its lock names
+            d = {"locks": [str(x) for x in w]}
+        out.append(d)
+    return out

@@ -21,7 +21,7 @@ import grpc
 import pyarrow as pa
 
 from ..alerts.dot import finding_dot
-from ..alerts.model import KINDS, Alert, Link
+from ..alerts.model import KINDS, Alert, Link, matches
 from ..alerts.suppress import Suppression, SuppressionError
 from ..v1 import lockfleet_pb2 as pb
 from ..v1 import lockfleet_pb2_grpc as pb_grpc
@@ -61,10 +61,7 @@ class QueryServicer(pb_grpc.QueryServicer):
             alerts = self._gateway.read(lambda eng: list(eng.alerts()))
         out = []
         for a in alerts:
-            if (request.kind and a.kind != request.kind) or (request.lock and request.lock not in a.locks) \
-                    or (request.host and request.host not in a.hosts) \
-                    or (request.since_ns and a.first_ts_ns < request.since_ns) \
-                    or (request.until_ns and a.first_ts_ns >= request.until_ns):
+            if not matches(a, request.kind, request.host, request.lock, request.since_ns, request.until_ns):
                 continue
             sup = self._suppression(a)
             if sup is not None and request.hide_suppressed:
