@@ -300,7 +300,7 @@ async function findingPage(id) {
     if (err.status === 401) return signInPage();
     return show(h("h1", { text: "Finding " + id }), errorBox(err));
   }
-  const graph = h("img", { id: "graph", alt: "the finding's neighbourhood in the lock graph", src: "/api/graph.svg?id=" + encodeURIComponent(a.id) + "&t=" + Date.now() });
+  const graph = h("img", { id: "graph", alt: "the finding's neighbourhood in the lock graph", src: "/api/graph.svg?id=" + encodeURIComponent(a.id) });
   show(h("h1", {}, kindTag(a.kind), " ", h("span", { class: "mono", text: a.id })),
     h("div", { class: "card" }, h("dl", { class: "kv" },
       h("dt", { text: "locks" }), h("dd", {}, chain(a.locks, a.kind)),
