@@ -221,6 +221,29 @@ def test_console_roles_and_csrf(serve_factory, tmp_path, scenario_files, lockfle
     assert _http(base + "/api/suppressions?id=x", "DELETE", {}, token=ADMIN)[0] == 404
     assert _http(base + "/api/findings?kind=nope", token=QUERY)[0] == 400
     assert _http(base + "/api/finding?id=nope", token=QUERY)[0] == 404
+    # an agent's dropped events (its running count, with every batch) show per host
+    import grpc
+
+    from lockfleet.v1 import lockfleet_pb2 as pb
+    from lockfleet.v1 import lockfleet_pb2_grpc as pb_grpc
+
+    sink = pa.BufferOutputStream()
+    batch = _recursive_batch()
+    with pa.ipc.new_stream(sink, batch.schema) as w:
+        w.write_batch(batch)
+    ipc = sink.getvalue().to_pybytes()
+    with grpc.insecure_channel(server.target) as ch:
+        acks = list(pb_grpc.IngestStub(ch).Push(iter([
+            pb.PushBatch(host="dropper", stream_id="s", seq=1, arrow_ipc=ipc, dropped_events=5),
+            pb.PushBatch(host="dropper", stream_id="s", seq=2, arrow_ipc=ipc, dropped_events=7)]),
+            metadata=(("authorization", f"Bearer {INGEST}"),), timeout=30))
+    assert [a.ok for a in acks] == [True, True]
+    status, body = _http(base + "/api/hosts", token=QUERY)
+    by_host = {h["host"]: h for h in body["hosts"]}
+    assert by_host["dropper"]["dropped_events"] == 7 and by_host[host]["dropped_events"] == 0
+    out = lockfleet_cli("hosts", "--target", server.target, "--token", QUERY, "--json")
+    assert {h["host"]: h["dropped_events"] for h in json.loads(out.stdout)["hosts"]}["dropper"] == 7
+
     status, lock = _http(base + "/api/lock?name=pmus_lock", token=QUERY)
     assert status == 200 and lock["name"] == "pmus_lock" and host in lock["hosts"]
     # the cookie a sign-in sets is HttpOnly and SameSite=Strict

@@ -201,6 +201,10 @@ class Service:
         r.gauges("lockfleet_findings", "Findings, deduplicated, by kind.", ("kind",), self._findings_by_kind)
         r.counters("lockfleet_host_events_total", "Events applied, by the host that sent them.", ("host",),
                    lambda: {h: d["events"] for h, d in self._gateway.hosts().items()} if self._gateway else {})
+        r.counters("lockfleet_agent_dropped_events_total",
+                   "Events agents reported dropping (their buffer was full), by host, since the service started.",
+                   ("host",), lambda: {h: d["dropped_events"] for h, d in self._gateway.hosts().items()}
+                   if self._gateway else {})
         self.m_apply = r.histogram("lockfleet_batch_apply_seconds",
                                    "Time the engine took to apply one batch (tracker, edges, cycle search).")
         self.m_publication_delay = r.histogram(

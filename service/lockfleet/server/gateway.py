@@ -194,6 +194,7 @@ class Gateway:
         self.counters = Counters()
         self.snapshot_lsn = 0
         self._hosts: dict[str, HostStats] = {}
+        self._drops: dict[tuple[str, str], int] = {}   # (host, stream id) -> events its agent dropped
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -510,16 +511,28 @@ class Gateway:
         """Batches applied so far (changes whenever the engine's state may have)."""
         return self.counters.batches
 
+    def note_drops(self, host: str, stream_id: str, dropped: int) -> None:
+        """An agent's running count of the events it dropped on a stream (kept in memory: agents
+        send it again with every batch)."""
+        key = (host, stream_id)
+        with self._meta:
+            if dropped > self._drops.get(key, 0):
+                self._drops[key] = dropped
+
     def hosts(self) -> dict[str, dict[str, int]]:
-        """Per host: HostStats as a dict, plus `streams` and `threads`."""
+        """Per host: HostStats as a dict, plus `streams`, `threads` and `dropped_events`."""
         with self._meta:
             out = {h: asdict(st) for h, st in self._hosts.items()}
             streams: dict[str, int] = {}
             for h, _sid in self._streams:
                 streams[h] = streams.get(h, 0) + 1
+            drops: dict[str, int] = {}
+            for (h, _sid), n in self._drops.items():
+                drops[h] = drops.get(h, 0) + n
         for h, d in out.items():
             d["streams"] = streams.get(h, 0)
             d["threads"] = len(self._threads.get(h, ()))
+            d["dropped_events"] = drops.get(h, 0)
         return out
 
     def ingest_stats(self) -> dict[str, Any]:

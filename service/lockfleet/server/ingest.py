@@ -52,6 +52,8 @@ class IngestServicer(pb_grpc.IngestServicer):
             try:
                 for msg in request_iterator:
                     ticket = self._gateway.admit(msg.host, msg.stream_id, msg.seq, msg.arrow_ipc, peer)
+                    if msg.dropped_events and ticket.outcome is None:
+                        self._gateway.note_drops(msg.host, msg.stream_id, msg.dropped_events)
                     if not put(ticket):
                         return
             except grpc.RpcError:

@@ -123,6 +123,7 @@ class QueryServicer(pb_grpc.QueryServicer):
             out.append(pb.HostInfo(host=name, batches=h["batches"], events=h["events"], streams=h["streams"],
                                    threads=h["threads"], first_received_ns=h["first_ns"],
                                    last_received_ns=h["last_ns"], last_event_ts_ns=h["last_event_ts_ns"],
+                                   dropped_events=h.get("dropped_events", 0),
                                    alerts=[i for i, hs in alerts if name in hs]))
         return pb.HostsReply(hosts=out)
 

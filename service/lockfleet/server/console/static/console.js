@@ -360,9 +360,10 @@ async function hostsPage() {
     h("td", { class: "num", text: x.streams }), h("td", { class: "num", text: x.threads }),
     h("td", { text: when(x.first_ns) }), h("td", {}, when(x.last_ns), h("span", { class: "muted", text: " " + ago(x.last_ns) })),
     h("td", { text: when(x.last_event_ts_ns) }),
+    h("td", { class: "num" + (x.dropped_events ? " error" : ""), text: x.dropped_events }),
     h("td", {}, x.findings.map((f) => h("div", {}, kindTag(f.kind), " ", findingLink(f.id))))));
   show(h("h1", {}, "Hosts", h("span", { class: "count", text: `${d.hosts.length}` })),
-    d.hosts.length ? table(["host", "events", "batches", "streams", "threads", "first batch", "last batch", "last event time (host clock)", "findings"], rows, { id: "hosts" })
+    d.hosts.length ? table(["host", "events", "batches", "streams", "threads", "first batch", "last batch", "last event time (host clock)", "dropped by agent", "findings"], rows, { id: "hosts" })
       : h("p", { class: "card muted", text: "No host has sent anything yet." }));
 }
 
