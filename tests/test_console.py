@@ -187,6 +187,17 @@ def test_console_live_filter_suppress_in_chromium(serve_factory, tmp_path, lockf
         assert sorted(b.js("[...document.querySelectorAll('#hosts tbody tr')].map(r => r.dataset.host)")) == \
             sorted([*hosts, "solo-9"])
         b.screenshot(SHOTS / "hosts.png")
+
+        # a query token reads but is offered no suppression
+        b.click("#signout")
+        b.wait_for("document.querySelector('#signin') !== null")
+        b.fill("#token", QUERY)
+        b.js("document.querySelector('#signin').requestSubmit()")
+        b.wait_for("document.querySelector('#who').textContent.includes('signed in: query')")
+        b.goto(base + f"/#/finding/{recursive}")
+        b.wait_for("document.querySelector('#suppression') !== null")
+        assert b.js("document.querySelector('#suppress-form') === null")
+        assert "needs an admin token" in b.js("document.querySelector('#suppression').textContent")
         errors = [e for e in b.events if e.get("method") == "Runtime.exceptionThrown"]
         assert not errors, errors[:3]
 

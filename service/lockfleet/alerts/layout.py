@@ -50,13 +50,24 @@ def neighbourhood_svg(alert: Alert, around: Iterable[Link] = (), usage: dict[str
     by_pair = {(link.held, link.taken): link for link in alert.links}
     others = [link for link in around if (link.held, link.taken) not in own_set]
     inner = list(dict.fromkeys(alert.locks))
+    # each other lock hangs off the first lock it is seen with; `root` follows that to a finding lock
     attach: dict[str, str] = {}
     for link in others:
         for name, other in ((link.held, link.taken), (link.taken, link.held)):
             if name not in inner and name not in attach:
-                attach[name] = other if other in inner else attach.get(other, inner[0] if inner else "")
-    outer = sorted(attach, key=lambda n: (inner.index(attach[n]) if attach[n] in inner else len(inner), n))
+                attach[name] = other
 
+    def root(n: str) -> int:
+        seen = set()
+        while n not in inner and n in attach and n not in seen:
+            seen.add(n)
+            n = attach[n]
+        return inner.index(n) if n in inner else 0
+
+    outer: list[str] = []
+    for n in sorted(attach, key=lambda n: (root(n), n)):   # one hanging off another outer lock goes next to it
+        anchor = attach[n]
+        outer.insert(outer.index(anchor) + 1 if anchor in outer else len(outer), n)
     labels = {n: [n] + ([f"{{{usage[n]}}}"] if usage.get(n) else []) for n in (*inner, *outer)}
     sizes = {n: _box(lines) for n, lines in labels.items()}
     widest = max((w for w, _ in sizes.values()), default=100.0)
@@ -69,8 +80,16 @@ def neighbourhood_svg(alert: Alert, around: Iterable[Link] = (), usage: dict[str
     for i, n in enumerate(inner):
         a = 2 * math.pi * i / max(1, n_in)
         pos[n] = (r_in * math.sin(a), -r_in * math.cos(a))
+    # outer locks: evenly spaced, in the order of the angle of the finding lock each hangs off,
+    # the whole ring turned so that each sits as near that angle as the spacing allows
+    def inner_angle(n: str) -> float:
+        return 2 * math.pi * root(n) / max(1, n_in)
+
+    step = 2 * math.pi / max(1, n_out)
+    turn = math.atan2(sum(math.sin(inner_angle(n) - j * step) for j, n in enumerate(outer)),
+                      sum(math.cos(inner_angle(n) - j * step) for j, n in enumerate(outer))) if n_out else 0.0
     for j, n in enumerate(outer):
-        a = 2 * math.pi * (j + 0.5) / n_out
+        a = turn + j * step
         pos[n] = (r_out * math.sin(a), -r_out * math.cos(a))
 
     xs = [x - sizes[n][0] / 2 for n, (x, _) in pos.items()] + [x + sizes[n][0] / 2 for n, (x, _) in pos.items()]

@@ -4,7 +4,7 @@
 // #/finding/ID, #/lock/NAME, #/hosts, #/suppressions.
 "use strict";
 
-const state = { session: null, source: null, view: null, reload: null, fresh: new Set(), knownIds: null };
+const state = { session: null, source: null, reload: null, preserve: null, fresh: new Set() };
 // what the tests (and a curious person in the devtools) can read
 window.lockfleetConsole = { liveEvents: 0, lastEvent: null, renders: 0, loadedAt: Date.now(), connected: false };
 
@@ -138,7 +138,27 @@ function connectLive() {
     if (ev.type === "publication") {
       try { state.fresh.add(JSON.parse(ev.data).id); } catch (e) { /* ignore */ }
     }
-    if (state.reload) state.reload();
+    if (state.reload) {
+      const restore = state.preserve();
+      state.reload().then(restore, restore);
+    }
+  };
+  // a live re-render keeps what the person is typing into a filter and where the cursor is
+  state.preserve = () => {
+    const active = document.activeElement;
+    const typed = {};
+    document.querySelectorAll("#filters input:not([type=checkbox]), #suppress-form textarea, #suppress-form input")
+      .forEach((el) => { typed[el.id] = el.value; });
+    return () => {
+      for (const [id, value] of Object.entries(typed)) {
+        const el = document.getElementById(id);
+        if (el && el.value !== value) el.value = value;
+      }
+      if (active && active.id) {
+        const el = document.getElementById(active.id);
+        if (el) el.focus();
+      }
+    };
   };
   src.addEventListener("publication", changed);
   src.addEventListener("suppressions", changed);
