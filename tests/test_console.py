@@ -68,6 +68,16 @@ def _recursive_batch() -> pa.RecordBatch:
         "lock": ["solo_lock", "solo_lock", "solo_lock", "solo_lock"]})
 
 
+def _witness_batch(held: str, taken: str) -> pa.RecordBatch:
+    """taken -> W and W -> held: a later cycle held -> taken -> W -> held, closed only through the
+    inversion held -> taken, so a witness of that finding, not a new one."""
+    locks = [taken, "witness_lock", "witness_lock", taken, "witness_lock", held, held, "witness_lock"]
+    return pa.RecordBatch.from_pydict({
+        "ts_ns": pa.array([1_800_000_000_000_000_000 + i for i in range(8)], pa.int64()),
+        "tid": pa.array([1, 1, 1, 1, 2, 2, 2, 2], pa.int64()), "op": pa.array([0, 0, 1, 1] * 2, pa.uint8()),
+        "lock": locks})
+
+
 def _rows(b: Browser) -> list[dict]:
     return b.js("[...document.querySelectorAll('#findings tbody tr')].map(r => ({id: r.dataset.id, kind: r.dataset.kind}))")
 
@@ -127,6 +137,12 @@ def test_console_live_filter_suppress_in_chromium(serve_factory, tmp_path, lockf
         b.wait_for("document.querySelectorAll('#findings tbody tr').length === 2")
         recursive = next(r["id"] for r in _rows(b) if r["kind"] == "recursive")
 
+        # a witness: a later cycle through the finding's inversion, from another host
+        status, data = _http(base + f"/api/finding?id={finding}", token=QUERY)
+        inv = data["inversion"]
+        res = push_batches(conn, "witness-5", "s1", [_witness_batch(inv["held"], inv["taken"])])
+        assert res.new_alerts == []
+
         # filtering: by kind (the select applies at once), by host, by lock, and one that matches nothing
         b.fill("#f-kind", "circular")
         _rows_settle(b, {finding})
@@ -157,6 +173,8 @@ def test_console_live_filter_suppress_in_chromium(serve_factory, tmp_path, lockf
         assert "possible circular locking dependency" in b.js("document.querySelector('#report').textContent")
         assert b.js("document.querySelectorAll('#evidence tbody tr').length") == len(CYCLE)
         assert set(b.js("[...document.querySelectorAll('#matrix th')].map(t => t.textContent)")) >= set(hosts)
+        assert b.js("document.querySelectorAll('#witnesses tbody tr').length") == 2
+        assert "witness_lock" in b.js("document.querySelector('#witnesses').textContent")
         b.screenshot(SHOTS / "finding.png")
 
         # suppress it in the page; `lockfleet suppressions` lists it
@@ -183,9 +201,9 @@ def test_console_live_filter_suppress_in_chromium(serve_factory, tmp_path, lockf
         assert finding in b.js("document.querySelector('main').textContent")
         b.screenshot(SHOTS / "lock.png")
         b.goto(base + "/#/hosts")
-        b.wait_for("document.querySelectorAll('#hosts tbody tr').length === 5")
+        b.wait_for("document.querySelectorAll('#hosts tbody tr').length === 6")
         assert sorted(b.js("[...document.querySelectorAll('#hosts tbody tr')].map(r => r.dataset.host)")) == \
-            sorted([*hosts, "solo-9"])
+            sorted([*hosts, "solo-9", "witness-5"])
         b.screenshot(SHOTS / "hosts.png")
 
         # a query token reads but is offered no suppression

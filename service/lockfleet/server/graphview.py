@@ -120,18 +120,7 @@ def edge_rows(engine: Engine, start: int, stop: int) -> pa.RecordBatch:
 
 
 def witnesses(engine: Engine, alert_id: str, limit: int = 100) -> list[dict[str, Any]]:
-    """The witness cycles of one finding (later cycles through its inversion), JSON-ready, the
-    first `limit`; [] while the engine keeps none (`Engine.witnesses` is not there yet)."""
-    fn = getattr(engine, "witnesses", None)
-    if not callable(fn):
-        return []
-    out: list[dict[str, Any]] = []
-    for w in list(fn(alert_id) or ())[:limit]:
-        if hasattr(w, "to_dict"):
-            d = w.to_dict()
-        elif isinstance(w, dict):
-            d = dict(w)
-        else:   # a bare cycle: its lock names
-            d = {"locks": [str(x) for x in w]}
-        out.append(d)
-    return out
+    """The witness cycles kept for one circular finding (its own first, then later cycles closed
+    through its inversion), JSON-ready (`Witness.to_dict()`), the first `limit`; [] for an unknown
+    id or another kind."""
+    return [w.to_dict() for w in (engine.witnesses(alert_id) or ())[:limit]]

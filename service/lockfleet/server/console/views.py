@@ -70,7 +70,8 @@ class ConsoleViews:
         sup = self.publishing.suppression_of(alert)
         pub = self.publishing.outbox.published(alert.id)
         data = alert.to_dict()
-        data.update(report=alert.render(), witnesses=witnesses,
+        # `witnesses` (the count) and `witnesses_kept` are Alert.to_dict()'s; the cycles kept go beside
+        data.update(report=alert.render(), witness_cycles=witnesses,
                     suppression=sup.to_dict() if sup else None,
                     published={"first_ns": pub.first_published_ns, "last_seq": pub.last_seq} if pub else None,
                     usage_strings=dict(alert.usage_strings))

@@ -306,12 +306,19 @@ function evidence(a) {
 }
 
 function witnessesBox(a) {
-  const ws = a.witnesses || [];
-  if (!ws.length) return h("p", { class: "muted", id: "witnesses", text: "No witnesses: no later cycle has closed through this finding's inversion." });
-  return table(["#", "cycle", "hosts", "first seen"], ws.map((w, i) => h("tr", {},
-    h("td", { class: "num", text: i + 1 }), h("td", {}, chain(w.locks || [], "circular")),
+  const ws = a.witness_cycles || [];
+  if (a.kind !== "circular") return h("p", { class: "muted", id: "witnesses", text: "Only a circular finding has witnesses." });
+  const total = typeof a.witnesses === "number" ? a.witnesses : ws.length;
+  const note = h("p", { class: "muted", text: `${total} cycle${total === 1 ? "" : "s"} closed through the inversion ` +
+    (a.inversion ? `${a.inversion.held} \u2192 ${a.inversion.taken}` : "") +
+    (total > ws.length ? `; the first ${ws.length} are kept with their evidence.` : ".") });
+  if (!ws.length) return h("div", { id: "witnesses" }, note);
+  return h("div", {}, note, table(["#", "cycle", "hosts", "closed by", "when"], ws.map((w, i) => h("tr", {},
+    h("td", { class: "num", text: i === 0 ? "first" : String(i + 1) }), h("td", {}, chain(w.locks || [], "circular")),
     h("td", {}, (w.hosts || []).map((x) => h("span", { class: "tag", text: x }))),
-    h("td", { text: when(w.first_ts_ns) }))), { id: "witnesses" });
+    h("td", {}, w.closing ? [lockLink(w.closing.held), " \u2192 ", lockLink(w.closing.taken),
+      h("br"), h("span", { class: "muted mono", text: `${w.closing.host} ${w.closing.task || ""}` })] : "-"),
+    h("td", { text: w.closing ? when(w.closing.ts_ns) : "-" }))), { id: "witnesses" }));
 }
 
 async function findingPage(id) {
@@ -331,7 +338,7 @@ async function findingPage(id) {
     suppressionBox(a),
     h("h2", { text: "Neighbourhood" }), h("div", { class: "graph" }, graph),
     h("h2", { text: "Fleet evidence" }), evidence(a),
-    h("h2", {}, "Witnesses", h("span", { class: "count", text: String((a.witnesses || []).length) })), witnessesBox(a),
+    h("h2", {}, "Witnesses", h("span", { class: "count", text: String(typeof a.witnesses === "number" ? a.witnesses : 0) })), witnessesBox(a),
     h("h2", { text: "Report" }), h("pre", { class: "report", id: "report", text: a.report }));
 }
 
