@@ -28,7 +28,7 @@ from lockfleet.demo import CYCLE, seed_scenario
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 SHOTS = Path(__file__).resolve().parents[1] / "build" / "console"
-QUERY, ADMIN, INGEST = "q" * 8 + "-query-token", "a" * 8 + "-admin-token", "i" * 8 + "-ingest-token"
+QUERY, ADMIN, INGEST = "q" * 8 + "-query-token", "a" * 8 + "-admin+to/ken=;,", "i" * 8 + "-ingest-token"
 GRAPH_LOADED = ("document.querySelector('#graph') && document.querySelector('#graph').complete"
                 " && document.querySelector('#graph').naturalWidth > 0")
 LIVE_BOUND = 10.0     # generous: the measured figure is printed and written to build/console/live.json
@@ -235,11 +235,17 @@ def test_console_roles_and_csrf(serve_factory, tmp_path, scenario_files, lockfle
     status, page = _http(base + "/")
     assert status == 200 and "/static/console.js" in page          # the page itself is public
     assert _http(base + "/api/findings")[0] == 401
+    # a page of another site whose name points at 127.0.0.1 (DNS rebinding) gets nothing
+    req = urllib.request.Request(base + "/api/session", headers={"Host": f"evil.example:{hport}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=20)
+    assert refused.value.code == 421
     assert _http(base + "/api/findings", token=INGEST)[0] == 403
     assert _http(base + "/api/session", "POST", {"token": INGEST})[0] == 403
     assert _http(base + "/api/session", "POST", {"token": "not-a-token-at-all"})[0] == 401
     status, body = _http(base + "/api/findings", token=QUERY)
     assert status == 200 and body["findings"] == [] and host in body["hosts"]
+    assert _http(f"http://localhost:{hport}/api/findings", token=QUERY)[0] == 200
     # a query token reads but may not suppress; an admin token may, with the console's header only
     assert _http(base + "/api/suppressions", "POST", {"id": "x", "reason": "r"}, token=QUERY)[0] == 403
     assert _http(base + "/api/suppressions", "POST", {"id": "x", "reason": "r"}, token=ADMIN, csrf=False)[0] == 403

@@ -9,7 +9,8 @@ certificates required), the same bearer tokens. A browser signs in once with its
 Bearer <token>` instead. A query token reads, an admin token also suppresses and unsuppresses.
 Changes need a JSON body and the `X-Lockfleet-Console` header, which no other site's page can send
 without a CORS preflight that this server never grants. Without a token file everyone that can
-reach the address may do everything, as on gRPC: so without TLS it listens on loopback only.
+reach the address may do everything, as on gRPC: so without TLS it listens on loopback only, and
+answers only requests whose Host is a loopback name (no DNS rebinding).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ...alerts.suppress import SuppressionError
 from ..auth import Tokens
@@ -72,6 +73,7 @@ class ConsoleServer:
         self.tls = ssl_context is not None
         self.max_streams = max_streams
         self.streams = 0
+        self.allowed_hosts = {host.strip("[]").lower(), "localhost", "127.0.0.1", "::1"}
         self._streams_lock = threading.Lock()
         self._stopping = threading.Event()
         console = self
@@ -164,7 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:
             return None
         morsel = cookie.get(COOKIE)
-        return morsel.value if morsel else None
+        return unquote(morsel.value) if morsel else None
 
     def _need(self, role: str) -> str:
         have = self.server_console.role(self._token())
@@ -195,8 +197,21 @@ class _Handler(BaseHTTPRequestHandler):
             raise _HttpError(400, "the body must be a JSON object")
         return data
 
+    def _check_host(self) -> None:
+        """Without TLS, only names of this machine's loopback (or the address it listens on): a page of
+        another site whose name was re-pointed at 127.0.0.1 (DNS rebinding) gets nothing."""
+        c = self.server_console
+        if c.tls:
+            return   # the browser checked the certificate against the name it used
+        raw = (self.headers.get("Host") or "").strip().lower()
+        name = raw[1:raw.index("]")] if raw.startswith("[") and "]" in raw else raw.rsplit(":", 1)[0]
+        if name not in c.allowed_hosts:
+            raise _HttpError(421, f"this console answers only to {', '.join(sorted(c.allowed_hosts))} "
+                                  f"(the Host header was {raw!r})")
+
     def _dispatch(self, fn: Any) -> None:
         try:
+            self._check_host()
             fn()
         except _HttpError as exc:
             self._json({"error": str(exc)}, exc.status)
@@ -289,7 +304,8 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _HttpError(401, "that token is not valid here")
             if role == "ingest":
                 raise _HttpError(403, "an ingest token does not grant reading the console")
-            cookie = f"{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict" + ("; Secure" if c.tls else "")
+            cookie = f"{COOKIE}={quote(token, safe='')}; Path=/; HttpOnly; SameSite=Strict" + \
+                ("; Secure" if c.tls else "")
             self._json({"role": role, "tokens": True, "tls": c.tls}, extra={"Set-Cookie": cookie})
         elif path == "/api/session/end":
             self._body()
