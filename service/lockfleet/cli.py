@@ -185,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--token-file", metavar="FILE", help="bearer tokens, 'ingest <token>' / 'query <token>' lines")
     g.add_argument("--metrics-listen", metavar="HOST:PORT", type=_hostport, default=None,
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)")
+    g.add_argument("--http", metavar="HOST:PORT", type=_hostport, default=None,
+                   help="also serve the web console at http(s)://HOST:PORT/ (default: off): findings, their "
+                        "reports, evidence and graphs, locks, hosts, suppressions, updated live; the same TLS "
+                        "and tokens as gRPC (a query token reads, an admin token suppresses); loopback only "
+                        "without TLS")
     g.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="stderr log lines as text or as one JSON object each")
     g = p.add_argument_group(
@@ -361,7 +366,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          segment_seconds=args.segment_seconds, snapshot_seconds=args.snapshot_seconds,
                          snapshot_log_bytes=args.snapshot_bytes, archive_retention_days=args.archive_retention_days,
                          tls_cert=path(args.tls_cert), tls_key=path(args.tls_key), client_ca=path(args.client_ca),
-                         token_file=path(args.token_file), metrics_listen=args.metrics_listen or "", limits=limits,
+                         token_file=path(args.token_file), metrics_listen=args.metrics_listen or "",
+                         http_listen=args.http or "", limits=limits,
                          **_publishing_settings(args))
     try:
         serve_forever(config)

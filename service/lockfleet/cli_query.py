@@ -191,8 +191,9 @@ def cmd_hosts(args: argparse.Namespace) -> int:
         print("no hosts have sent anything")
         return EXIT_OK
     rows = [(h["host"], h["batches"], h["events"], h["streams"], h["threads"], when(h["last_received_ns"]),
-             when(h["last_event_ts_ns"]), len(h["alerts"])) for h in hosts]
-    print(table(rows, ("HOST", "BATCHES", "EVENTS", "STREAMS", "THREADS", "LAST RECEIVED", "LAST EVENT", "FINDINGS")))
+             when(h["last_event_ts_ns"]), h["dropped_events"], len(h["alerts"])) for h in hosts]
+    print(table(rows, ("HOST", "BATCHES", "EVENTS", "STREAMS", "THREADS", "LAST RECEIVED", "LAST EVENT", "DROPPED",
+                       "FINDINGS")))
     return EXIT_OK
 
 

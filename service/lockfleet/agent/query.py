@@ -146,7 +146,8 @@ def fetch_hosts(target: str | Connection) -> list[dict[str, Any]]:
     r = _call(target, lambda q, md: q.Hosts(pb.HostsRequest(), timeout=TIMEOUT, metadata=md))
     return [{"host": h.host, "batches": h.batches, "events": h.events, "streams": h.streams, "threads": h.threads,
              "first_received_ns": h.first_received_ns, "last_received_ns": h.last_received_ns,
-             "last_event_ts_ns": h.last_event_ts_ns, "alerts": list(h.alerts)} for h in r.hosts]
+             "last_event_ts_ns": h.last_event_ts_ns, "dropped_events": h.dropped_events, "alerts": list(h.alerts)}
+            for h in r.hosts]
 
 
 def export_edges(target: str | Connection, out: Path | str, rows_per_batch: int = 0) -> int:

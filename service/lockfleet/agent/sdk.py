@@ -28,8 +28,8 @@ know this stream's earlier batches: its data dir was lost) always fails.
 Memory is bounded: at most `max_buffered_events` events that are recorded but not yet acked. When
 it is full, `overflow="block"` (the default) makes the recording thread wait for acks (a batch
 larger than the bound still goes in when nothing else is buffered); `overflow="drop"` drops the
-new events and counts them in `dropped`. The service's protocol has no field for the count, so
-the Agent reports it in `stats()` and logs a warning (the first drop, then at most every 10 s,
+new events and counts them in `dropped`. The Agent sends the running count with every batch
+(`PushBatch.dropped_events`, shown per host by the service), reports it in `stats()` and logs a warning (the first drop, then at most every 10 s,
 and at close). Dropping events breaks acquire/release pairs, so the service may then see
 `bad_unlock` findings and dependencies that did not happen; the count tells how much was lost.
 """
@@ -812,7 +812,8 @@ class Agent:
                             b = self._unacked[i]
                             break
                     self._send_cond.wait(0.5)
-            yield pb.PushBatch(host=self.host, stream_id=self.stream_id, seq=b.seq, arrow_ipc=b.ipc)
+            yield pb.PushBatch(host=self.host, stream_id=self.stream_id, seq=b.seq, arrow_ipc=b.ipc,
+                               dropped_events=self._dropped)
             seq += 1
 
     def _take_ack(self, ack: pb.PushAck) -> tuple[AgentError, bool, bool] | None:

@@ -22,14 +22,14 @@ def _q(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _hosts(hosts: Sequence[str], most: int = 3) -> str:
+def hosts_text(hosts: Sequence[str], most: int = 3) -> str:
     shown = ", ".join(hosts[:most])
     return shown + (f" +{len(hosts) - most}" if len(hosts) > most else "")
 
 
-def _edge_label(link: Link) -> str:
+def edge_label(link: Link) -> str:
     kinds = "/".join(link.kinds) or "?"
-    return f"{kinds} x{link.count}\n{_hosts(list(link.hosts) or [link.first_taken.host])}"
+    return f"{kinds} x{link.count}\n{hosts_text(list(link.hosts) or [link.first_taken.host])}"
 
 
 def finding_dot(alert: Alert, around: Iterable[Link] = (), usage: dict[str, str] | None = None,
@@ -46,7 +46,7 @@ def finding_dot(alert: Alert, around: Iterable[Link] = (), usage: dict[str, str]
         for name in (link.held, link.taken):
             if name not in locks:
                 locks.append(name)
-    title = f"{alert.kind} {alert.id}\nhosts: {_hosts(list(alert.hosts), 8)}"
+    title = f"{alert.kind} {alert.id}\nhosts: {hosts_text(list(alert.hosts), 8)}"
     if truncated:
         title += f"\n({truncated} more dependencies not shown)"
     out = [f"digraph {_q(alert.id)} {{",
@@ -61,11 +61,11 @@ def finding_dot(alert: Alert, around: Iterable[Link] = (), usage: dict[str, str]
         out.append(f"  {_q(name)} [label={_q(label)}, {attrs}];")
     for i, (held, taken) in enumerate(own):
         link = by_pair.get((held, taken))
-        label = _edge_label(link) if link else ""
+        label = edge_label(link) if link else ""
         style = ", style=dashed" if alert.kind == "circular" and i == len(own) - 1 else ""
         out.append(f"  {_q(held)} -> {_q(taken)} [label={_q(label)}, color=red, penwidth=2{style}];")
     for link in others:
-        out.append(f"  {_q(link.held)} -> {_q(link.taken)} [label={_q(_edge_label(link))}, color=grey50, "
+        out.append(f"  {_q(link.held)} -> {_q(link.taken)} [label={_q(edge_label(link))}, color=grey50, "
                    "fontcolor=grey30];")
     out.append("}")
     return "\n".join(out) + "\n"

@@ -162,6 +162,16 @@ class Alert:
         return min(common) if common else None
 
 
+def matches(alert: Alert, kind: str = "", host: str = "", lock: str = "", since_ns: int = 0,
+            until_ns: int = 0) -> bool:
+    """Whether a finding passes the filters people list findings by (each empty/0: any): its kind,
+    one of its hosts, one of its locks, and its first event time in [since_ns, until_ns)."""
+    return not ((kind and alert.kind != kind) or (lock and lock not in alert.locks)
+                or (host and host not in alert.hosts)
+                or (since_ns and alert.first_ts_ns < since_ns)
+                or (until_ns and alert.first_ts_ns >= until_ns))
+
+
 def _occ_dict(o: Occurrence) -> dict[str, Any]:
     return {
         "lock": o.lock,

@@ -32,6 +32,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ..alerts.model import KINDS
 from ..engine import Engine
 from ..store import (Archiver, DataDirLocked, LogCorrupt, SegmentLog, load_newest, lock_data_dir, prune_snapshots,
                      snapshot_files, write_snapshot)
@@ -40,9 +41,10 @@ from ..v1 import lockfleet_pb2_grpc as pb_grpc
 from ..address import is_loopback, join_hostport, parse_hostport
 from .auth import TokenFileError, TokenInterceptor, load_tokens
 from .config import ServeConfig
+from .console import ConsoleServer, ConsoleViews
 from .gateway import Gateway, decode
 from .ingest import IngestServicer
-from .metrics import MetricsServer, Registry
+from .metrics import DELAY_BUCKETS, MetricsServer, Registry
 from .publishing import Publishing
 from .query import QueryServicer
 
@@ -146,6 +148,20 @@ class Service:
         self._log: SegmentLog | None = None
         self._archiver: Archiver | None = None
         self._metrics: MetricsServer | None = None
+        self._console: ConsoleServer | None = None
+        self.http_port = 0
+        self.http_host = ""
+        if cfg.http_listen:
+            try:
+                self.http_host, self._http_port_requested = parse_hostport(cfg.http_listen)
+            except ValueError as exc:
+                raise UsageError(f"--http {exc}") from None
+            if not self.tls and not is_loopback(self.http_host):
+                raise UsageError(f"refusing to serve the console on {cfg.http_listen}: without TLS lockfleet listens "
+                                 "only on loopback (127.0.0.1, ::1, localhost); give --tls-cert and --tls-key")
+            if self.tls and not self.mtls and not cfg.token_file and not is_loopback(self.http_host):
+                raise UsageError(f"refusing to serve the console on {cfg.http_listen} with TLS but no client "
+                                 "authentication: add --token-file (bearer tokens) and/or --client-ca")
         self._housekeeper: threading.Thread | None = None
         self._stopping = threading.Event()
         self._snapshot_lock = threading.Lock()
@@ -247,9 +263,33 @@ class Service:
                                         ("sink",))
         r.gauge("lockfleet_outbox_seq", "Seq of the newest publication in the outbox.",
                 lambda: self._publishing.outbox.last_seq)
-        r.gauge("lockfleet_sink_pending", "Publications not yet acknowledged by the slowest sink.",
-                lambda: max(self._publishing.publisher.pending().values(), default=0)
-                if self._publishing.publisher else 0)
+        r.gauges("lockfleet_sink_pending", "Publications not yet acknowledged, by sink.", ("sink",),
+                 lambda: self._publishing.publisher.pending() if self._publishing.publisher else {})
+        r.gauges("lockfleet_findings", "Findings, deduplicated, by kind.", ("kind",), self._findings_by_kind)
+        r.counters("lockfleet_host_events_total", "Events applied, by the host that sent them.", ("host",),
+                   lambda: {h: d["events"] for h, d in self._gateway.hosts().items()} if self._gateway else {})
+        r.counters("lockfleet_agent_dropped_events_total",
+                   "Events agents reported dropping (their buffer was full), by host, since the service started.",
+                   ("host",), lambda: {h: d["dropped_events"] for h, d in self._gateway.hosts().items()}
+                   if self._gateway else {})
+        self.m_apply = r.histogram("lockfleet_batch_apply_seconds",
+                                   "Time the engine took to apply one batch (tracker, edges, cycle search).")
+        self.m_publication_delay = r.histogram(
+            "lockfleet_publication_delay_seconds",
+            "From the batch that raised a finding being applied to the finding's first publication.", DELAY_BUCKETS)
+        self._raised: dict[str, float] = {}   # finding id -> when its batch was applied (until published)
+
+    def _findings_by_kind(self) -> dict[str, int]:
+        if self._gateway is None:
+            return {}
+        kinds = self._gateway.read(lambda e: [a.kind for a in e.alerts()])
+        return {k: kinds.count(k) for k in (*KINDS, *sorted(set(kinds) - set(KINDS)))}
+
+    def _on_publish(self, rec: dict[str, Any]) -> None:
+        self.m_published.inc(1, rec["event"])
+        raised = self._raised.pop(rec["id"], None)
+        if raised is not None and rec["event"] == "new":
+            self.m_publication_delay.observe(max(0.0, rec["published_ns"] / 1e9 - raised))
 
     def _observe(self, what: str, value: Any) -> None:
         if what == "applied":
@@ -259,6 +299,13 @@ class Service:
             self.m_duplicates.inc()
         elif what == "refused":
             self.m_rejects.inc(1, value)
+        elif what == "apply_seconds":
+            self.m_apply.observe(value)
+        elif what == "raised":
+            now = time.time()
+            for finding_id in value:
+                if len(self._raised) < 10_000:
+                    self._raised.setdefault(finding_id, now)
 
     # -- start ------------------------------------------------------------------------------
 
@@ -324,7 +371,7 @@ class Service:
         self._log.on_seal = self._archiver.wake
         self._archiver.start()
         if self._publish:
-            self._publishing.start(self._gateway, on_publish=lambda rec: self.m_published.inc(1, rec["event"]),
+            self._publishing.start(self._gateway, on_publish=self._on_publish,
                                    on_delivery=lambda sink, ok: self.m_deliveries.inc(1, sink, "ok" if ok else "failed"),
                                    on_dead_letter=lambda sink: self.m_dead_letters.inc(1, sink))
         if cfg.metrics_listen:
@@ -335,6 +382,8 @@ class Service:
                 raise UsageError(f"--metrics-listen {cfg.metrics_listen}: {exc}") from None
             self._metrics.start()
             self.metrics_port = self._metrics.port
+        if cfg.http_listen:
+            self._start_console(cfg)
         server.start()
         self._server = server
         for name in ("", *SERVICES):
@@ -347,6 +396,30 @@ class Service:
                  ", bearer tokens" if self._tokens else "", cfg.fsync,
                  f", metrics on {parse_hostport(cfg.metrics_listen)[0]}:{self.metrics_port}" if self._metrics else "")
         return self
+
+    def _start_console(self, cfg: ServeConfig) -> None:
+        assert self._gateway is not None
+        context = None
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(cfg.tls_cert), str(cfg.tls_key))
+            if cfg.client_ca:
+                context.load_verify_locations(str(cfg.client_ca))
+                context.verify_mode = ssl.CERT_REQUIRED
+        try:
+            self._console = ConsoleServer(self.http_host, self._http_port_requested,
+                                          ConsoleViews(self._gateway, self._publishing), self._tokens, context,
+                                          max_streams=cfg.max_watchers)
+        except OSError as exc:
+            raise ServiceError(f"cannot serve the console on {cfg.http_listen}: {exc.strerror or exc}") from None
+        self._console.start()
+        self.http_port = self._console.port
+        log.info("web console on %s://%s", "https" if self.tls else "http",
+                 join_hostport(self.http_host, self.http_port))
+
+    @property
+    def http_address(self) -> str:
+        return join_hostport(self.http_host, self.http_port) if self.http_port else ""
 
     def _restore(self) -> None:
         gw, snapdir = self._gateway, self.data_dir / "snapshots"
@@ -460,6 +533,9 @@ class Service:
             except Exception as exc:
                 log.error("shutting down with batches not durable: %s", exc)
         self._publishing.close_watchers()
+        if self._console is not None:
+            self._console.stop()
+            self._console = None
         if self._server is not None:
             self._server.stop(min(grace, 5.0)).wait()
             self._server = None
@@ -484,6 +560,9 @@ class Service:
         if self._metrics is not None:
             self._metrics.stop()
             self._metrics = None
+        if self._console is not None:
+            self._console.stop()
+            self._console = None
         self._gateway = None
         if self._lock_fd >= 0:
             os.close(self._lock_fd)

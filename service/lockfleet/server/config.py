@@ -49,6 +49,7 @@ class ServeConfig:
     client_ca: Path | None = None
     token_file: Path | None = None
     metrics_listen: str = ""
+    http_listen: str = ""                    # the web console (same TLS and tokens as gRPC); "" = off
     grace_seconds: float = 10.0
     limits: Limits = field(default_factory=Limits)
     # publishing (the JSONL sink, <data-dir>/alerts.jsonl, is always on)

@@ -208,6 +208,7 @@ class Gateway:
         self.counters = Counters()
         self.snapshot_lsn = 0
         self._hosts: dict[str, HostStats] = {}
+        self._drops: dict[tuple[str, str], int] = {}   # (host, stream id) -> events its agent dropped
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -389,7 +390,9 @@ class Gateway:
                 if fresh:
                     new_threads[h] = fresh
             try:
+                t0 = time.perf_counter()
                 new = self._engine.ingest_events(ev, host=host)
+                apply_seconds = time.perf_counter() - t0
             except EventError as exc:
                 raise Refusal("INVALID_ARGUMENT", event_reason(str(exc)), f"batch seq {seq}: {exc}") from None
             except Exception as exc:  # an engine bug: report it, keep serving
@@ -412,6 +415,9 @@ class Gateway:
         ticket.events = table.num_rows
         ticket.new_alerts = tuple(a.id for a in new)
         self._observe("applied", table.num_rows)
+        self._observe("apply_seconds", apply_seconds)
+        if new:
+            self._observe("raised", ticket.new_alerts)
         for alert in new:
             log.warning("new %s alert %s: %s on hosts %s", alert.kind, alert.id,
                         " -> ".join(alert.locks), ", ".join(alert.hosts))
@@ -528,16 +534,28 @@ class Gateway:
         """Batches applied so far (changes whenever the engine's state may have)."""
         return self.counters.batches
 
+    def note_drops(self, host: str, stream_id: str, dropped: int) -> None:
+        """An agent's running count of the events it dropped on a stream (kept in memory: agents
+        send it again with every batch)."""
+        key = (host, stream_id)
+        with self._meta:
+            if dropped > self._drops.get(key, 0):
+                self._drops[key] = dropped
+
     def hosts(self) -> dict[str, dict[str, int]]:
-        """Per host: HostStats as a dict, plus `streams` and `threads`."""
+        """Per host: HostStats as a dict, plus `streams`, `threads` and `dropped_events`."""
         with self._meta:
             out = {h: asdict(st) for h, st in self._hosts.items()}
             streams: dict[str, int] = {}
             for h, _sid in self._streams:
                 streams[h] = streams.get(h, 0) + 1
+            drops: dict[str, int] = {}
+            for (h, _sid), n in self._drops.items():
+                drops[h] = drops.get(h, 0) + n
         for h, d in out.items():
             d["streams"] = streams.get(h, 0)
             d["threads"] = len(self._threads.get(h, ()))
+            d["dropped_events"] = drops.get(h, 0)
         return out
 
     def ingest_stats(self) -> dict[str, Any]:

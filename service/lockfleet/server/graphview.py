@@ -117,3 +117,10 @@ def edge_rows(engine: Engine, start: int, stop: int) -> pa.RecordBatch:
                            ("taken_site", o.site), ("last_ts_ns", link.last_ts_ns)):
             cols[key].append(value)
     return pa.RecordBatch.from_pydict(cols, schema=EDGE_SCHEMA)
+
+
+def witnesses(engine: Engine, alert_id: str, limit: int = 100) -> list[dict[str, Any]]:
+    """The witness cycles kept for one circular finding (its own first, then later cycles closed
+    through its inversion), JSON-ready (`Witness.to_dict()`), the first `limit`; [] for an unknown
+    id or another kind."""
+    return [w.to_dict() for w in (engine.witnesses(alert_id) or ())[:limit]]

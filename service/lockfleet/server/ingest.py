@@ -78,7 +78,10 @@ class IngestServicer(pb_grpc.IngestServicer):
                         outstanding[0] += 1
                         n = outstanding[0]
                     self._gateway.note_window(n)
-                    tickets.put(self._gateway.admit(msg.host, msg.stream_id, msg.seq, msg.arrow_ipc, peer))
+                    ticket = self._gateway.admit(msg.host, msg.stream_id, msg.seq, msg.arrow_ipc, peer)
+                    if msg.dropped_events and ticket.outcome is None:
+                        self._gateway.note_drops(msg.host, msg.stream_id, msg.dropped_events)
+                    tickets.put(ticket)
             except grpc.RpcError:
                 pass          # the client went away
             except Exception:

@@ -1,112 +1,118 @@
-"""Prometheus metrics in the text exposition format (0.0.4), served on `--metrics-listen` at
-/metrics by a small HTTP server: counters, gauges read at scrape time, and histograms."""
+"""Prometheus metrics through `prometheus_client`, served on `--metrics-listen` at /metrics.
+
+One `Registry` per service (its own `CollectorRegistry`, so that services in one process, as in
+the tests and the demo, never mix): counters and histograms updated as things happen, gauges read
+from the service's state at scrape time (a gauge that cannot be read is left out of that scrape,
+never failing it), and the process and platform collectors. Names follow Prometheus's conventions
+(`_total` counters, `_seconds` histograms, base units); `promtool check metrics` checks them in the
+tests. `*_created` series are not exported: they double every counter for no use here.
+"""
 
 from __future__ import annotations
 
-import bisect
 import logging
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import prometheus_client
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+prometheus_client.disable_created_metrics()
 
 log = logging.getLogger("lockfleet.server")
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-def _labels(names: Sequence[str], values: Sequence[str]) -> str:
-    if not names:
-        return ""
-    esc = (v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"') for v in values)
-    return "{" + ",".join(f'{n}="{v}"' for n, v in zip(names, esc)) + "}"
-
-
-def _num(v: float) -> str:
-    if v == float("inf"):
-        return "+Inf"
-    return repr(float(v)) if isinstance(v, float) and not v.is_integer() else str(int(v))
+# publication delay: from the batch that raised a finding being applied to its publication
+DELAY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+CONTENT_TYPE = prometheus_client.CONTENT_TYPE_LATEST
 
 
 class Counter:
-    def __init__(self, name: str, help: str, labels: Sequence[str] = ()) -> None:
-        self.name, self.help, self.labels = name, help, tuple(labels)
-        self._values: dict[tuple[str, ...], float] = {} if labels else {(): 0}
-        self._lock = threading.Lock()
+    """A counter, with labels or without; `inc(n, *label_values)`."""
+
+    def __init__(self, metric: prometheus_client.Counter, labelled: bool) -> None:
+        self._metric, self._labelled = metric, labelled
 
     def inc(self, n: float = 1, *label_values: str) -> None:
-        with self._lock:
-            self._values[label_values] = self._values.get(label_values, 0) + n
-
-    def render(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter",
-                *(f"{self.name}{_labels(self.labels, k)} {_num(v)}" for k, v in items)]
-
-
-class Gauge:
-    def __init__(self, name: str, help: str, read: Callable[[], float]) -> None:
-        self.name, self.help, self.read = name, help, read
-
-    def render(self) -> list[str]:
-        try:
-            value = self.read()
-        except Exception:  # a gauge that cannot be read is left out of this scrape
-            return []
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge", f"{self.name} {_num(value)}"]
+        (self._metric.labels(*label_values) if self._labelled else self._metric).inc(n)
 
 
 class Histogram:
-    def __init__(self, name: str, help: str, buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
-        self.name, self.help = name, help
-        self.buckets = tuple(buckets)
-        self._counts = [0] * (len(self.buckets) + 1)
-        self._sum = 0.0
-        self._lock = threading.Lock()
+    def __init__(self, metric: prometheus_client.Histogram) -> None:
+        self._metric = metric
 
     def observe(self, v: float) -> None:
-        i = bisect.bisect_left(self.buckets, v)
-        with self._lock:
-            self._counts[i] += 1
-            self._sum += v
+        self._metric.observe(v)
 
-    def render(self) -> list[str]:
-        with self._lock:
-            counts, total = list(self._counts), self._sum
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        acc = 0
-        for bound, c in zip((*self.buckets, float("inf")), counts):
-            acc += c
-            out.append(f'{self.name}_bucket{{le="{_num(bound)}"}} {acc}')
-        out += [f"{self.name}_sum {_num(total)}", f"{self.name}_count {acc}"]
-        return out
+
+class _ReadAtScrape(Collector):
+    """Gauges (or counters kept elsewhere) whose values are read from the service when scraped."""
+
+    def __init__(self) -> None:
+        # name -> (type, help, label names, read)
+        self._items: list[tuple[str, str, str, tuple[str, ...], Callable[[], object]]] = []
+
+    def add(self, kind: str, name: str, help: str, labels: Sequence[str], read: Callable[[], object]) -> None:
+        self._items.append((kind, name, help, tuple(labels), read))
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        for kind, name, help, labels, read in self._items:
+            try:
+                value = read()
+            except Exception:  # a value that cannot be read is left out of this scrape
+                continue
+            family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(
+                name, help, labels=list(labels) if labels else None)
+            if labels:
+                assert isinstance(value, Mapping)
+                for key, v in sorted(value.items()):
+                    family.add_metric(list(key) if isinstance(key, tuple) else [str(key)], float(v))
+            else:
+                family.add_metric([], float(value))  # type: ignore[arg-type]
+            yield family
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return []   # read lazily: never at registration
 
 
 class Registry:
-    def __init__(self) -> None:
-        self._metrics: list[Counter | Gauge | Histogram] = []
+    """The metrics of one service."""
+
+    def __init__(self, process: bool = True) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._scraped = _ReadAtScrape()
+        self.registry.register(self._scraped)
+        if process:
+            prometheus_client.ProcessCollector(registry=self.registry)
+            prometheus_client.PlatformCollector(registry=self.registry)
 
     def counter(self, name: str, help: str, labels: Sequence[str] = ()) -> Counter:
-        m = Counter(name, help, labels)
-        self._metrics.append(m)
-        return m
-
-    def gauge(self, name: str, help: str, read: Callable[[], float]) -> Gauge:
-        m = Gauge(name, help, read)
-        self._metrics.append(m)
-        return m
+        base = name[:-len("_total")] if name.endswith("_total") else name
+        return Counter(prometheus_client.Counter(base, help, labelnames=tuple(labels), registry=self.registry),
+                       bool(labels))
 
     def histogram(self, name: str, help: str, buckets: Sequence[float] = LATENCY_BUCKETS) -> Histogram:
-        m = Histogram(name, help, buckets)
-        self._metrics.append(m)
-        return m
+        return Histogram(prometheus_client.Histogram(name, help, buckets=tuple(buckets), registry=self.registry))
+
+    def gauge(self, name: str, help: str, read: Callable[[], float]) -> None:
+        self._scraped.add("gauge", name, help, (), read)
+
+    def gauges(self, name: str, help: str, labels: Sequence[str], read: Callable[[], Mapping[object, float]]) -> None:
+        """A gauge per label value: `read()` returns {label value (or tuple of them): value}."""
+        self._scraped.add("gauge", name, help, labels, read)
+
+    def counters(self, name: str, help: str, labels: Sequence[str],
+                 read: Callable[[], Mapping[object, float]]) -> None:
+        """Counters kept by the service itself (e.g. per host), read at scrape time."""
+        base = name[:-len("_total")] if name.endswith("_total") else name
+        self._scraped.add("counter", base, help, labels, read)
 
     def render(self) -> str:
-        lines: list[str] = []
-        for m in self._metrics:
-            lines += m.render()
-        return "\n".join(lines) + "\n"
+        return prometheus_client.generate_latest(self.registry).decode()
 
 
 class MetricsServer:
@@ -122,7 +128,7 @@ class MetricsServer:
                     return
                 body = reg.render().encode()
                 self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Type", CONTENT_TYPE)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

@@ -21,7 +21,7 @@ import grpc
 import pyarrow as pa
 
 from ..alerts.dot import finding_dot
-from ..alerts.model import KINDS, Alert, Link
+from ..alerts.model import KINDS, Alert, Link, matches
 from ..alerts.suppress import Suppression, SuppressionError
 from ..v1 import lockfleet_pb2 as pb
 from ..v1 import lockfleet_pb2_grpc as pb_grpc
@@ -61,10 +61,7 @@ class QueryServicer(pb_grpc.QueryServicer):
             alerts = self._gateway.read(lambda eng: list(eng.alerts()))
         out = []
         for a in alerts:
-            if (request.kind and a.kind != request.kind) or (request.lock and request.lock not in a.locks) \
-                    or (request.host and request.host not in a.hosts) \
-                    or (request.since_ns and a.first_ts_ns < request.since_ns) \
-                    or (request.until_ns and a.first_ts_ns >= request.until_ns):
+            if not matches(a, request.kind, request.host, request.lock, request.since_ns, request.until_ns):
                 continue
             sup = self._suppression(a)
             if sup is not None and request.hide_suppressed:
@@ -126,6 +123,7 @@ class QueryServicer(pb_grpc.QueryServicer):
             out.append(pb.HostInfo(host=name, batches=h["batches"], events=h["events"], streams=h["streams"],
                                    threads=h["threads"], first_received_ns=h["first_ns"],
                                    last_received_ns=h["last_ns"], last_event_ts_ns=h["last_event_ts_ns"],
+                                   dropped_events=h.get("dropped_events", 0),
                                    alerts=[i for i, hs in alerts if name in hs]))
         return pb.HostsReply(hosts=out)
 
