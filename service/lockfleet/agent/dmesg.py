@@ -39,7 +39,8 @@ from typing import Any
 import pyarrow as pa
 
 from ..alerts.model import Alert, Link, Occurrence, Printed, Usage, finding_id
-from ..engine import Engine
+from ..engine import IRQ_RULE_DEFAULT, Engine
+from ..options import add_irq_rule_option
 from .names import Normalizer, RulesError
 
 DEFAULT_TARGET = "127.0.0.1:50551"
@@ -127,7 +128,7 @@ _HEADLINE = re.compile(r"^(?:WARNING: |INFO: |BUG: |\[ (?:INFO|BUG): )?(?P<what>
                        r"!?(?: \])?$")
 
 _N = r"(?P<name>(?:(?!\)\{).)+)"                       # a class name: may hold parentheses
-_U = r"\{(?P<usage>[^{}]*)\}(?:-\{[^{}]*\})?"          # `{+.+.}` and newer kernels' `-{2:2}`
+_U = r"(?P<printed>\{(?P<usage>[^{}]*)\}(?:-\{[^{}]*\})?)"  # `{+.+.}` and newer kernels' `-{2:2}`
 _LOCK = re.compile(rf"^(?P<slot>#\d{{1,4}}:\s+)?(?:(?P<inst>[0-9a-f]{{8,16}})\s+)?\({_N}\){_U}, at: (?P<site>.*)$")
 _LOCK_NAME = re.compile(rf"^\({_N}\){_U}$")
 _ENTRY = re.compile(rf"^-> #(?P<k>\d{{1,6}}) \({_N}\){_U}:?$")
@@ -197,6 +198,7 @@ class Lock:
     usage: str = ""
     site: str = ""
     instance: int = 0
+    printed: str = ""  # the usage as printed, with the wait type: `{+.+.}-{3:3}`
 
 
 @dataclass
@@ -294,21 +296,23 @@ class _Builder:
                 return
         m = _ENTRY.match(s)
         if m:
-            e = Entry(int(m.group("k")), Lock(m.group("name"), m.group("usage")), ts_ns=ln.ts_ns)
+            lock = Lock(m.group("name"), m.group("usage"), printed=m.group("printed"))
+            e = Entry(int(m.group("k")), lock, ts_ns=ln.ts_ns)
             r.entries.append(e)
             self.frames, self.expect, self.section, self.trace, self.part = e.frames, "", "chain", True, "chain"
             self._keep(ln)
             return
         m = _BLOCK.match(s)
         if m and self.section in ("back", "fwd", "inv"):
-            r.deps.setdefault(self.section, []).append(Block(Lock(m.group("name"), m.group("usage"))))
+            lock = Lock(m.group("name"), m.group("usage"), printed=m.group("printed"))
+            r.deps.setdefault(self.section, []).append(Block(lock))
             self.frames, self.trace = None, False
             self._keep(ln)
             return
         m = _LOCK.match(s)
         if m:
             lock = Lock(m.group("name"), m.group("usage"), _frame_text(m.group("site")),
-                        int(m.group("inst"), 16) if m.group("inst") else 0)
+                        int(m.group("inst"), 16) if m.group("inst") else 0, m.group("printed"))
             if self.section == "held_list" or m.group("slot"):
                 r.held_locks.append(lock)
             elif self.expect in ("acquire", "held"):
@@ -320,7 +324,7 @@ class _Builder:
             return
         m = _LOCK_NAME.match(s)
         if m and self.expect in ("safe", "unsafe"):
-            setattr(r, self.expect, Lock(m.group("name"), m.group("usage")))
+            setattr(r, self.expect, Lock(m.group("name"), m.group("usage"), printed=m.group("printed")))
             self.expect = ""
             self._keep(ln)
             return
@@ -649,11 +653,14 @@ class Acq:
 
 @dataclass(frozen=True)
 class Script:
-    """One synthetic thread; `pair`: it makes one dependency (acquires two classes)."""
+    """One synthetic thread; `pair`: it makes one dependency (acquires two classes); `own`: the
+    report's task took it (the other dependencies a report shows were taken by tasks it does not
+    name, so their events carry no task)."""
 
     ts_ns: int
     rows: tuple[Acq, ...]
     pair: bool = False
+    own: bool = True
 
 
 @dataclass(frozen=True)
@@ -796,7 +803,9 @@ def report_scripts(r: Report) -> list[Script]:
     """The synthetic threads that make the engine find what the report shows."""
     ts = r.ts_ns
     if r.kind == "circular":
-        return [_pair(e) for e in circular_edges(r)]
+        edges = circular_edges(r)
+        closing = r.acquire is not None and r.held is not None
+        return [replace(_pair(e), own=closing and i == len(edges) - 1) for i, e in enumerate(edges)]
     if r.kind == "recursive" and r.acquire is not None:
         held = r.held or r.acquire
         # the held locks in their order, the others as trylocks: shown as held, adding no dependency
@@ -821,7 +830,7 @@ def report_scripts(r: Report) -> list[Script]:
         if r.safe is not None and r.unsafe is not None:
             safe_bit, unsafe_bit = _irq_bits(r)
             return ([_usage(r.safe, safe_bit, r.safe_frames, ts), _usage(r.unsafe, unsafe_bit, r.unsafe_frames, ts)]
-                    + [_pair(e) for e in irq_path(r)])
+                    + [replace(_pair(e), own=e.taken is r.acquire) for e in irq_path(r)])
     return []
 
 
@@ -956,7 +965,7 @@ def to_batch(reports: list[Report], normalizer: Normalizer | None = None, host: 
                 cols["instance"].append(a.instance & 0xFFFF_FFFF_FFFF_FFFF)
                 cols["irq"].append(a.irq)
                 cols["site"].append(_utf8(a.site))
-                cols["task"].append(_utf8(r.task))
+                cols["task"].append(_utf8(r.task) if script.own else "")
                 cols["host"].append(_utf8(r.host or host))
     return pa.RecordBatch.from_pydict(cols, schema=EVENT_SCHEMA)
 
@@ -991,9 +1000,9 @@ def read_log(path: str, host: str | None = None) -> Log:
     return Log(path, file_host, hashlib.sha256(data).hexdigest(), reports)
 
 
-def analyze(logs: list[Log], normalizer: Normalizer | None = None) -> Engine:
+def analyze(logs: list[Log], normalizer: Normalizer | None = None, irq_rule: str = IRQ_RULE_DEFAULT) -> Engine:
     """All reports of all logs in one engine, in order."""
-    eng = Engine()
+    eng = Engine(irq_rule=irq_rule)
     for log in logs:
         batch = to_batch(log.reports, normalizer, log.host)
         if batch.num_rows:
@@ -1001,7 +1010,7 @@ def analyze(logs: list[Log], normalizer: Normalizer | None = None) -> Engine:
     return eng
 
 
-def findings(logs: list[Log], normalizer: Normalizer | None = None) -> list[Alert]:
+def findings(logs: list[Log], normalizer: Normalizer | None = None, irq_rule: str = IRQ_RULE_DEFAULT) -> list[Alert]:
     """Every report's own finding, as the report stated it (one per finding: reports that show the
     same one are its sources), whatever the order of the logs; then what only the merged graph
     shows: cycles no single report shows, and irq findings through dependencies of several
@@ -1016,9 +1025,10 @@ def findings(logs: list[Log], normalizer: Normalizer | None = None) -> list[Aler
                 own[a.id] = _merge(own[a.id], a) if a.id in own else a
     alerts = [replace(a, seq=i + 1) for i, a in enumerate(own.values())]
     where = _sources(logs, norm)
+    printed_usage = _printed_usages(logs, norm)
     own_irq = {(a.irq_state, a.locks[-1]) for a in alerts if a.kind == "irq_inversion"}
     own_cycles = {_cycle_key(a) for a in alerts if a.kind == "circular"}
-    for a in analyze(logs, norm).alerts():
+    for a in analyze(logs, norm, irq_rule).alerts():
         if a.id in own or a.kind not in ("circular", "irq_inversion", "inconsistent_state"):
             continue
         if a.kind == "circular" and _cycle_key(a) in own_cycles:
@@ -1026,7 +1036,8 @@ def findings(logs: list[Log], normalizer: Normalizer | None = None) -> list[Aler
         if a.kind == "irq_inversion" and (a.irq_state, a.locks[-1]) in own_irq:
             continue
         srcs = {s for link in a.links for s in where.get((link.held, link.taken), ())}
-        alerts.append(replace(a, count=len(srcs), seq=len(alerts) + 1))
+        usage = {lock: printed_usage[lock] for lock in a.locks if lock in printed_usage}
+        alerts.append(replace(a, count=len(srcs), seq=len(alerts) + 1, usage_strings=usage))
     return alerts
 
 
@@ -1052,6 +1063,19 @@ def _sources(logs: list[Log], norm: Normalizer) -> dict[tuple[str, str], set[str
     return where
 
 
+def _printed_usages(logs: list[Log], norm: Normalizer) -> dict[str, str]:
+    """Each class's usage as the reports printed it (`{+.+.}-{3:3}`), the first one seen."""
+    out: dict[str, str] = {}
+    for log in logs:
+        for r in log.reports:
+            locks = [r.acquire, r.held, r.safe, r.unsafe, *(e.lock for e in r.entries), *r.held_locks,
+                     *(b.lock for bs in r.deps.values() for b in bs)]
+            for lk in locks:
+                if lk is not None and lk.printed:
+                    out.setdefault(norm.printed(lk.name), lk.printed)
+    return out
+
+
 def incomplete_reports(logs: list[Log], alerts: list[Alert]) -> list[dict[str, Any]]:
     """The reports the logs hold only in part, why, and the finding each still gave (or None)."""
     by_source = {s: a.id for a in alerts if a.printed is not None for s in a.printed.sources}
@@ -1066,7 +1090,7 @@ def incomplete_reports(logs: list[Log], alerts: list[Alert]) -> list[dict[str, A
 
 
 def main_dmesg(paths: list[str], json_out: bool, push_target: str | None = None, host: str | None = None,
-               *, rules: str | None = None, normalize: bool = True) -> int:
+               *, rules: str | None = None, normalize: bool = True, irq_rule: str = IRQ_RULE_DEFAULT) -> int:
     """`lockfleet dmesg FILE... [--json] [--push --target HOST:PORT] [--host NAME] [--rules FILE]
     [--no-normalize]`: print (or push) what the logs' lockdep reports make; returns the exit status."""
     try:
@@ -1078,7 +1102,7 @@ def main_dmesg(paths: list[str], json_out: bool, push_target: str | None = None,
     try:
         if push_target is not None:
             return _push(logs, norm, push_target, host, json_out)
-        alerts = findings(logs, norm)
+        alerts = findings(logs, norm, irq_rule)
         incomplete = incomplete_reports(logs, alerts)
         for inc in incomplete:
             print(f"lockfleet dmesg: {inc['file']}:{inc['line']}: incomplete {inc['kind']} report: {inc['reason']}; "
@@ -1148,11 +1172,21 @@ def add_dmesg_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "dmesg", help="read lockdep reports from kernel logs and print the cycles of their merged graph",
         description="Read kernel logs (dmesg, console or syslog, with or without timestamps) holding lockdep "
-                    "reports, merge the dependency chains of all reports into one graph and print the cycles, "
-                    "including cycles that no single report shows, and the other findings the reports make "
-                    "(recursive locking, irq inversion, inconsistent lock state, bad unlock balance).")
+                    "reports. Each report's own finding is printed as the kernel printed it (its lines, in "
+                    "order, without other tasks' output interleaved with them; a section the log lost is "
+                    "said to be unknown, never made up): circular locking, recursive locking, irq lock "
+                    "inversion / safe -> unsafe order, inconsistent lock state (any usage names, IN-NMI "
+                    "too), bad unlock balance, held lock freed. Reports that show the same finding are one "
+                    "finding; every report's own finding is kept whatever the order of the files. Then the "
+                    "dependency chains of all reports are merged into one graph and what only that graph "
+                    "shows is printed in addition: cycles (and irq findings) that no single report shows.",
+        epilog="A report the log holds only in part (cut, or its header lost) is named on stderr, and in "
+               "--json under \"incomplete\" (file, line, kind, reason, and the finding it still gave or null). "
+               "`count` in --json is, for every kind, the number of reports a finding was read from (for a "
+               "merged-graph finding: the number of reports its dependencies come from).")
     p.add_argument("files", nargs="+", metavar="FILE", help="kernel logs to read ('-' for stdin)")
-    p.add_argument("--json", action="store_true", help='print {"alerts": [alert.to_dict(), ...]} instead')
+    p.add_argument("--json", action="store_true",
+                   help='print {"alerts": [alert.to_dict(), ...], "incomplete": [...]} instead')
     p.add_argument("--host", default=None, metavar="NAME",
                    help="the host the logs come from (default: a syslog line's host, else the file's name)")
     p.add_argument("--rules", default=None, metavar="FILE",
@@ -1162,10 +1196,12 @@ def add_dmesg_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--push", action="store_true", help="send the events to the service instead of printing")
     p.add_argument("--target", metavar="HOST:PORT", type=_hostport, default=None,
                    help=f"with --push: address of the lockfleet service (default: {DEFAULT_TARGET})")
+    add_irq_rule_option(p)
     p.set_defaults(func=_run)
     return p
 
 
 def _run(args: argparse.Namespace) -> int:
     target = (args.target or DEFAULT_TARGET) if args.push else None
-    return main_dmesg(args.files, args.json, target, args.host, rules=args.rules, normalize=not args.no_normalize)
+    return main_dmesg(args.files, args.json, target, args.host, rules=args.rules, normalize=not args.no_normalize,
+                      irq_rule=args.irq_rule)

@@ -118,8 +118,10 @@ def _task(o: Occurrence) -> str:
 
 
 def _name(a: Alert, lock: str) -> str:
-    """print_lock_name without its leading space: `(name){usage}`."""
-    return f"({lock}){{{a.usage_strings.get(lock) or '....'}}}"
+    """print_lock_name without its leading space: `(name){usage}`; a usage that comes with its
+    braces is one a kernel log printed (with its wait type, `{+.+.}-{3:3}`), kept as it was."""
+    usage = a.usage_strings.get(lock) or "...."
+    return f"({lock}){usage}" if usage.startswith("{") else f"({lock}){{{usage}}}"
 
 
 def _lock_line(a: Alert, o: Occurrence) -> str:
