@@ -496,3 +496,20 @@ def test_every_reports_own_finding_survives_any_merge(data: st.DataObject) -> No
             assert (got.kind, got.locks, got.irq_state) == (alone.kind, alone.locks, alone.irq_state)
             assert f"{r.path}:{r.line}" in got.printed.sources
             assert got.printed.sections == alone.printed.sections or len(got.printed.sources) > 1
+
+
+def test_other_warnings_with_an_other_info_block_are_not_reports(capsys: pytest.CaptureFixture[str],
+                                                                  tmp_path: Path) -> None:
+    """lockdep_rcu_suspicious prints `other info that might help us debug this:` and a held-locks
+    list too; it is no lock-order report, headless or not, and nothing is said about it."""
+    rcu = ["=============================", "WARNING: suspicious RCU usage", "6.1.0-test #1 Not tainted",
+           "-----------------------------", "net/core/dev.c:1234 suspicious rcu_dereference_check() usage!", "",
+           "other info that might help us debug this:", "", "", "rcu_scheduler_active = 2, debug_locks = 1",
+           "1 lock held by syz-executor/99:",
+           " #0: ffffffff8d0a5f48 (rtnl_mutex){+.+.}-{3:3}, at: rtnl_lock+0x17/0x20", "", "stack backtrace:"]
+    log = tmp_path / "rcu.log"
+    log.write_text(stamp(rcu))
+    assert parse_text(log.read_text()) == []
+    assert main_dmesg([str(log)], json_out=False) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and out.strip() == "lockfleet dmesg: 0 lockdep report(s) in 1 file(s); 0 finding(s)"

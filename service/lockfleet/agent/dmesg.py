@@ -486,7 +486,9 @@ def parse_text(text: str, path: str = "", host: str = "") -> list[Report]:
         if r.headless:
             _rebuild_headless(r)
         r.incomplete = _incomplete(r)
-    return reports
+    # a block start with nothing of a lockdep report after it (`other info that might help us
+    # debug this:` also opens e.g. "suspicious RCU usage") is not a report
+    return [r for r in reports if r.kind or r.scenario or r.entries or r.deps or r.chain_exists]
 
 
 def _rebuild_headless(r: Report) -> None:
