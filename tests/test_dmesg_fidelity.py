@@ -513,3 +513,19 @@ def test_other_warnings_with_an_other_info_block_are_not_reports(capsys: pytest.
     assert main_dmesg([str(log)], json_out=False) == 0
     out, err = capsys.readouterr()
     assert err == "" and out.strip() == "lockfleet dmesg: 0 lockdep report(s) in 1 file(s); 0 finding(s)"
+
+
+def test_headless_recursive_report_rebuilt_from_its_scenario() -> None:
+    """print_deadlock_bug cut before `other info`: the scenario's two `lock(X);` name the lock."""
+    lines = ["other info that might help us debug this:", " Possible unsafe locking scenario:", "",
+             "       CPU0", "       ----", "  lock(&dev->mutex);", "  lock(&dev->mutex);", "", " *** DEADLOCK ***", "",
+             " May be due to missing lock nesting notation", "",
+             "1 lock held by kworker/0:2/1234:",
+             " #0: ffff888021c2a190 (&dev->mutex){+.+.}-{3:3}, at: device_lock+0x1a/0x30", "", "stack backtrace:"]
+    (a,) = run(stamp(lines))
+    assert (a.kind, a.locks) == ("recursive", ("&dev->mutex",))
+    rendered = kernel_part(a.render())
+    assert rendered[:3] == ["<unknown: the report's banner and headline was not printed>",
+                            "<unknown: the task line and the lock it names was not printed>",
+                            "<unknown: the lock the task already holds was not printed>"]
+    assert rendered[3:-2] == lines[:-2]

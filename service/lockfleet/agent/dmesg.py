@@ -860,6 +860,8 @@ def _printed(r: Report) -> Printed:
             sections.append((section, [text]))
     while sections and not any(sections[-1][1]):
         sections.pop()
+    while sections and not sections[-1][1][-1]:
+        sections[-1][1].pop()  # the blank line before `stack backtrace:`
     return Printed(r.kind, tuple((s, tuple(lines)) for s, lines in sections), tuple(missing_sections(r)),
                    r.incomplete, (f"{r.path}:{r.line}",))
 
