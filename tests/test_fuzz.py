@@ -19,7 +19,7 @@ sys.path.insert(0, str(FUZZ))
 import seeds  # noqa: E402
 import targets  # noqa: E402
 
-SHORT_RUN_SECONDS = {"ingest": 5, "push": 3, "dmesg": 3}
+SHORT_RUN_SECONDS = {"ingest": 5, "push": 3, "dmesg": 3, "proc": 3}
 
 
 def saved(target: str) -> list[Path]:

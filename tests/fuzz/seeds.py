@@ -66,7 +66,26 @@ def dmesg_seeds() -> list[bytes]:
     return out
 
 
-SEEDS = {"ingest": ingest_seeds, "push": push_seeds, "dmesg": dmesg_seeds}
+PROC_DUMP = b"""all lock classes:
+ffffffff82a0b0e0 OPS:      12 FD:    2 BD:    1 +.+.: lock_a
+ -> [ffffffff82a0b0c0] lock_b
+ -> [ffffffff82a0b100] &rq->lock/1
+
+ffffffff82a0b0c0 FD:    1 BD:    2 -.-.: lock_b
+ -> [ffffffff82a0b120] (console_sem).lock
+
+ffffffff82a0b100 FD:    0 BD:    1 ....: &rq->lock/1
+
+ffffffff82a0b120 FD:    0 BD:    2 +.+.: (console_sem).lock
+
+"""
+
+
+def proc_seeds() -> list[bytes]:
+    return [PROC_DUMP, PROC_DUMP[: len(PROC_DUMP) // 2]]
+
+
+SEEDS = {"ingest": ingest_seeds, "push": push_seeds, "dmesg": dmesg_seeds, "proc": proc_seeds}
 
 
 def write(target: str, directory: Path) -> int:

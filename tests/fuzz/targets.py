@@ -5,6 +5,8 @@ atheris harness (run.py) and replayed by tests/test_fuzz.py on every saved crash
 - ingest:  Arrow IPC bytes -> the gateway's decode, string checks, event validation, Engine.ingest
 - push:    a serialized PushBatch protobuf -> Gateway.admit/complete over a real segment log
 - dmesg:   kernel log text -> the lockdep report reader, its event batch, an Engine
+- proc:    /proc/lockdep text -> the dump reader, the merge of it beside a fixed second machine,
+           the findings (the reader's own refusal, DumpError, is the documented exception)
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from pathlib import Path
 
 from lockfleet import Engine
 from lockfleet.agent.dmesg import parse_text, to_batch
+from lockfleet.agent.lockdep_proc import DumpError, parse_lockdep
+from lockfleet.agent.names import Normalizer
+from lockfleet.agent.proclockdep import findings, merge
 from lockfleet.events import EventError, normalize
 from lockfleet.server.gateway import Gateway, Refusal, check_strings, decode
 from lockfleet.store import SegmentLog
@@ -70,4 +75,23 @@ def one_dmesg(data: bytes) -> None:
         Engine().ingest(batch, host="fuzz")
 
 
-TARGETS = {"ingest": one_ingest, "push": one_push, "dmesg": one_dmesg}
+_OTHER_MACHINE = """all lock classes:
+ffffffff82a0b0c0 FD:    1 BD:    1 +.+.: lock_b
+ -> [ffffffff82a0b0e0] lock_a
+
+ffffffff82a0b0e0 FD:    1 BD:    1 +.+.: lock_a
+
+"""
+
+
+def one_proc(data: bytes) -> None:
+    text = data.decode("utf-8", errors="replace")
+    try:
+        dump = parse_lockdep(text, path="fuzz/lockdep", host="fuzz")
+    except DumpError:
+        return
+    other = parse_lockdep(_OTHER_MACHINE, path="other/lockdep", host="other")
+    findings(merge([dump, other], Normalizer.from_options(None, defaults=True)))
+
+
+TARGETS = {"ingest": one_ingest, "push": one_push, "dmesg": one_dmesg, "proc": one_proc}

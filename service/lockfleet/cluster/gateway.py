@@ -68,7 +68,8 @@ class BusGateway:
         self._lock = threading.Lock()
         self._closing = ""
         self.counters = {"published": 0, "duplicates": 0, "refused": 0, "bus_failures": 0, "events": 0,
-                         "lookups": 0}
+                         "lookups": 0, "push_calls": 0, "stalled_calls": 0, "window_peak": 0}
+        self.drops: dict[tuple[str, str], int] = {}     # (host, stream) -> the agent's dropped events
 
     def start(self, timeout: float = 30.0) -> "BusGateway":
         async def go() -> None:
@@ -230,6 +231,24 @@ class BusGateway:
         log.warning("refused batch host=%r stream=%r seq=%d: %s (%s): %s", host, stream_id, seq, r.code, r.reason,
                     r.error)
         return Outcome(seq=seq, ok=False, code=r.code, reason=r.reason, error=r.error)
+
+    # -- what the Push servicer reports (server/ingest.py) -------------------------------------
+
+    def note_call(self, opened: int, stalled: bool = False) -> None:
+        """A Push call opened (+1) or ended (-1; `stalled`: its client read no acks)."""
+        with self._lock:
+            self.counters["push_calls"] += opened
+            self.counters["stalled_calls"] += int(stalled)
+
+    def note_window(self, outstanding: int) -> None:
+        """A stream has `outstanding` batches received and not yet acked."""
+        with self._lock:
+            self.counters["window_peak"] = max(self.counters["window_peak"], outstanding)
+
+    def note_drops(self, host: str, stream_id: str, dropped: int) -> None:
+        """An agent's running count of the events it dropped on a stream."""
+        with self._lock:
+            self.drops[(host, stream_id)] = max(dropped, self.drops.get((host, stream_id), 0))
 
     # -- life --------------------------------------------------------------------------------
 
