@@ -21,6 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import baselines as bl  # noqa: E402
 import workloads as wk  # noqa: E402
 
 HOST = "bench-1"
@@ -186,3 +187,43 @@ def run_baseline(benchmark, make_state, fn, *, box: float, units_per_done: float
     benchmark.extra_info["budget_s"] = box
     holder.clear()
     return res
+
+
+# ------------------------------------------------------------------------ the suites' runners
+
+ENGINE = "lockfleet engine"
+RX = "rustworkx check_cycle"
+NX = "networkx has_path+add_edge"
+REF = "python reference core"
+
+
+def engine_new(benchmark, wl, batches, case, per_batch=False):
+    """Fresh engines over the new-edge batches; units = the phase's distinct new edges."""
+    run = EngineRun(batches)
+    measure(benchmark, run.run, setup=run.setup, rounds=engine_rounds(), warmup=1, workload=wl.name, case=case,
+            impl=ENGINE, units=wl.phase("new").n_new, unit="edges", events=wk.events_count(batches),
+            rows_per_batch=batches[0].num_rows if batches else 0)
+    return run.record(benchmark, per_batch=per_batch)
+
+
+def rustworkx_baseline(benchmark, wl, prs, case, rounds=None):
+    """rustworkx over the same stream; several rounds (as the engine's) unless told otherwise:
+    it finishes the 30k-edge streams in well under its time box."""
+    return run_baseline(benchmark, lambda: bl.rustworkx_graph(wl.n_classes),
+                        lambda g, d: bl.rustworkx_insert(g, prs, d),
+                        box=budget("graph"), rounds=engine_rounds() if rounds is None else rounds,
+                        workload=wl.name, case=case, impl=RX, unit="edges",
+                        refuses_cycle_edges=True, total=len(prs))
+
+
+def networkx_baseline(benchmark, wl, prs, case):
+    import networkx as nx
+    return run_baseline(benchmark, nx.DiGraph, lambda g, d: bl.networkx_insert(g, prs, d),
+                        box=budget("networkx"), workload=wl.name, case=case, impl=NX, unit="edges",
+                        total=len(prs))
+
+
+def reference_baseline(benchmark, wl, batches, case):
+    return run_baseline(benchmark, bl.PyReference, lambda r, d: bl.reference_ingest(r, batches, d),
+                        box=budget("reference"), units_per_done=0.25, workload=wl.name, case=case,
+                        impl=REF, unit="edges", total=wk.events_count(batches), done_unit="events")

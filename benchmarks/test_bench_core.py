@@ -23,46 +23,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import baselines as bl
 import benchkit as bk
 import workloads as wk
-
-ENGINE = "lockfleet engine"
-RX = "rustworkx check_cycle"
-NX = "networkx has_path+add_edge"
-REF = "python reference core"
-
-
-def _engine_new(benchmark, wl, batches, case, per_batch=False):
-    """Fresh engines over the new-edge batches; units = the phase's distinct new edges."""
-    run = bk.EngineRun(batches)
-    bk.measure(benchmark, run.run, setup=run.setup, rounds=bk.engine_rounds(), warmup=1, workload=wl.name, case=case, impl=ENGINE,
-               units=wl.phase("new").n_new, unit="edges", events=wk.events_count(batches),
-               rows_per_batch=batches[0].num_rows if batches else 0)
-    return run.record(benchmark, per_batch=per_batch)
-
-
-def _rustworkx(benchmark, wl, prs, case, rounds=None):
-    """rustworkx over the same stream; several rounds (as the engine's) unless told otherwise:
-    it finishes the 30k-edge streams in well under its time box."""
-    return bk.run_baseline(benchmark, lambda: bl.rustworkx_graph(wl.n_classes), lambda g, d: bl.rustworkx_insert(g, prs, d),
-                           box=bk.budget("graph"), rounds=bk.engine_rounds() if rounds is None else rounds,
-                           workload=wl.name, case=case, impl=RX, unit="edges",
-                           refuses_cycle_edges=True, total=len(prs))
-
-
-def _networkx(benchmark, wl, prs, case):
-    import networkx as nx
-    return bk.run_baseline(benchmark, nx.DiGraph, lambda g, d: bl.networkx_insert(g, prs, d),
-                           box=bk.budget("networkx"), workload=wl.name, case=case, impl=NX, unit="edges",
-                           total=len(prs))
-
-
-def _reference(benchmark, wl, batches, case):
-    return bk.run_baseline(benchmark, bl.PyReference, lambda r, d: bl.reference_ingest(r, batches, d),
-                           box=bk.budget("reference"), units_per_done=0.25, workload=wl.name, case=case,
-                           impl=REF, unit="edges", total=wk.events_count(batches), done_unit="events")
-
+from benchkit import engine_new as _engine_new
+from benchkit import networkx_baseline as _networkx
+from benchkit import reference_baseline as _reference
+from benchkit import rustworkx_baseline as _rustworkx
 
 class Stream:
     """One workload's new-edge phase, as the engine and the baselines get it."""

@@ -14,7 +14,6 @@ import gc
 import pytest
 
 import benchkit as bk
-from test_bench_core import _engine_new, _rustworkx
 
 
 @pytest.mark.parametrize("name", ["W2", "W2c"])
@@ -24,7 +23,7 @@ def test_engine_fleet(benchmark, name):
     batches = bk.event_batches(wl)
     run = bk.EngineRun(batches)
     bk.measure(benchmark, run.run, setup=run.setup, rounds=1, workload=name, case="new",
-               impl="lockfleet engine", units=wl.phase("new").n_new, unit="edges", events=sum(b.num_rows for b in batches),
+               impl=bk.ENGINE, units=wl.phase("new").n_new, unit="edges", events=sum(b.num_rows for b in batches),
                rows_per_batch=batches[0].num_rows)
     st = run.record(benchmark, per_batch=True)
     benchmark.extra_info["classes"] = wl.n_classes
@@ -37,4 +36,4 @@ def test_engine_fleet(benchmark, name):
 def test_rustworkx_fleet(benchmark, name):
     benchmark.group = "W2 / W2c new edges"
     wl = bk.workload(name)
-    _rustworkx(benchmark, wl, bk.pairs(wl.phase("new").edges), "new", rounds=1)
+    bk.rustworkx_baseline(benchmark, wl, bk.pairs(wl.phase("new").edges), "new", rounds=1)

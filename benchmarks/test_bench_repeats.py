@@ -40,7 +40,7 @@ def test_engine_w1_repeats(benchmark, n_tids, interleave):
         return n
 
     bk.measure(benchmark, one_pass, rounds=1 if bk.quick_mode() else 3, warmup=1, workload="W1",
-               case=f"repeats {n_tids} threads" + (" interleaved" if interleave else ""), impl="lockfleet engine",
+               case=f"repeats {n_tids} threads" + (" interleaved" if interleave else ""), impl=bk.ENGINE,
                units=events, unit="events", edges=int(wl.phase("repeats").edges.shape[0]), n_tids=n_tids,
                interleave=interleave)
     st = eng.stats()
