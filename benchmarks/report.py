@@ -7,7 +7,8 @@ Everything in the output comes from that one JSON: the commit pytest-benchmark r
 machine (nproc, load average at start and end from conftest.py's `lockfleet` section), the command,
 then one table of the issue's targets (engine figure, baseline figure from the same run, ratio,
 target, met?), a table per benchmark group with wall and CPU-time rates, and the standalone benches
-(ingest, analyze, edge mode, instrumentation). A benchmark missing from the JSON shows as "not run";
+(ingest, analyze, edge mode, instrumentation), then RESULTS-other.md (hand-written results of the
+benches this run does not make, kept apart and labelled so). A benchmark missing from the JSON shows as "not run";
 the report never fails on a partial run.
 
 "Met?" is judged on wall-clock figures; where only the CPU-time figure meets the target (the
@@ -349,7 +350,19 @@ def script_sections(benches: list[Bench]) -> list[str]:
     return out
 
 
-def render(doc: dict, source: str = "") -> str:
+def demote(md: str) -> str:
+    """Headings one level down (outside fenced code), to sit inside RESULTS.md."""
+    out, fenced = [], False
+    for ln in md.splitlines():
+        if ln.startswith("```"):
+            fenced = not fenced
+        if not fenced and ln.startswith("#") and ln.lstrip("#").startswith(" ") and len(ln) - len(ln.lstrip("#")) < 6:
+            ln = "#" + ln
+        out.append(ln)
+    return "\n".join(out)
+
+
+def render(doc: dict, source: str = "", other: str = "") -> str:
     benches = [Bench(d) for d in doc.get("benchmarks", [])]
     ci = doc.get("commit_info") or {}
     mi = doc.get("machine_info") or {}
@@ -410,6 +423,8 @@ def render(doc: dict, source: str = "") -> str:
     out += group_tables(benches)
     out += ["## Standalone benches (same run)", ""]
     out += script_sections(benches)
+    if other.strip():
+        out += ["", demote(other.strip())]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -417,6 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("json", help="the pytest-benchmark JSON of one run (--benchmark-json)")
     ap.add_argument("-o", "--out", default="-", help="markdown output file (default: stdout)")
+    ap.add_argument("--other", default=str(Path(__file__).resolve().parent / "RESULTS-other.md"),
+                    help="hand-written results of benches outside this run, appended under their own heading "
+                         "(default: RESULTS-other.md beside this script; '' for none)")
     args = ap.parse_args(argv)
     path = Path(args.json)
     try:
@@ -425,7 +443,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report.py: cannot read {path}: {e}", file=sys.stderr)
         return 2
     src = path.as_posix()
-    md = render(doc, src)
+    other = ""
+    if args.other and Path(args.other).exists():
+        other = Path(args.other).read_text()
+    md = render(doc, src, other)
     if args.out == "-":
         sys.stdout.write(md)
     else:

@@ -42,12 +42,14 @@ def _doc():
     }
 
 
-def _run(tmp_path, doc):
+def _run(tmp_path, doc, other=""):
     src = tmp_path / "run.json"
     src.write_text(json.dumps(doc))
     out = tmp_path / "RESULTS.md"
-    p = subprocess.run([sys.executable, str(REPORT), str(src), "-o", str(out)], capture_output=True, text=True,
-                       timeout=60)
+    oth = tmp_path / "other.md"
+    oth.write_text(other)
+    p = subprocess.run([sys.executable, str(REPORT), str(src), "-o", str(out), "--other", str(oth)],
+                       capture_output=True, text=True, timeout=60)
     return p, out
 
 
@@ -68,6 +70,13 @@ def test_report_builds_targets_table(tmp_path):
     assert rows["W2c core memory (witnesses included)"].endswith("| yes |")
     assert rows["W1 repeats, 64 threads interleaved"].endswith("| not run |")
     assert "### W1c new edges" in md and "test_rustworkx_new[W1c-new]" in md
+
+
+def test_report_appends_hand_written_results_one_level_down(tmp_path):
+    p, out = _run(tmp_path, _doc(), other="# Outside make bench\n\n## bench_x.py\n\n```\n# not a heading\n```\n")
+    assert p.returncode == 0, p.stderr
+    md = out.read_text()
+    assert "\n## Outside make bench\n" in md and "\n### bench_x.py\n" in md and "\n# not a heading\n" in md
 
 
 def test_report_rejects_a_file_that_is_not_benchmark_json(tmp_path):
