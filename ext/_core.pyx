@@ -133,6 +133,10 @@ cdef class Core:
 
     # configuration
     cdef int32_t max_depth
+    # irq rule for reads: 0 = lockdep since 5.10 (usage_match with the exclusive mask: every
+    # IN/ON pair conflicts, a read's bits drop out where the path holds it shared or takes it as a
+    # recursive read); 1 = lockdep before 5.10 (reads conflict only with writes)
+    cdef public uint8_t irq_rule_pre510
     cdef bint oom
     # classes
     cdef int64_t n_cls, cap_cls
@@ -790,9 +794,10 @@ cdef class Core:
         cdef uint8_t rd = 1 if mode != 0 else 0
         cdef uint8_t new = 0, added, old, u
         cdef int x, bit, b_in_w, b_in_r, b_on_w, b_on_r, earlier, later
-        if irq & 1:
+        # lockdep's mark_usage: only a non-trylock acquisition marks "used in irq"
+        if irq & 1 and not trylock:
             new |= <uint8_t>(1 << (0 + rd))
-        if irq & 2:
+        if irq & 2 and not trylock:
             new |= <uint8_t>(1 << (4 + rd))
         if not (irq & 5):
             new |= <uint8_t>(1 << (2 + rd))

@@ -878,28 +878,38 @@ cdef int _check_invariants(Core self) noexcept nogil:
 
 # ---------------------------------------------------------------------- irq reachability
 # reach bit (X, w, st) = X * 4 + w * 2 + st: the class is reachable, by a strong path of one or
-# more dependencies ending in state st, from an X-safe class (w = 0: any IN-X use; w = 1: a
-# write IN-X use). Bits only grow, so each (class, bit) is expanded once: linear overall.
+# more dependencies ending in state st, from an X-safe class. Bits only grow, so each (class,
+# bit) is expanded once: linear overall.
+# Rule of lockdep since 5.10 (usage_match, exclusive_mask): every IN-X/X-ON pair conflicts, but a
+# read's bits drop out where the path does not need them: an IN-X-R use counts only if the path
+# leaves the safe class held exclusive, an X-ON-R use only if the path's last dependency is not a
+# recursive read. A safe class with a write IN-X use starts in state N (w = 0, st = 0), one with
+# only read IN-X uses in state R (st = 1: only -(Ex)-> may follow); only w = 0 bits are used.
+# Rule before 5.10 (irq_rule_pre510): reads conflict only with writes; w = 0: from any IN-X use,
+# w = 1: from a write IN-X use.
 
 cdef int _irq_check(Core self, int32_t y, int x) noexcept nogil:
     cdef uint8_t u = self.cls_usage[y], r = self.cls_reach[y]
     cdef bint on_w = (u >> (4 * x + 2)) & 1, on_r = (u >> (4 * x + 3)) & 1
     cdef bint from_any = (r >> (4 * x)) & 3, from_w = (r >> (4 * x + 2)) & 3
-    cdef bint need_w
+    cdef bint from_n = (r >> (4 * x)) & 1
+    cdef bint need_w = False, need_n = False
     cdef int32_t f, on_bit
     cdef int64_t j
     if self.cls_flags[y] & (4 << x):
         return 0
     if on_w and from_any:
-        need_w = False
         on_bit = 4 * x + 2
-    elif on_r and from_w:
+    elif on_r and self.irq_rule_pre510 and from_w:
         need_w = True
+        on_bit = 4 * x + 3
+    elif on_r and not self.irq_rule_pre510 and from_n:
+        need_n = True
         on_bit = 4 * x + 3
     else:
         return 0
     self.cls_flags[y] |= <uint8_t>(4 << x)
-    if _irq_path(self, y, x, need_w) <= 0:
+    if _irq_path(self, y, x, need_w, need_n) <= 0:
         return 0
     if self._finding(F_IRQ_INVERSION, -1, y, x, self.e_src[self.path[0]], on_bit,
                      self.cls_usage_occ[y * 8 + on_bit], -1):
@@ -912,17 +922,22 @@ cdef int _irq_check(Core self, int32_t y, int x) noexcept nogil:
     return 0
 
 
-cdef int _irq_path(Core self, int32_t target, int x, bint need_w) noexcept nogil:
-    """A shortest strong path of >= 1 dependencies from an X-safe class to target (self.path)."""
+cdef int _irq_path(Core self, int32_t target, int x, bint need_w, bint need_n) noexcept nogil:
+    """A shortest strong path of >= 1 dependencies from an X-safe class to target (self.path);
+    need_n: its last dependency must not be a recursive read."""
     cdef int32_t g = _next_gen(self), c, x2, xn, y, y2, e
     cdef int64_t qh = 0, qt = 0, i
-    cdef uint8_t st, km, nst, safe_mask = 1 if need_w else 3
+    cdef uint8_t st, km, nst, safe_mask = 1 if need_w else 3, u
     for c in range(self.n_cls):
-        if (self.cls_usage[c] >> (4 * x)) & safe_mask:
-            self.vis[c * 2] = g
-            self.par_e[c * 2] = -1
-            self.queue[qt] = c * 2
-            qt += 1
+        u = (self.cls_usage[c] >> (4 * x)) & safe_mask
+        if not u:
+            continue
+        # since 5.10 a safe class with only read IN-X uses starts as after a recursive read
+        st = 1 if (not self.irq_rule_pre510 and not (u & 1)) else 0
+        self.vis[c * 2 + st] = g
+        self.par_e[c * 2 + st] = -1
+        self.queue[qt] = c * 2 + st
+        qt += 1
     while qh < qt:
         x2 = self.queue[qh]
         qh += 1
@@ -937,7 +952,7 @@ cdef int _irq_path(Core self, int32_t target, int x, bint need_w) noexcept nogil
                 continue
             nst = 0 if (km & KM_N) else 1
             y = self.e_dst[e]
-            if y == target:
+            if y == target and not (need_n and nst):
                 # the target may itself be a source (its par_e marks the start of paths that
                 # run through it), so leave its marks alone and walk back from the edge's tail
                 self.path_n = 0
@@ -1016,9 +1031,12 @@ cdef int _irq_propagate(Core self) noexcept nogil:
         c = self.uc_cls[i]
         u = self.cls_usage[c]
         for x in range(2):
-            if (u >> (4 * x)) & 3 and _irq_from_class(self, c, x, 0, 0):
+            if not self.irq_rule_pre510:
+                if (u >> (4 * x)) & 3 and _irq_from_class(self, c, x, 0, 0 if (u >> (4 * x)) & 1 else 1):
+                    return -1
+            elif (u >> (4 * x)) & 3 and _irq_from_class(self, c, x, 0, 0):
                 return -1
-            if (u >> (4 * x)) & 1 and _irq_from_class(self, c, x, 1, 0):
+            if self.irq_rule_pre510 and (u >> (4 * x)) & 1 and _irq_from_class(self, c, x, 1, 0):
                 return -1
             if _irq_check(self, c, x):
                 return -1
@@ -1028,9 +1046,12 @@ cdef int _irq_propagate(Core self) noexcept nogil:
         u = self.cls_usage[c]
         r = self.cls_reach[c]
         for x in range(2):
-            if (u >> (4 * x)) & 3 and _irq_prop(self, e, x, 0, 0):
+            if not self.irq_rule_pre510:
+                if (u >> (4 * x)) & 3 and _irq_prop(self, e, x, 0, 0 if (u >> (4 * x)) & 1 else 1):
+                    return -1
+            elif (u >> (4 * x)) & 3 and _irq_prop(self, e, x, 0, 0):
                 return -1
-            if (u >> (4 * x)) & 1 and _irq_prop(self, e, x, 1, 0):
+            if self.irq_rule_pre510 and (u >> (4 * x)) & 1 and _irq_prop(self, e, x, 1, 0):
                 return -1
             for bit in range(4 * x, 4 * x + 4):
                 if (r >> bit) & 1 and _irq_prop(self, e, x, (bit >> 1) & 1, bit & 1):

@@ -150,15 +150,17 @@ class Held:
 # usage bits (lockdep's mark_usage), as the table in docs/semantics.md
 # ---------------------------------------------------------------------------------------------
 
-def usage_bits(mode: int, irq: int) -> list[str]:
+def usage_bits(mode: int, irq: int, trylock: bool = False) -> list[str]:
+    """A trylock never marks "used in irq" (lockdep's mark_usage: `if (!hlock->trylock)`), only
+    the irqs-enabled bits."""
     rw = "W" if mode == EXCLUSIVE else "R"
     bits = []
     hard_on = not (irq & IRQ_IN_HARD) and not (irq & IRQ_HARD_OFF)
-    if irq & IRQ_IN_HARD:
+    if irq & IRQ_IN_HARD and not trylock:
         bits.append(f"IN-HARDIRQ-{rw}")
     if hard_on:
         bits.append(f"HARDIRQ-ON-{rw}")
-    if irq & IRQ_IN_SOFT:
+    if irq & IRQ_IN_SOFT and not trylock:
         bits.append(f"IN-SOFTIRQ-{rw}")
     if hard_on and not (irq & IRQ_IN_SOFT) and not (irq & IRQ_SOFT_OFF):
         bits.append(f"SOFTIRQ-ON-{rw}")
@@ -166,8 +168,25 @@ def usage_bits(mode: int, irq: int) -> list[str]:
 
 
 def conflicts(bit_a: str, bit_b: str) -> bool:
-    """Usage bits conflict unless both are reads."""
+    """Usage bits of one class conflict unless both are reads (inconsistent_state; and every
+    irq_inversion under the pre-5.10 rule)."""
     return not (bit_a.endswith("-R") and bit_b.endswith("-R"))
+
+
+IRQ_RULES = ("5.10", "pre-5.10")
+
+
+def path_conflicts(s_in: Iterable[str], u_on: Iterable[str], first: str, last: str, rule: str) -> bool:
+    """Do the safe class's IN bits and the unsafe class's ON bits conflict along a path whose
+    first dependency has kind `first` and last has kind `last`?
+    5.10: every pair conflicts, but a read IN bit counts only if the path leaves S held
+    exclusive (first = Ex) and a read ON bit only if the path does not end in a recursive read
+    (last = xN). pre-5.10: pairs conflict unless both are reads, whatever the path."""
+    if rule == "pre-5.10":
+        return any(conflicts(a, b) for a in s_in for b in u_on)
+    s_ok = [a for a in s_in if a.endswith("-W") or first[0] == "E"]
+    u_ok = [b for b in u_on if b.endswith("-W") or last[1] == "N"]
+    return bool(s_ok and u_ok)
 
 
 def in_bits(bits: Iterable[str], x: str) -> list[str]:
@@ -179,7 +198,10 @@ def on_bits(bits: Iterable[str], x: str) -> list[str]:
 
 
 class Oracle:
-    def __init__(self, max_lock_depth: int = 48, reacquire: bool | None = None):
+    def __init__(self, max_lock_depth: int = 48, reacquire: bool | None = None, irq_rule: str = "5.10"):
+        if irq_rule not in IRQ_RULES:
+            raise ValueError(irq_rule)
+        self.irq_rule = irq_rule
         self.max_lock_depth = max_lock_depth
         self.reacquire = REACQUIRE_ON_RELEASE if reacquire is None else reacquire
         self.nrows = 0
@@ -227,7 +249,7 @@ class Oracle:
                                              row.instance, ctx, phantom=True, row=idx))
             return
         self.classes.add(cls)
-        for bit in usage_bits(row.mode, row.irq):
+        for bit in usage_bits(row.mode, row.irq, row.op == TRY_ACQUIRE):
             self.usage[cls].setdefault(bit, idx)
             self.usage_hosts[f"{cls}|{bit}"].add(row.host)
         if row.op == ACQUIRE:
@@ -459,76 +481,87 @@ class Oracle:
                     out.add((cls, x))
         return out
 
-    def strong_reach(self, src: str, upto: int | None = None) -> dict[str, list[str]]:
-        """Classes reachable from `src` by a strong path of one or more dependencies: plain BFS
-        over (class, does the path so far end in a recursive read) states. Returns, for each
-        reachable class, one such path (src first)."""
+    def strong_walks(self, src: str, upto: int | None = None) -> dict[tuple[str, str, str], list[str]]:
+        """Every class reachable from `src` by a strong path of one or more dependencies, by the
+        kinds of the path's first and last dependency: plain BFS over (class, kind of the first
+        dependency, kind of the last one) states, nothing pruned. Returns
+        {(class, first kind, last kind): one such path (src first)}."""
         succ = self.succ(upto)
-        start = (src, None)   # None: no dependency walked yet, anything may follow
-        parent: dict[tuple[str, bool | None], tuple[str, bool | None] | None] = {start: None}
+        start = (src, "", "")   # no dependency walked yet, anything may follow
+        parent: dict[tuple[str, str, str], tuple[str, str, str] | None] = {start: None}
         q = deque([start])
-        found: dict[str, list[str]] = {}
+        found: dict[tuple[str, str, str], list[str]] = {}
         while q:
             state = q.popleft()
-            node, last_r = state
+            node, first, last = state
             for nxt in succ.get(node, ()):
                 for k in sorted(self.kinds_at((node, nxt), upto)):
-                    if last_r and k[0] == "S":
+                    if last and blocks(last, k):
                         continue
-                    ns = (nxt, k[1] == "R")
+                    ns = (nxt, first or k, k)
                     if ns in parent:
                         continue
                     parent[ns] = state
                     q.append(ns)
-                    if nxt not in found:
-                        path, cur = [], ns
-                        while cur is not None:
-                            path.append(cur[0])
-                            cur = parent[cur]
-                        found[nxt] = path[::-1]
+                    path, cur = [], ns
+                    while cur is not None:
+                        path.append(cur[0])
+                        cur = parent[cur]
+                    found[ns] = path[::-1]
         return found
 
-    def irq_inversion_sources(self) -> dict[tuple[str, str], set[str]]:
-        """{(U, X): every X-safe class S that makes U an irq_inversion}."""
-        out: dict[tuple[str, str], set[str]] = {}
-        for x in (HARDIRQ, SOFTIRQ):
-            for s in sorted(self.usage):
-                s_in = in_bits(self.usage[s], x)
-                if not s_in:
-                    continue
-                for u in self.strong_reach(s):
-                    if u == s and not IRQ_INVERSION_SELF:
-                        continue
-                    if any(conflicts(a, b) for a in s_in for b in on_bits(self.usage.get(u, {}), x)):
-                        out.setdefault((u, x), set()).add(s)
+    def strong_reach(self, src: str, upto: int | None = None) -> dict[str, list[str]]:
+        """Classes reachable from `src` by a strong path of one or more dependencies, each with
+        one such path (src first)."""
+        out: dict[str, list[str]] = {}
+        for (u, _f, _l), path in sorted(self.strong_walks(src, upto).items(), key=lambda kv: len(kv[1])):
+            out.setdefault(u, path)
         return out
 
-    def irq_inversions(self) -> dict[tuple[str, str], list[str]]:
-        """{(U, X): one path S ~> U} for every class U with an X-ON bit reachable by a strong
-        path from an X-safe class S whose IN-X bit conflicts with it."""
-        out: dict[tuple[str, str], list[str]] = {}
+    def _inversions(self) -> dict[tuple[str, str], dict[str, list[str]]]:
+        """{(U, X): {S: one path S ~> U}} for every X-safe S and X-unsafe U joined by a strong
+        path along which their usage bits conflict (path_conflicts)."""
+        out: dict[tuple[str, str], dict[str, list[str]]] = {}
         for x in (HARDIRQ, SOFTIRQ):
             for s in sorted(self.usage):
                 s_in = in_bits(self.usage[s], x)
                 if not s_in:
                     continue
-                for u, path in sorted(self.strong_reach(s).items()):
+                walks = sorted(self.strong_walks(s).items(), key=lambda kv: (len(kv[1]), kv[0]))
+                for (u, first, last), path in walks:
                     if u == s and not IRQ_INVERSION_SELF:
                         continue
                     u_on = on_bits(self.usage.get(u, {}), x)
-                    if any(conflicts(a, b) for a in s_in for b in u_on):
-                        out.setdefault((u, x), path)
+                    if path_conflicts(s_in, u_on, first, last, self.irq_rule):
+                        out.setdefault((u, x), {}).setdefault(s, path)
         return out
+
+    def irq_inversion_sources(self) -> dict[tuple[str, str], set[str]]:
+        """{(U, X): every X-safe class S that makes U an irq_inversion}."""
+        return {k: set(v) for k, v in self._inversions().items()}
+
+    def irq_inversions(self) -> dict[tuple[str, str], list[str]]:
+        """{(U, X): one path S ~> U} for every class U with an X-ON bit reachable by a strong
+        path from an X-safe class S whose IN-X bit conflicts with it along that path."""
+        return {k: v[min(v)] for k, v in self._inversions().items()}
 
     def irq_path_is_valid(self, path: Iterable[str], x: str) -> bool:
         """Is `path` (S first, U last) a strong path from an X-safe class to an X-unsafe one
-        with conflicting usage bits?"""
+        with usage bits that conflict along it (some strong choice of kinds)?"""
         p = list(path)
-        if len(p) < 2 or (p[0] == p[-1] and not IRQ_INVERSION_SELF) or not self.path_is_strong(p):
+        if len(p) < 2 or (p[0] == p[-1] and not IRQ_INVERSION_SELF):
+            return False
+        sets = [sorted(self.kinds_at((p[i], p[i + 1]))) for i in range(len(p) - 1)]
+        if any(not ks for ks in sets):
             return False
         s_in = in_bits(self.usage.get(p[0], {}), x)
         u_on = on_bits(self.usage.get(p[-1], {}), x)
-        return any(conflicts(a, b) for a in s_in for b in u_on)
+        for choice in itertools.product(*sets):
+            if any(blocks(choice[i], choice[i + 1]) for i in range(len(choice) - 1)):
+                continue
+            if path_conflicts(s_in, u_on, choice[0], choice[-1], self.irq_rule):
+                return True
+        return False
 
     # -- summary ------------------------------------------------------------------------------
 
@@ -595,8 +628,8 @@ def _finding_id(kind: str, identity: Any) -> str:
 
 
 class OracleEngine:
-    def __init__(self, max_lock_depth: int = 48):
-        self.orc = Oracle(max_lock_depth)
+    def __init__(self, max_lock_depth: int = 48, irq_rule: str = "5.10"):
+        self.orc = Oracle(max_lock_depth, irq_rule=irq_rule)
         self._alerts: dict[Any, OracleAlert] = {}
         self._paths: dict[Any, tuple[str, ...]] = {}
         self.events = 0

@@ -478,7 +478,7 @@ def test_main_dmesg_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main_dmesg([str(tmp_path / "empty.log")], json_out=False, rules=str(tmp_path / "rules")) == 2
     assert "rules:1:" in capsys.readouterr().err
     assert main_dmesg([str(tmp_path / "empty.log")], json_out=True) == 0
-    assert json.loads(capsys.readouterr().out) == {"alerts": []}
+    assert json.loads(capsys.readouterr().out) == {"alerts": [], "incomplete": []}
 
 
 def test_argparse_registration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,6 +23,7 @@ from oracle import (  # noqa: E402
     edge_set,
     kind_of,
     pareto,
+    path_conflicts,
     usage_bits,
 )
 
@@ -151,9 +152,28 @@ def test_trylock_edges():
     assert o.edges() == {("A", "B"): ("EN",)} and not o.has_strong_cycle()
 
 
-def test_trylock_is_not_checked_for_recursion_but_marks_usage():
+def test_trylock_is_not_checked_for_recursion_and_marks_only_irqs_enabled_usage():
+    # lockdep's mark_usage: a trylock never marks "used in irq"
     o = run([r(1, A, "A"), r(1, T, "A", irq=1)])
+    assert o.findings() == set()
+    assert usage_bits(0, 1 | 4, trylock=True) == []
+    assert usage_bits(0, 0, trylock=True) == ["HARDIRQ-ON-W", "SOFTIRQ-ON-W"]
+    # ... but it does mark the irqs-enabled usage
+    o = run([r(1, A, "A", irq=5), r(1, R, "A"), r(1, T, "A")])
     assert o.findings() == {("inconsistent_state", "A", HARDIRQ)}
+
+
+def test_path_conflicts_rules():
+    # since 5.10 every pair conflicts, unless a read bit is masked by the path
+    assert path_conflicts(["IN-HARDIRQ-R"], ["HARDIRQ-ON-R"], "EN", "EN", "5.10")
+    assert not path_conflicts(["IN-HARDIRQ-R"], ["HARDIRQ-ON-R"], "SN", "EN", "5.10")
+    assert not path_conflicts(["IN-HARDIRQ-R"], ["HARDIRQ-ON-R"], "EN", "ER", "5.10")
+    assert path_conflicts(["IN-HARDIRQ-W"], ["HARDIRQ-ON-R"], "SN", "EN", "5.10")
+    assert not path_conflicts(["IN-HARDIRQ-W"], ["HARDIRQ-ON-R"], "SN", "SR", "5.10")
+    assert path_conflicts(["IN-HARDIRQ-R"], ["HARDIRQ-ON-W"], "EN", "SR", "5.10")
+    # before 5.10: unless both are reads, whatever the path
+    assert not path_conflicts(["IN-HARDIRQ-R"], ["HARDIRQ-ON-R"], "EN", "EN", "pre-5.10")
+    assert path_conflicts(["IN-HARDIRQ-W"], ["HARDIRQ-ON-R"], "SN", "SR", "pre-5.10")
 
 
 def test_recursion_rules():

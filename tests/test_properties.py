@@ -236,10 +236,10 @@ class Outcome:
     alerts: list[Any]
 
 
-def run_and_check(sc: Scenario) -> Outcome:
+def run_and_check(sc: Scenario, irq_rule: str = "5.10") -> Outcome:
     try:
         with memory_guard():
-            return _run_and_check(sc)
+            return _run_and_check(sc, irq_rule)
     except MemoryError:
         # free the engine held by the failing frame before the next example runs
         traceback.clear_frames(sys.exc_info()[2])
@@ -248,9 +248,9 @@ def run_and_check(sc: Scenario) -> Outcome:
                              "stopped by memory_guard)") from None
 
 
-def _run_and_check(sc: Scenario) -> Outcome:
-    eng = make_engine()
-    orc = Oracle()
+def _run_and_check(sc: Scenario, irq_rule: str = "5.10") -> Outcome:
+    eng = make_engine(irq_rule=irq_rule)
+    orc = Oracle(irq_rule=irq_rule)
     seen: dict[str, Any] = {}
     for bi, (batch, host, rng) in enumerate(sc.batches()):
         note(f"batch {bi}: host={host!r} rows {rng.start}..{rng.stop}")
@@ -347,6 +347,13 @@ def shortest(orc: Oracle, a: str, b: str) -> int | None:
 def test_engine_matches_oracle(sc: Scenario) -> None:
     """(a)-(e) after every batch."""
     run_and_check(sc)
+
+
+@settings(SETTINGS, max_examples=max(EXAMPLES // 3, 20))
+@given(sc=scenarios())
+def test_engine_matches_oracle_pre510_irq_rule(sc: Scenario) -> None:
+    """(a)-(e) with the irq rule of lockdep before 5.10 (Engine(irq_rule="pre-5.10"))."""
+    run_and_check(sc, "pre-5.10")
 
 
 @SETTINGS

@@ -97,13 +97,13 @@ class Run:
     oracle: Oracle = field(init=False)
 
 
-def run_mode(s: Stream, mode: str, max_lock_depth: int = 48) -> Run:
+def run_mode(s: Stream, mode: str, max_lock_depth: int = 48, irq_rule: str = "5.10") -> Run:
     with memory_guard():
-        return _run_mode(s, mode, max_lock_depth)
+        return _run_mode(s, mode, max_lock_depth, irq_rule)
 
 
-def _run_mode(s: Stream, mode: str, max_lock_depth: int) -> Run:
-    eng = make_engine(max_lock_depth=max_lock_depth)
+def _run_mode(s: Stream, mode: str, max_lock_depth: int, irq_rule: str = "5.10") -> Run:
+    eng = make_engine(max_lock_depth=max_lock_depth, irq_rule=irq_rule)
     idx = {t.tid: i for i, t in enumerate(s.threads)}
     returned, rows = [], []
     if mode == "one_host":
@@ -123,7 +123,7 @@ def _run_mode(s: Stream, mode: str, max_lock_depth: int) -> Run:
     else:
         raise ValueError(mode)
     r = Run(eng, returned, rows)
-    r.oracle = Oracle(max_lock_depth).feed(rows)
+    r.oracle = Oracle(max_lock_depth, irq_rule=irq_rule).feed(rows)
     return r
 
 
@@ -141,8 +141,8 @@ def engine_edges(eng: Any) -> dict[tuple[str, str], tuple[str, ...]]:
 
 
 def check(s: Stream, expected: list[F], mode: str, *, max_lock_depth: int = 48,
-          edges: dict[tuple[str, str], tuple[str, ...]] | None = None) -> Run:
-    res = run_mode(s, mode, max_lock_depth)
+          edges: dict[tuple[str, str], tuple[str, ...]] | None = None, irq_rule: str = "5.10") -> Run:
+    res = run_mode(s, mode, max_lock_depth, irq_rule)
     want = {f.identity() for f in expected}
     assert len(want) == len(expected)
     # the expectation agrees with the rule book
@@ -180,7 +180,7 @@ def check(s: Stream, expected: list[F], mode: str, *, max_lock_depth: int = 48,
     assert engine_edges(res.eng) == res.oracle.edges()
     # the same finding has the same id however the events were spread
     if mode != "one_host":
-        base = {alert_identity(a): a.id for a in run_mode(s, "one_host", max_lock_depth).eng.alerts()}
+        base = {alert_identity(a): a.id for a in run_mode(s, "one_host", max_lock_depth, irq_rule).eng.alerts()}
         assert {alert_identity(a): a.id for a in got} == base
     return res
 
@@ -684,17 +684,18 @@ def test_irq_read_recursion(mode: str, irq: str, variant: str) -> None:
 
 @pytest.mark.parametrize("irq", sorted(IRQS))
 @pytest.mark.parametrize("variant", ["wlock", "rlock"])
-def test_irq_read_recursion2(mode: str, irq: str, variant: str) -> None:
+@pytest.mark.parametrize("rule", ["5.10", "pre-5.10"])
+def test_irq_read_recursion2(mode: str, irq: str, variant: str, rule: str) -> None:
     """irq_read_recursion2_*: E1 irqs off L(B) LOCK(A); E2 RL(A) irqs on; E3 L(B) in irq.
     B is irq-safe (written in irq) and leads to A, read with irqs on.
 
-    wlock: B -(EN)-> A: irq_inversion, as lockdep (DO_TESTCASE_2RW: wlock fails).
+    wlock: B -(EN)-> A: irq_inversion, as lockdep (DO_TESTCASE_2RW: wlock fails), either rule.
 
-    rlock: B -(ER)-> A. DIVERGENCE from lockdep, on purpose of docs/semantics.md: lockdep
-    (5.10+, usage_match() with ->only_xr) ignores A's read-ON usage when the path ends in a
-    recursive read, and the selftest expects no report; semantics.md says usage bits conflict
-    unless both are reads, whatever the path, so IN-W(B) ~> ON-R(A) is an irq_inversion. The
-    engine follows semantics.md; this test states the rule book's answer."""
+    rlock: B -(ER)-> A. Since 5.10 (usage_match() with ->only_xr) lockdep ignores A's read-ON
+    usage when the path ends in a recursive read, and the selftest expects no report: a
+    recursive reader never waits for a reader. Before 5.10 usage bits conflicted unless both
+    were reads, whatever the path, so IN-W(B) ~> ON-R(A) was an irq_inversion (Engine
+    irq_rule="pre-5.10")."""
     lm = {"wlock": 0, "rlock": 2}[variant]
     s = Stream()
     t = [s.thread() for _ in range(3)]
@@ -703,22 +704,25 @@ def test_irq_read_recursion2(mode: str, irq: str, variant: str) -> None:
     t[1].read_lock("A").unlock("A")
     with in_irq(t[2], irq):
         t[2].lock("B").unlock("B")
-    check(s, [F("irq_inversion", ("B", "A"), (0,), IRQS[irq], also=(1, 2))], mode)
+    found = lm == 0 or rule == "pre-5.10"
+    check(s, [F("irq_inversion", ("B", "A"), (0,), IRQS[irq], also=(1, 2))] if found else [], mode,
+          irq_rule=rule)
 
 
 @pytest.mark.parametrize("irq", sorted(IRQS))
 @pytest.mark.parametrize("variant", ["wlock", "rlock"])
-def test_irq_read_recursion3(mode: str, irq: str, variant: str) -> None:
+@pytest.mark.parametrize("rule", ["5.10", "pre-5.10"])
+def test_irq_read_recursion3(mode: str, irq: str, variant: str, rule: str) -> None:
     """irq_read_recursion3_*: E1 irqs off WL(B) LOCK(A); E2 RL(A) irqs on; E3 RL(B) in irq.
     A is read with irqs on, B read in irq, B -> A.
 
-    rlock: B -(ER)-> A: no report, as lockdep.
+    rlock: B -(ER)-> A: no report, as lockdep (the path ends in a recursive read, so A's read-ON
+    usage drops out).
 
-    wlock: B -(EN)-> A. DIVERGENCE from lockdep: the selftest expects a report (CPU0 read-holds A,
-    CPU1 write-holds B and waits to write A, the irq on CPU0 read-locks B: deadlock), because
-    lockdep matches read usages on both ends when the path starts exclusive and ends
-    non-recursive. semantics.md says two read usage bits never conflict, so no finding. The
-    engine follows semantics.md; this test states the rule book's answer."""
+    wlock: B -(EN)-> A: lockdep since 5.10 reports it (the selftest expects FAILURE): CPU0
+    read-holds A, CPU1 write-holds B and waits to write A, the irq on CPU0 read-locks B and
+    waits for CPU1: deadlock. The path leaves B held exclusive and ends non-recursive, so both
+    read usages count. Before 5.10 two read usage bits never conflicted: no finding."""
     lm = {"wlock": 0, "rlock": 2}[variant]
     s = Stream()
     t = [s.thread() for _ in range(3)]
@@ -727,7 +731,78 @@ def test_irq_read_recursion3(mode: str, irq: str, variant: str) -> None:
     t[1].read_lock("A").unlock("A")
     with in_irq(t[2], irq):
         t[2].read_lock("B").unlock("B")
+    found = lm == 0 and rule == "5.10"
+    check(s, [F("irq_inversion", ("B", "A"), (0,), IRQS[irq], also=(1, 2))] if found else [], mode,
+          irq_rule=rule)
+
+
+@pytest.mark.parametrize("irq", sorted(IRQS))
+def test_irq_read_in_irq_held_shared_on_the_path(mode: str, irq: str) -> None:
+    """Since 5.10 a safe class's read IN usage counts only where the path leaves it held
+    exclusive (usage_accumulate() masks the read bits of an ->only_xr entry): B read in irq,
+    B held shared while A is taken, A written with irqs on. The irq's read of B never waits for
+    the process's read of B, so no inversion; with B write-held on another path it is one."""
+    s = Stream()
+    t = [s.thread() for _ in range(4)]
+    with t[0].irqs_disabled():
+        t[0].read_lock("B").lock("A").unlock("A").unlock("B")
+    t[1].lock("A").unlock("A")
+    with in_irq(t[2], irq):
+        t[2].read_lock("B").unlock("B")
     check(s, [], mode)
+    with t[3].irqs_disabled():
+        t[3].write_lock("B").lock("A").unlock("A").unlock("B")
+    check(s, [F("irq_inversion", ("B", "A"), (3,), IRQS[irq], also=(0, 1, 2))], mode)
+
+
+# (rows of the issue: (tid, op, lock, mode, irq); op 2 = trylock; irq 13 = in hardirq, irqs off)
+TRY_IN_IRQ = [(0, 2, "A", 0, 13), (0, 1, "A", 0, 13)]
+PLAIN_IN_IRQ = [(0, 0, "A", 0, 13), (0, 1, "A", 0, 13)]
+
+
+def rows_stream(*parts: list[tuple[int, int, str, int, int]]) -> Stream:
+    s = Stream()
+    threads: dict[int, Any] = {}
+    for part in parts:
+        for tid, op, lock, m, irq in part:
+            t = threads.get(tid) or threads.setdefault(tid, s.thread())
+            if op == 1:
+                t.unlock(lock, irq=irq)
+            elif op == 2:
+                t.trylock(lock, m, irq=irq)
+            else:
+                t.lock(lock, m, irq=irq)
+    return s
+
+
+@pytest.mark.parametrize("first", ["trylock", "lock"])
+def test_trylock_in_irq_is_not_used_in_irq(mode: str, first: str) -> None:
+    """lockdep's mark_usage() sets IN-HARDIRQ/IN-SOFTIRQ only `if (!hlock->trylock)`: a trylock
+    in irq context cannot spin on the lock, so it makes no irq-safe class. A trylocked in
+    hardirq, then A taken with irqs on: no finding; with a plain lock in the irq:
+    inconsistent_state {IN-HARDIRQ-W} -> {HARDIRQ-ON-W}."""
+    s = rows_stream(TRY_IN_IRQ if first == "trylock" else PLAIN_IN_IRQ, [(1, 0, "A", 0, 0), (1, 1, "A", 0, 0)])
+    expected = [] if first == "trylock" else [F("inconsistent_state", ("A",), (), HARDIRQ, also=(0, 1))]
+    check(s, expected, mode)
+
+
+@pytest.mark.parametrize("first", ["trylock", "lock"])
+def test_trylock_in_irq_makes_no_irq_inversion(mode: str, first: str) -> None:
+    """A trylocked in hardirq; A -> B with irqs off; B taken with irqs on. A is not hardirq-safe
+    (the trylock), so no irq_inversion A -> B; with a plain lock in the irq there is one."""
+    s = rows_stream(TRY_IN_IRQ if first == "trylock" else PLAIN_IN_IRQ,
+                    [(1, 0, "A", 0, 12), (1, 0, "B", 0, 12), (1, 1, "B", 0, 12), (1, 1, "A", 0, 12)],
+                    [(2, 0, "B", 0, 0), (2, 1, "B", 0, 0)])
+    expected = [] if first == "trylock" else [F("irq_inversion", ("A", "B"), (1,), HARDIRQ, also=(0, 2))]
+    check(s, expected, mode)
+
+
+def test_trylock_with_irqs_on_still_marks_irq_unsafe(mode: str) -> None:
+    """The trylock exception is only for "used in irq": a trylock with irqs enabled marks
+    HARDIRQ-ON (mark_usage's `if (!hlock->hardirqs_off)` has no trylock test), so A taken in
+    hardirq then trylocked with irqs on is inconsistent."""
+    s = rows_stream(PLAIN_IN_IRQ, [(1, 2, "A", 0, 0), (1, 1, "A", 0, 0)])
+    check(s, [F("inconsistent_state", ("A",), (), HARDIRQ, also=(0, 1))], mode)
 
 
 def test_hardirq_unsafe_softirq_safe(mode: str) -> None:
@@ -875,20 +950,24 @@ def test_release_from_the_middle_reacquires_the_locks_above(mode: str) -> None:
     assert [(a.kind, set(a.locks)) for a in res.eng.alerts()] == [("circular", {"A", "B"})]
 
 
-def test_irq_inversion_of_a_class_with_itself_weak_cycle(mode: str) -> None:
+@pytest.mark.parametrize("rule", ["5.10", "pre-5.10"])
+def test_irq_inversion_of_a_class_with_itself_weak_cycle(mode: str, rule: str) -> None:
     """E hardirq-safe (written in hardirq) and hardirq-unsafe (read with irqs on), and
     E -(SN)-> A -(ER)-> E: not a strong cycle (no circular finding), but a strong path from E back
-    to E. By the letter of semantics.md ("U ... reachable by a strong path of one or more
-    dependencies from an X-safe class S"), E is an irq_inversion E ~> A ~> E besides its
-    inconsistent_state; A is one too (E ~> A). (oracle.IRQ_INVERSION_SELF)"""
+    to E. A is an irq_inversion (E ~> A). Under the pre-5.10 rule, by the letter of semantics.md
+    ("U ... reachable by a strong path of one or more dependencies from an X-safe class S"), E is
+    one too, E ~> A ~> E, besides its inconsistent_state (oracle.IRQ_INVERSION_SELF); since 5.10
+    the path ends in a recursive read of E, so E's read-ON usage drops out and it is not."""
     s = Stream()
     t0, t1 = s.thread(), s.thread()
     t0.down_read("E").lock("A").read_lock("E").unlock("E").unlock("A").unlock("E")
     with t1.hardirq():
         t1.lock("E").unlock("E")
-    check(s, [F("inconsistent_state", ("E",), (), HARDIRQ, also=(0, 1)),
-              F("irq_inversion", ("E", "A"), (0,), HARDIRQ, also=(1,)),
-              F("irq_inversion", ("E", "A", "E"), (0,), HARDIRQ, also=(1,))], mode)
+    expected = [F("inconsistent_state", ("E",), (), HARDIRQ, also=(0, 1)),
+                F("irq_inversion", ("E", "A"), (0,), HARDIRQ, also=(1,))]
+    if rule == "pre-5.10":
+        expected.append(F("irq_inversion", ("E", "A", "E"), (0,), HARDIRQ, also=(1,)))
+    check(s, expected, mode, irq_rule=rule)
 
 
 def test_irq_inversion_of_a_class_with_itself_strong_cycle(mode: str) -> None:

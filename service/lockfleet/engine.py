@@ -94,12 +94,21 @@ class _Record:
     witnesses: list[tuple[int, ...]] = field(default_factory=list)   # circular: kept cycles after the first
 
 
+# The irq rule for read locks (docs/semantics.md): lockdep's since 5.10, or the one before it.
+IRQ_RULES = ("5.10", "pre-5.10")
+IRQ_RULE_DEFAULT = "5.10"
+
+
 class Engine:
     """One fleet's lock-dependency state, in memory (writes no files)."""
 
-    def __init__(self, *, max_lock_depth: int = 48) -> None:
+    def __init__(self, *, max_lock_depth: int = 48, irq_rule: str = IRQ_RULE_DEFAULT) -> None:
+        if irq_rule not in IRQ_RULES:
+            raise ValueError(f"irq_rule must be one of {', '.join(IRQ_RULES)}, not {irq_rule!r}")
         self.max_lock_depth = max_lock_depth
+        self.irq_rule = irq_rule
         self._core = Core(max_lock_depth)
+        self._core.irq_rule_pre510 = irq_rule == "pre-5.10"
         self._locks = _Interner()
         self._sites = _Interner()
         self._tasks = _Interner()
@@ -308,6 +317,7 @@ class Engine:
         """The whole state (graph, evidence, held stacks, alerts, names) as bytes."""
         meta = {
             "max_lock_depth": self.max_lock_depth,
+            "irq_rule": self.irq_rule,
             "batches": self._batches,
             "names": {k: getattr(self, "_" + k).names() for k in ("locks", "sites", "tasks", "hosts")},
             "records": [{**asdict(r), "hosts": sorted(r.hosts)} for r in self._records.values()],
@@ -328,8 +338,10 @@ class Engine:
             meta = json.loads(data[off:off + n])
         except ValueError as e:
             raise ValueError(f"corrupt engine snapshot: {e}") from None
-        eng = cls(max_lock_depth=meta["max_lock_depth"])
+        eng = cls(max_lock_depth=meta["max_lock_depth"],
+                  irq_rule=meta.get("irq_rule", IRQ_RULE_DEFAULT))
         eng._core = Core.load(memoryview(data)[off + n:])
+        eng._core.irq_rule_pre510 = eng.irq_rule == "pre-5.10"
         eng._batches = meta["batches"]
         for k, names in meta["names"].items():
             interner = getattr(eng, "_" + k)

@@ -38,8 +38,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..alerts.model import Alert
-from ..engine import Engine
+from ..alerts.model import Alert, Link, Occurrence, Printed, Usage, finding_id
+from ..engine import IRQ_RULE_DEFAULT, Engine
+from ..options import add_irq_rule_option
 from .names import Normalizer, RulesError
 
 DEFAULT_TARGET = "127.0.0.1:50551"
@@ -67,11 +68,12 @@ class Line:
     ts_ns: int = 0     # console timestamp (s since boot) or dmesg -T wall time; 0 when none
     stream: str = ""   # syslog host and caller id: lines of one report share it
     host: str = ""     # syslog host, "" when none
+    raw: str = ""      # the kernel's text with its own leading spaces (for printing it again)
 
 
 def split_line(no: int, raw: str) -> Line | None:
     """One log line without its prefixes; None for a syslog line that is not the kernel's."""
-    s, host, ts = raw.rstrip("\r\n"), "", 0
+    s, host, ts, prefixed = raw.rstrip("\r\n"), "", 0, False
     if len(s) > MAX_LINE:
         return None  # printk lines are shorter: this is not the kernel's
     m = _QUOTE.match(s)
@@ -89,7 +91,7 @@ def split_line(no: int, raw: str) -> Line | None:
     if m:
         if m.group(1):
             ts = int(m.group(1)) * 1_000_000_000 + int(m.group(2).ljust(9, "0"))
-        s = s[m.end():]
+        s, prefixed = s[m.end():], True
     else:
         m = _HUMAN_STAMP.match(s)
         if m:
@@ -98,12 +100,15 @@ def split_line(no: int, raw: str) -> Line | None:
                 ts = int(when.timestamp()) * 1_000_000_000
             except ValueError:
                 pass
-            s = s[m.end():]
+            s, prefixed = s[m.end():], True
     caller = ""
     m = _CALLER.match(s)
     if m:
-        caller, s = m.group(1), s[m.end():]
-    return Line(no=no, text=s.strip(), ts_ns=ts, stream=f"{host}\0{caller}", host=host)
+        caller, s, prefixed = m.group(1), s[m.end():], True
+    own = s.rstrip()
+    if prefixed and own.startswith(" "):
+        own = own[1:]  # the one space a timestamp or caller id is followed by
+    return Line(no=no, text=s.strip(), ts_ns=ts, stream=f"{host}\0{caller}", host=host, raw=own.expandtabs())
 
 
 # ---------------------------------------------------------------------------------- reports
@@ -114,6 +119,7 @@ _KINDS = {
     "inconsistent lock state": "inconsistent_state",
     "possible irq lock inversion dependency detected": "irq_inversion",
     "bad unlock balance detected": "bad_unlock",
+    "held lock freed": "held_lock_freed",
     "lock held when returning to user space": "held_returning_to_user",
 }
 # the whole line, as each kernel prints it: `WARNING: ...`, `[ INFO: ... ]`, `[ BUG: ...! ]`
@@ -122,7 +128,7 @@ _HEADLINE = re.compile(r"^(?:WARNING: |INFO: |BUG: |\[ (?:INFO|BUG): )?(?P<what>
                        r"!?(?: \])?$")
 
 _N = r"(?P<name>(?:(?!\)\{).)+)"                       # a class name: may hold parentheses
-_U = r"\{(?P<usage>[^{}]*)\}(?:-\{[^{}]*\})?"          # `{+.+.}` and newer kernels' `-{2:2}`
+_U = r"(?P<printed>\{(?P<usage>[^{}]*)\}(?:-\{[^{}]*\})?)"  # `{+.+.}` and newer kernels' `-{2:2}`
 _LOCK = re.compile(rf"^(?P<slot>#\d{{1,4}}:\s+)?(?:(?P<inst>[0-9a-f]{{8,16}})\s+)?\({_N}\){_U}, at: (?P<site>.*)$")
 _LOCK_NAME = re.compile(rf"^\({_N}\){_U}$")
 _ENTRY = re.compile(rf"^-> #(?P<k>\d{{1,6}}) \({_N}\){_U}:?$")
@@ -139,6 +145,7 @@ _MARKS = [(name, re.compile(rx)) for name, rx in (
     ("changed", rf"^{_TASK} just changed the state of lock:$"),
     ("release", rf"^{_TASK} is trying to release lock \((?P<name>.+)\) at:$"),
     ("leaving", rf"^{_TASK} is leaving the kernel with locks still held!$"),
+    ("freeing", rf"^{_TASK} is freeing memory (?P<mem>\S+), with a lock still held there!$"),
     ("holding", r"^(?:but task is already holding lock|and this task is already holding):$"),
     ("safe", r"^but this new dependency connects an? (?P<irq>\S+)-irq-safe lock:$"),
     ("unsafe", r"^to an? (?P<irq>\S+)-irq-unsafe lock:$"),
@@ -147,19 +154,40 @@ _MARKS = [(name, re.compile(rx)) for name, rx in (
     ("forwards", r"^but this lock took another, (?P<irq>\S+)-unsafe lock in the past:$"),
     ("backwards", r"^but this lock was taken by another, (?P<irq>\S+)-safe lock in the past:$"),
     ("transition", r"^inconsistent \{(?P<a>[^}]*)\} -> \{(?P<b>[^}]*)\} usage\.$"),
-    ("registered", r"^\{[^}]*\} state was registered at:$"),
+    ("registered", r"^\{(?P<bit>[^}]*)\} state was registered at:$"),
     ("chain", _MARK_CHAIN.pattern),
+    ("other_info", r"^other info that might help us debug this:$"),
     ("chain_exists", r"^Chain exists of:$"),
     ("scenario", r"^Possible (?:interrupt )?unsafe locking scenario:$"),
     ("deadlock", r"^\*\*\* DEADLOCK \*\*\*$"),
-    ("held_list", r"^(?:\d{1,4} locks? held by .*|no locks held by .*):$"),
-    ("deps_back", r"^the dependencies between \S+-irq-safe lock and the holding lock:$"),
-    ("deps_fwd", r"^the dependencies between the lock to be acquired"),
+    ("held_list", r"^(?:(?P<n>\d{1,4}) locks? held by .*:|no locks held by .*[.:])$"),
+    ("deps_back", r"^the dependencies between (?P<irq>\S+)-irq-safe lock and the holding lock:$"),
+    ("deps_fwd", r"^the dependencies between the lock to be acquired(?: and (?P<irq>\S+)-irq-unsafe lock:)?$"),
     ("deps_inv", r"^the shortest dependencies between 2nd lock and 1st lock:$"),
     ("acquired_at", r"^\.\.\. acquired at:$"),
     ("usage_at", r"^(?:[A-Z]+-)?[A-Z_]+(?:-[A-Z]+)*(?:-[WR])? at:$|^INITIAL (?:READ )?USE at:$"),
     ("end", r"^(?:stack backtrace:|Call Trace:|-+\[ cut here \]-+)$"),
 )]
+# the section of the report (alerts.render.SECTIONS) each mark opens
+_SECTION_OF = {
+    "acquire": "task", "takes": "task", "changed": "task", "release": "task", "leaving": "task", "freeing": "task",
+    "holding": "holding", "safe": "safe", "safe_at": "safe", "unsafe": "unsafe", "unsafe_at": "unsafe",
+    "forwards": "other_lock", "backwards": "other_lock", "transition": "transition", "registered": "registered",
+    "chain": "chain", "chain_exists": "scenario", "scenario": "scenario", "deadlock": "scenario",
+    "held_list": "held_list", "deps_back": "deps", "deps_fwd": "deps", "deps_inv": "deps",
+}
+# marks after which the lines are a stack trace
+_TRACE_MARKS = {"registered", "safe_at", "unsafe_at", "acquired_at", "usage_at", "release"}
+# fixed lines of the kernel's reports that carry nothing to parse (kept when printing it again)
+_FIXED = re.compile(
+    r"^(?:which lock already depends on the new lock\.|and interrupts could create inverse lock ordering between them\."
+    r"|but there are no more locks to release!|May be due to missing lock nesting notation"
+    r"|which would create a new lock dependency:|and \S+-irq-unsafe lock:|CPU0(?:\s+CPU1)?|-{4}(?:\s+-{4})?"
+    r"|<Interrupt>|local_irq_disable\(\);|\}|\.\.\.|\.\.\. key\s+at: .*"
+    r"|irq event stamp: \d+|(?:hard|soft)irqs last\s+(?:en|dis)abled at \(\d+\): .*"
+    rf"|\(.+\)\{{[^{{}}]*\}}(?:-\{{[^{{}}]*\}})? -> \(.+\)\{{[^{{}}]*\}}(?:-\{{[^{{}}]*\}})?)$")
+_BANNER = re.compile(r"^(?:=+|-+)$")
+_IDENT = re.compile(r"^\S+ #\S+(?: .*)?$|^(?:Not tainted|Tainted: .*)$")   # print_kernel_ident
 
 
 @dataclass
@@ -170,6 +198,7 @@ class Lock:
     usage: str = ""
     site: str = ""
     instance: int = 0
+    printed: str = ""  # the usage as printed, with the wait type: `{+.+.}-{3:3}`
 
 
 @dataclass
@@ -192,7 +221,7 @@ class Block:
 
 @dataclass
 class Report:
-    kind: str
+    kind: str                          # "" for a report without its header whose kind is not told yet
     headline: str
     path: str = ""
     line: int = 0
@@ -200,21 +229,30 @@ class Report:
     ts_ns: int = 0
     task: str = ""
     irq: int | None = None             # the `[HC0[0]:SC0[0]:HE1:SE1]` context, as an irq mask
-    acquire: Lock | None = None        # being acquired (circular, recursive, irq), or changing state
+    acquire: Lock | None = None        # being acquired (circular, recursive, irq), or changing state, or freed
     held: Lock | None = None           # already held
     release: Lock | None = None        # bad_unlock
     entries: list[Entry] = field(default_factory=list)   # as printed, #N first
     chain_exists: list[str] = field(default_factory=list)
     scenario: list[tuple[str, str]] = field(default_factory=list)  # (lock|rlock|sync, name) in order
+    interrupt: bool = False            # the scenario has an `<Interrupt>`
+    irqs_off: bool = False             # ... and a `local_irq_disable();`
     held_locks: list[Lock] = field(default_factory=list)
+    held_count: int | None = None      # what `N locks held by` says (0: `no locks held by`)
     irq_class: str = ""                # "HARDIRQ", "SOFTIRQ-READ", ...
     transition: tuple[str, str] = ("", "")  # inconsistent_state: {a} -> {b}
+    registered: str = ""               # the usage of `{X} state was registered at:`
     safe: Lock | None = None
     unsafe: Lock | None = None
     safe_frames: list[str] = field(default_factory=list)   # where safe became safe / {a} registered
     unsafe_frames: list[str] = field(default_factory=list)
     forwards: bool | None = None       # irq inversion bug: this lock is the safe one
     deps: dict[str, list[Block]] = field(default_factory=dict)  # "back", "fwd", "inv"
+    headless: bool = False             # the log lost the report's header
+    ended: bool = False                # `stack backtrace:` (or the like) was reached
+    deadlock: bool = False             # the scenario's `*** DEADLOCK ***` was printed
+    lines: list[tuple[str, str]] = field(default_factory=list)  # (section, the kernel's text) as printed
+    incomplete: str = ""               # why the report is not whole ("" when it is)
 
     def cycle(self) -> list[str]:
         """circular: the chain's names as printed, #0 first (what the entries show, in order)."""
@@ -222,6 +260,9 @@ class Report:
         for e in self.entries:
             seen.setdefault(e.k, e.lock.name)
         return [seen[k] for k in sorted(seen)]
+
+    def sections(self) -> list[str]:
+        return list(dict.fromkeys(s for s, _ in self.lines))
 
 
 class _Builder:
@@ -231,15 +272,22 @@ class _Builder:
         self.r = report
         self.expect = ""                        # which lock the next lock line names
         self.frames: list[str] | None = None    # where frame lines go
+        self.trace = False                      # frame lines here are a stack the report prints
         self.section = ""
+        self.part = "header" if not report.headless else ""   # the printed section lines go to
         self.done = False
+
+    def _keep(self, ln: Line) -> None:
+        self.r.lines.append((self.part or "header", ln.raw))
 
     def feed(self, ln: Line) -> None:
         r, s = self.r, ln.text
         if self.done:
             return
         if not s:
-            self.frames = None
+            self.frames, self.trace = None, False
+            if r.lines:
+                self._keep(ln)
             return
         for mark, rx in _MARKS:
             m = rx.match(s)
@@ -248,53 +296,83 @@ class _Builder:
                 return
         m = _ENTRY.match(s)
         if m:
-            e = Entry(int(m.group("k")), Lock(m.group("name"), m.group("usage")), ts_ns=ln.ts_ns)
+            lock = Lock(m.group("name"), m.group("usage"), printed=m.group("printed"))
+            e = Entry(int(m.group("k")), lock, ts_ns=ln.ts_ns)
             r.entries.append(e)
-            self.frames, self.expect, self.section = e.frames, "", "chain"
+            self.frames, self.expect, self.section, self.trace, self.part = e.frames, "", "chain", True, "chain"
+            self._keep(ln)
             return
         m = _BLOCK.match(s)
         if m and self.section in ("back", "fwd", "inv"):
-            r.deps.setdefault(self.section, []).append(Block(Lock(m.group("name"), m.group("usage"))))
-            self.frames = None
+            lock = Lock(m.group("name"), m.group("usage"), printed=m.group("printed"))
+            r.deps.setdefault(self.section, []).append(Block(lock))
+            self.frames, self.trace = None, False
+            self._keep(ln)
             return
         m = _LOCK.match(s)
         if m:
             lock = Lock(m.group("name"), m.group("usage"), _frame_text(m.group("site")),
-                        int(m.group("inst"), 16) if m.group("inst") else 0)
+                        int(m.group("inst"), 16) if m.group("inst") else 0, m.group("printed"))
             if self.section == "held_list" or m.group("slot"):
                 r.held_locks.append(lock)
             elif self.expect in ("acquire", "held"):
                 setattr(r, self.expect, lock)
                 self.expect = ""
+            else:
+                return  # another task's lock line
+            self._keep(ln)
             return
         m = _LOCK_NAME.match(s)
         if m and self.expect in ("safe", "unsafe"):
-            setattr(r, self.expect, Lock(m.group("name"), m.group("usage")))
+            setattr(r, self.expect, Lock(m.group("name"), m.group("usage"), printed=m.group("printed")))
             self.expect = ""
+            self._keep(ln)
             return
         if self.section == "scenario":
             m = _SCENARIO_OP.match(s)
             if m:
                 r.scenario.append((m.group(1), m.group(2)))
-            return
+                self._keep(ln)
+                return
+            if s in ("<Interrupt>", "local_irq_disable();"):
+                r.interrupt = r.interrupt or s == "<Interrupt>"
+                r.irqs_off = r.irqs_off or s == "local_irq_disable();"
         if self.expect == "chain_exists" and " --> " in s:
             r.chain_exists = [n.strip() for n in s.split(" --> ")]
             self.expect = ""
+            self._keep(ln)
             return
         m = _FRAME.match(s)
         if m:
             if self.expect == "release_at" and r.release is not None:
                 r.release.site = _frame_text(s)
                 self.expect = ""
-            elif self.frames is not None and not m.group("unreliable"):
-                self.frames.append(_frame_text(s))
+                self._keep(ln)
+            elif self.trace or self.frames is not None:
+                if self.frames is not None and not m.group("unreliable"):
+                    self.frames.append(_frame_text(s))
+                self._keep(ln)
+            return
+        if _FIXED.match(s) or (self.part == "header" and (_BANNER.match(s) or _IDENT.match(s))):
+            self._keep(ln)
+        # anything else is another task's output interleaved with the report: not the report's
 
     def _mark(self, mark: str, m: re.Match[str], ln: Line) -> None:
         r = self.r
-        self.frames = None
-        if mark == "leaving":
+        self.frames, self.trace = None, mark in _TRACE_MARKS
+        if mark == "end":
+            # another task's warning interleaved before the report's own body is not its end
+            if "task" in r.sections() or "held_list" in r.sections() or r.headless:
+                self.done = r.ended = True
+            return
+        if mark == "other_info":
+            self.part = "held_list" if r.kind == "bad_unlock" else "scenario"
+        else:
+            self.part = _SECTION_OF.get(mark, self.part)
+        self._keep(ln)
+        if mark in ("leaving",):
             r.task = r.task or m.group("task")
-        elif mark in ("acquire", "takes", "changed", "release"):
+        elif mark in ("acquire", "takes", "changed", "release", "freeing"):
             r.task = r.task or m.group("task")
             if m.group("ctx") and r.irq is None:
                 r.irq = _irq_mask(m.group("ctx"))
@@ -308,6 +386,8 @@ class _Builder:
             self.expect = mark
         elif mark in ("safe_at", "registered"):
             self.frames = r.safe_frames
+            if mark == "registered":
+                r.registered = m.group("bit").upper()
         elif mark == "unsafe_at":
             self.frames = r.unsafe_frames
         elif mark in ("forwards", "backwards"):
@@ -317,18 +397,20 @@ class _Builder:
             r.transition = (m.group("a").upper(), m.group("b").upper())
         elif mark in ("chain", "scenario", "held_list"):
             self.section, self.expect = mark, ""
+            if mark == "held_list":
+                r.held_count = int(m.group("n")) if m.group("n") else 0
         elif mark == "chain_exists":
             self.expect = "chain_exists"
         elif mark == "deadlock":
-            self.section = ""
+            self.section, r.deadlock = "", True
         elif mark.startswith("deps_"):
             self.section = mark[5:]
+            if m.groupdict().get("irq"):
+                r.irq_class = r.irq_class or m.group("irq")
         elif mark == "acquired_at":
             blocks = r.deps.get(self.section)
             if blocks:
                 blocks[-1].frames = self.frames = []
-        elif mark == "end":
-            self.done = True
 
 
 def _irq_mask(ctx: str) -> int:
@@ -351,26 +433,47 @@ def _kind(text: str) -> tuple[str, str] | None:
     return _KINDS.get(what, "irq_inversion"), what
 
 
+_HEADLESS_START = re.compile(r"^(?:Chain exists of:|Possible (?:interrupt )?unsafe locking scenario:"
+                             r"|other info that might help us debug this:|the dependencies between .*"
+                             r"|the shortest dependencies between 2nd lock and 1st lock:)$")
+
+
 def parse_text(text: str, path: str = "", host: str = "") -> list[Report]:
     """Every lockdep report in a log, in the order their headlines appear. Never raises.
 
-    `host` given is every report's host; else a syslog prefix's host, else ""."""
+    `host` given is every report's host; else a syslog prefix's host, else "". A report whose
+    header the log lost starts at the first of its blocks the log holds (the dependency chain,
+    the scenario, the dependency blocks) and is told apart by what they show."""
     open_: dict[str, _Builder] = {}
+    last: dict[str, Line] = {}
     reports: list[Report] = []
     for no, raw in enumerate(text.splitlines(), 1):
         ln = split_line(no, raw)
         if ln is None:
             continue
         builder = open_.get(ln.stream)
+        before, last[ln.stream] = last.get(ln.stream), ln
         found = _kind(ln.text)
-        headless = found is None and _MARK_CHAIN.match(ln.text) is not None and (
-            builder is None or builder.done or builder.r.kind != "circular" or bool(builder.r.entries))
+        idle = builder is None or builder.done
+        headless = found is None and (
+            (_MARK_CHAIN.match(ln.text) is not None
+             and (idle or builder.r.kind != "circular" or bool(builder.r.entries)))
+            or (idle and (_ENTRY.match(ln.text) is not None or _HEADLESS_START.match(ln.text) is not None)))
         if found is not None or headless:
-            kind, headline = found or ("circular", "possible circular locking dependency detected")
-            rep = Report(kind=kind, headline=headline, path=path, line=no, host=host or ln.host, ts_ns=ln.ts_ns)
+            if found is not None:
+                kind, headline = found
+            elif _MARK_CHAIN.match(ln.text) or _ENTRY.match(ln.text):
+                kind, headline = "circular", ""
+            else:
+                kind, headline = "", ""
+            rep = Report(kind=kind, headline=headline, path=path, line=no, host=host or ln.host, ts_ns=ln.ts_ns,
+                         headless=found is None)
             reports.append(rep)
             builder = open_[ln.stream] = _Builder(rep)
             if not headless:
+                if before is not None and before.text and _BANNER.match(before.text):
+                    rep.lines.append(("header", before.raw))
+                rep.lines.append(("header", ln.raw))
                 continue
         if builder is not None:
             builder.feed(ln)
@@ -380,7 +483,106 @@ def parse_text(text: str, path: str = "", host: str = "") -> list[Report]:
                 r.safe = r.safe or r.acquire
             else:
                 r.unsafe = r.unsafe or r.acquire
-    return reports
+        if r.headless:
+            _rebuild_headless(r)
+        r.incomplete = _incomplete(r)
+    # a block start with nothing of a lockdep report after it (`other info that might help us
+    # debug this:` also opens e.g. "suspicious RCU usage") is not a report
+    return [r for r in reports if r.kind or r.scenario or r.entries or r.deps or r.chain_exists]
+
+
+def _rebuild_headless(r: Report) -> None:
+    """A report without its header: its kind and locks from the blocks the log holds."""
+    if not r.kind:
+        if r.entries:
+            r.kind = "circular"
+        elif r.deps.get("back") or r.deps.get("fwd") or r.deps.get("inv") or r.irqs_off:
+            r.kind = "irq_inversion"
+        elif r.interrupt:
+            r.kind = "inconsistent_state"
+        elif len(r.scenario) == 2 and r.scenario[0][1] == r.scenario[1][1]:
+            r.kind = "recursive"
+    ops = [name for _op, name in r.scenario]
+    if r.kind == "circular":
+        cyc = r.cycle()
+        if cyc and r.acquire is None and r.held is None and sorted(e.k for e in r.entries) == list(range(len(cyc))):
+            # print_circular_bug's entries run #N (held) .. #0 (being acquired): the closing
+            # dependency #N -> #0 is the one the header would have named
+            r.acquire, r.held = Lock(cyc[0], r.entries[-1].lock.usage), Lock(cyc[-1], r.entries[0].lock.usage)
+    elif r.kind == "irq_inversion":
+        back, fwd = r.deps.get("back", []), r.deps.get("fwd", [])
+        if back and fwd:   # print_bad_irq_dependency: safe .. held, then unsafe .. to be acquired
+            r.safe = r.safe or back[0].lock
+            r.held = r.held or back[-1].lock
+            r.unsafe = r.unsafe or fwd[0].lock
+            r.acquire = r.acquire or fwd[-1].lock
+        elif r.irqs_off and r.interrupt and len(ops) == 5:
+            # lock(unsafe); local_irq_disable(); lock(safe); lock(middle); <Interrupt> lock(safe);
+            r.unsafe, r.safe = r.unsafe or Lock(ops[0]), r.safe or Lock(ops[1])
+            if ops[2] not in (ops[0], ops[1]):
+                r.chain_exists = r.chain_exists or [ops[1], ops[2], ops[0]]
+            r.forwards = False if r.forwards is None else r.forwards
+        if not r.irq_class and r.registered:
+            r.irq_class = _state(r.registered)
+    elif r.kind == "inconsistent_state":
+        if r.acquire is None and ops:
+            r.acquire = Lock(ops[0])
+    elif r.kind == "recursive":
+        if r.acquire is None and ops:
+            r.acquire, r.held = Lock(ops[-1]), Lock(ops[0])
+
+
+def _state(usage: str) -> str:
+    """The irq state a usage names: `IN-HARDIRQ-W` -> HARDIRQ, `{IN-NMI}` -> NMI; "" for INITIAL USE."""
+    u = usage.upper().strip("{}")
+    if u.startswith("INITIAL") or not u:
+        return ""
+    u = re.sub(r"^IN-|^ENABLED-|-ON(?=-|$)|-(?:W|R|READ)$", "", u)
+    return re.sub(r"-(?:W|R|READ)$", "", u)
+
+
+def _required(r: Report) -> tuple[str, ...]:
+    """The sections the kernel prints for this report's kind (alerts.render.SECTIONS)."""
+    if r.kind == "irq_inversion" and r.forwards is not None:
+        return ("header", "task", "other_lock", "scenario", "held_list")
+    return {
+        "circular": ("header", "task", "holding", "chain", "scenario", "held_list"),
+        "recursive": ("header", "task", "holding", "scenario", "held_list"),
+        "bad_unlock": ("header", "task", "held_list"),
+        "inconsistent_state": ("header", "transition", "task", "registered", "scenario", "held_list"),
+        "irq_inversion": ("header", "task", "holding", "safe", "unsafe", "scenario", "held_list", "deps"),
+        "held_lock_freed": ("header", "task", "held_list"),
+    }.get(r.kind, ())
+
+
+def missing_sections(r: Report) -> list[str]:
+    have = set(r.sections())
+    return [s for s in _required(r) if s not in have]
+
+
+def _incomplete(r: Report) -> str:
+    """Why a report is not whole, in words; "" when it is."""
+    if r.kind == "held_returning_to_user":
+        return ""
+    why = []
+    if not r.kind:
+        why.append("its header was not printed and its blocks do not tell which kind of report it is")
+    missing = missing_sections(r)
+    if missing:
+        from ..alerts.render import SECTIONS
+
+        why.append("the log does not hold " + ", ".join(SECTIONS.get(m, m) for m in missing))
+    if r.kind == "circular" and r.entries:
+        ks = sorted({e.k for e in r.entries})
+        if ks != list(range(ks[-1] + 1)):
+            why.append(f"the dependency chain is cut: entries {', '.join(f'#{k}' for k in ks)} of #0..#{ks[-1]}")
+    if r.held_count is not None and r.held_count != len(r.held_locks):
+        why.append(f"the held-locks list names {r.held_count} lock(s) but shows {len(r.held_locks)}")
+    if "scenario" in r.sections() and r.scenario and not r.deadlock:
+        why.append("the locking scenario is cut")
+    if r.kind == "bad_unlock" and r.release is not None and not r.release.site:
+        why.append("the release site was not printed")
+    return "; ".join(why)
 
 
 # ---------------------------------------------------------------------------------- modes
@@ -453,11 +655,14 @@ class Acq:
 
 @dataclass(frozen=True)
 class Script:
-    """One synthetic thread; `pair`: it makes one dependency (acquires two classes)."""
+    """One synthetic thread; `pair`: it makes one dependency (acquires two classes); `own`: the
+    report's task took it (the other dependencies a report shows were taken by tasks it does not
+    name, so their events carry no task)."""
 
     ts_ns: int
     rows: tuple[Acq, ...]
     pair: bool = False
+    own: bool = True
 
 
 @dataclass(frozen=True)
@@ -553,7 +758,7 @@ def irq_path(r: Report) -> list[Edge]:
     head = [_edge(a.lock, b.lock, a.frames if old_style else b.frames, ts) for a, b in zip(back, back[1:])]
     tail = [_edge(a.lock, b.lock, b.frames, ts) for a, b in zip(fwd, fwd[1:])]
     new = _edge(r.held, r.acquire, fwd[0].frames if fwd else None, ts)
-    return _connect(head, r.safe, r.held, ts) + _connect(tail, r.acquire, r.unsafe, ts) + [new]
+    return _connect(head, r.safe, r.held, ts) + [new] + _connect(tail, r.acquire, r.unsafe, ts)
 
 
 _USAGE_BITS = {  # usage bit -> (irq mask that sets that bit and no other, mode)
@@ -600,7 +805,9 @@ def report_scripts(r: Report) -> list[Script]:
     """The synthetic threads that make the engine find what the report shows."""
     ts = r.ts_ns
     if r.kind == "circular":
-        return [_pair(e) for e in circular_edges(r)]
+        edges = circular_edges(r)
+        closing = r.acquire is not None and r.held is not None
+        return [replace(_pair(e), own=closing and i == len(edges) - 1) for i, e in enumerate(edges)]
     if r.kind == "recursive" and r.acquire is not None:
         held = r.held or r.acquire
         # the held locks in their order, the others as trylocks: shown as held, adding no dependency
@@ -625,8 +832,106 @@ def report_scripts(r: Report) -> list[Script]:
         if r.safe is not None and r.unsafe is not None:
             safe_bit, unsafe_bit = _irq_bits(r)
             return ([_usage(r.safe, safe_bit, r.safe_frames, ts), _usage(r.unsafe, unsafe_bit, r.unsafe_frames, ts)]
-                    + [_pair(e) for e in irq_path(r)])
+                    + [replace(_pair(e), own=e.taken is r.acquire) for e in irq_path(r)])
     return []
+
+
+# ---------------------------------------------------------------------------------- each report's own finding
+
+def _kind_of(held_mode: int, taken_mode: int) -> str:
+    return ("E" if held_mode == 0 else "S") + ("R" if taken_mode == 2 else "N")
+
+
+def _link(e: Edge, r: Report, norm: Normalizer, task: str = "") -> Link:
+    held, taken = norm.printed(e.held.name), norm.printed(e.taken.name)
+    return Link(held, taken, (_kind_of(e.held_mode, e.taken_mode),),
+                Occurrence(held, e.held_mode, site=e.held.site, instance=e.held.instance, host=r.host),
+                Occurrence(taken, e.taken_mode, site="\n".join(e.frames) or e.taken.site, instance=e.taken.instance,
+                           host=r.host, task=task, ts_ns=e.ts_ns, irq=(r.irq or 0) if task else 0),
+                count=1, hosts=(r.host,), last_ts_ns=e.ts_ns)
+
+
+def _printed(r: Report) -> Printed:
+    sections: list[tuple[str, list[str]]] = []
+    for section, text in r.lines:
+        if sections and sections[-1][0] == section:
+            sections[-1][1].append(text)
+        else:
+            sections.append((section, [text]))
+    while sections and not any(sections[-1][1]):
+        sections.pop()
+    while sections and not sections[-1][1][-1]:
+        sections[-1][1].pop()  # the blank line before `stack backtrace:`
+    return Printed(r.kind, tuple((s, tuple(lines)) for s, lines in sections), tuple(missing_sections(r)),
+                   r.incomplete, (f"{r.path}:{r.line}",))
+
+
+def own_finding(r: Report, norm: Normalizer) -> Alert | None:
+    """The finding the report itself states, as lockdep stated it (its locks, its kind, its text),
+    or None when the log does not hold enough of it to name its locks."""
+    p = norm.printed
+    trigger_lock = r.release if r.kind == "bad_unlock" else r.acquire
+    trigger = None
+    if trigger_lock is not None and p(trigger_lock.name):
+        trigger = Occurrence(p(trigger_lock.name), site=trigger_lock.site, instance=trigger_lock.instance,
+                             host=r.host, task=r.task, ts_ns=r.ts_ns, irq=r.irq or 0)
+    held = tuple(Occurrence(p(lk.name), site=lk.site, instance=lk.instance, host=r.host, task=r.task)
+                 for lk in r.held_locks)
+    links: tuple[Link, ...] = ()
+    usages: tuple[Usage, ...] = ()
+    irq_state = ""
+    if r.kind == "circular":
+        cyc = r.cycle()
+        if len(cyc) < 2 or sorted({e.k for e in r.entries}) != list(range(len(cyc))):
+            return None
+        if r.acquire is None or r.held is None or r.acquire.name != cyc[0] or r.held.name != cyc[-1]:
+            return None
+        locks = tuple(p(n) for n in cyc)
+        if not all(locks) or len(set(locks)) != len(locks):
+            return None  # the name rules made two classes of the cycle one
+        edges = circular_edges(r)
+        links = tuple(_link(e, r, norm, r.task if i == len(edges) - 1 else "") for i, e in enumerate(edges))
+        ident = "\n".join(sorted(f"{a}\0{b}" for a, b in zip(locks, locks[1:] + locks[:1])))
+    elif r.kind in ("recursive", "bad_unlock", "held_lock_freed"):
+        if trigger is None:
+            return None
+        locks = (trigger.lock,)
+        ident = trigger.lock
+    elif r.kind == "inconsistent_state":
+        a, b = r.transition if any(r.transition) else (r.registered, "")
+        irq_state = _state(b) or _state(a)
+        if trigger is None or not irq_state:
+            return None
+        locks = (trigger.lock,)
+        ident = f"{irq_state}\0{trigger.lock}"
+        usages = tuple(Usage(trigger.lock, bit, occ) for bit, occ in (
+            (a, Occurrence(trigger.lock, site="\n".join(r.safe_frames), host=r.host)), (b, trigger)) if bit)
+    elif r.kind == "irq_inversion":
+        irq_state = _state(r.irq_class)
+        path = irq_path(r)
+        if path:
+            locks = tuple(p(n) for n in [e.held.name for e in path] + [path[-1].taken.name])
+            links = tuple(_link(e, r, norm, r.task if e.taken is r.acquire else "") for e in path)
+        elif r.safe is not None and r.unsafe is not None:
+            locks = (p(r.safe.name), p(r.unsafe.name))
+        else:
+            return None
+        if not all(locks) or not irq_state:
+            return None
+        ident = f"{irq_state}\0{locks[0]}\0{locks[-1]}"
+    else:
+        return None
+    return Alert(id=finding_id(r.kind, ident), kind=r.kind, locks=locks, hosts=(r.host,), links=links,
+                 trigger=trigger, held=held, usages=usages, irq_state=irq_state, count=1, first_ts_ns=r.ts_ns,
+                 printed=_printed(r))
+
+
+def _merge(a: Alert, b: Alert) -> Alert:
+    """One finding shown by two reports: the first report's text, every source and host."""
+    assert a.printed is not None and b.printed is not None
+    printed = replace(a.printed, sources=a.printed.sources + b.printed.sources)
+    return replace(a, hosts=tuple(sorted(set(a.hosts) | set(b.hosts))), count=a.count + b.count, printed=printed,
+                   first_ts_ns=min(a.first_ts_ns, b.first_ts_ns))
 
 
 EVENT_SCHEMA = pa.schema([
@@ -664,7 +969,7 @@ def to_batch(reports: list[Report], normalizer: Normalizer | None = None, host: 
                 cols["instance"].append(a.instance & 0xFFFF_FFFF_FFFF_FFFF)
                 cols["irq"].append(a.irq)
                 cols["site"].append(_utf8(a.site))
-                cols["task"].append(_utf8(r.task))
+                cols["task"].append(_utf8(r.task) if script.own else "")
                 cols["host"].append(_utf8(r.host or host))
     return pa.RecordBatch.from_pydict(cols, schema=EVENT_SCHEMA)
 
@@ -699,9 +1004,9 @@ def read_log(path: str, host: str | None = None) -> Log:
     return Log(path, file_host, hashlib.sha256(data).hexdigest(), reports)
 
 
-def analyze(logs: list[Log], normalizer: Normalizer | None = None) -> Engine:
+def analyze(logs: list[Log], normalizer: Normalizer | None = None, irq_rule: str = IRQ_RULE_DEFAULT) -> Engine:
     """All reports of all logs in one engine, in order."""
-    eng = Engine()
+    eng = Engine(irq_rule=irq_rule)
     for log in logs:
         batch = to_batch(log.reports, normalizer, log.host)
         if batch.num_rows:
@@ -709,25 +1014,34 @@ def analyze(logs: list[Log], normalizer: Normalizer | None = None) -> Engine:
     return eng
 
 
-def findings(logs: list[Log], normalizer: Normalizer | None = None) -> list[Alert]:
-    """The merged graph's alerts, then each report's own cycle where the merged graph showed
-    another cycle for it (the merged graph makes one finding per inversion; a report whose cycle
-    closed there through another report's inversion is only its witness), with that report's
-    evidence alone. Such a report-own finding is identified by its cycle's dependencies, as the
-    report itself is."""
-    alerts = analyze(logs, normalizer).alerts()
-    cycles = {_cycle_key(a) for a in alerts if a.kind == "circular"}
+def findings(logs: list[Log], normalizer: Normalizer | None = None, irq_rule: str = IRQ_RULE_DEFAULT) -> list[Alert]:
+    """Every report's own finding, as the report stated it (one per finding: reports that show the
+    same one are its sources), whatever the order of the logs; then what only the merged graph
+    shows: cycles no single report shows, and irq findings through dependencies of several
+    reports. `count` is, for every kind, the number of reports the finding is read from (for a
+    merged-graph finding: the reports its dependencies come from)."""
+    norm = normalizer or Normalizer()
+    own: dict[str, Alert] = {}
     for log in logs:
         for r in log.reports:
-            if r.kind != "circular":
-                continue
-            for a in analyze([Log(log.path, log.host, log.sha256, [r])], normalizer).alerts():
-                key = _cycle_key(a)
-                if a.kind != "circular" or key in cycles:
-                    continue
-                cycles.add(key)
-                digest = hashlib.sha1(("circular\n" + "\n".join(sorted("\0".join(p) for p in key))).encode())
-                alerts.append(replace(a, id="circular-" + digest.hexdigest()[:16], seq=len(alerts) + 1))
+            a = own_finding(r, norm)
+            if a is not None:
+                own[a.id] = _merge(own[a.id], a) if a.id in own else a
+    alerts = [replace(a, seq=i + 1) for i, a in enumerate(own.values())]
+    where = _sources(logs, norm)
+    printed_usage = _printed_usages(logs, norm)
+    own_irq = {(a.irq_state, a.locks[-1]) for a in alerts if a.kind == "irq_inversion"}
+    own_cycles = {_cycle_key(a) for a in alerts if a.kind == "circular"}
+    for a in analyze(logs, norm, irq_rule).alerts():
+        if a.id in own or a.kind not in ("circular", "irq_inversion", "inconsistent_state"):
+            continue
+        if a.kind == "circular" and _cycle_key(a) in own_cycles:
+            continue  # a report's own cycle (the merged graph may know it as another inversion)
+        if a.kind == "irq_inversion" and (a.irq_state, a.locks[-1]) in own_irq:
+            continue
+        srcs = {s for link in a.links for s in where.get((link.held, link.taken), ())}
+        usage = {lock: printed_usage[lock] for lock in a.locks if lock in printed_usage}
+        alerts.append(replace(a, count=len(srcs), seq=len(alerts) + 1, usage_strings=usage))
     return alerts
 
 
@@ -735,24 +1049,52 @@ def _cycle_key(a: Alert) -> frozenset[tuple[str, str]]:
     return frozenset((link.held, link.taken) for link in a.links)
 
 
-def _sources(logs: list[Log], norm: Normalizer) -> tuple[dict[tuple[str, str], set[str]], list[frozenset[tuple[str, str]]]]:
-    """Each dependency's reports (`path:line`), and each circular report's own cycle."""
+def _sources(logs: list[Log], norm: Normalizer) -> dict[tuple[str, str], set[str]]:
+    """Each dependency the reports show, with its reports (`path:line`)."""
     where: dict[tuple[str, str], set[str]] = {}
-    cycles = []
     for log in logs:
         for r in log.reports:
-            if r.kind != "circular":
+            if r.kind == "circular":
+                edges = circular_edges(r)
+            elif r.kind == "irq_inversion":
+                edges = irq_path(r)
+            else:
                 continue
-            pairs = {(norm.printed(e.held.name), norm.printed(e.taken.name)) for e in circular_edges(r)}
-            pairs = {(a, b) for a, b in pairs if a != b and a and b}  # as to_batch keeps them
-            for pair in pairs:
-                where.setdefault(pair, set()).add(f"{r.path}:{r.line}")
-            cycles.append(frozenset(pairs))
-    return where, cycles
+            for e in edges:
+                pair = (norm.printed(e.held.name), norm.printed(e.taken.name))
+                if pair[0] and pair[1] and pair[0] != pair[1]:
+                    where.setdefault(pair, set()).add(f"{r.path}:{r.line}")
+    return where
+
+
+def _printed_usages(logs: list[Log], norm: Normalizer) -> dict[str, str]:
+    """Each class's usage as the reports printed it (`{+.+.}-{3:3}`), the first one seen."""
+    out: dict[str, str] = {}
+    for log in logs:
+        for r in log.reports:
+            locks = [r.acquire, r.held, r.safe, r.unsafe, *(e.lock for e in r.entries), *r.held_locks,
+                     *(b.lock for bs in r.deps.values() for b in bs)]
+            for lk in locks:
+                if lk is not None and lk.printed:
+                    out.setdefault(norm.printed(lk.name), lk.printed)
+    return out
+
+
+def incomplete_reports(logs: list[Log], alerts: list[Alert]) -> list[dict[str, Any]]:
+    """The reports the logs hold only in part, why, and the finding each still gave (or None)."""
+    by_source = {s: a.id for a in alerts if a.printed is not None for s in a.printed.sources}
+    out = []
+    for log in logs:
+        for r in log.reports:
+            if r.incomplete:
+                src = f"{r.path}:{r.line}"
+                out.append({"file": r.path, "line": r.line, "kind": r.kind or "unknown", "reason": r.incomplete,
+                            "finding": by_source.get(src)})
+    return out
 
 
 def main_dmesg(paths: list[str], json_out: bool, push_target: str | None = None, host: str | None = None,
-               *, rules: str | None = None, normalize: bool = True) -> int:
+               *, rules: str | None = None, normalize: bool = True, irq_rule: str = IRQ_RULE_DEFAULT) -> int:
     """`lockfleet dmesg FILE... [--json] [--push --target HOST:PORT] [--host NAME] [--rules FILE]
     [--no-normalize]`: print (or push) what the logs' lockdep reports make; returns the exit status."""
     try:
@@ -764,19 +1106,24 @@ def main_dmesg(paths: list[str], json_out: bool, push_target: str | None = None,
     try:
         if push_target is not None:
             return _push(logs, norm, push_target, host, json_out)
-        alerts = findings(logs, norm)
+        alerts = findings(logs, norm, irq_rule)
+        incomplete = incomplete_reports(logs, alerts)
+        for inc in incomplete:
+            print(f"lockfleet dmesg: {inc['file']}:{inc['line']}: incomplete {inc['kind']} report: {inc['reason']}; "
+                  + (f"its finding {inc['finding']} is printed as far as the log holds it" if inc["finding"]
+                     else "no finding from it"), file=sys.stderr)
         if json_out:
-            print(json.dumps({"alerts": [a.to_dict() for a in alerts]}, indent=2))
+            print(json.dumps({"alerts": [a.to_dict() for a in alerts], "incomplete": incomplete}, indent=2))
             return EXIT_OK
-        where, cycles = _sources(logs, norm)
+        where = _sources(logs, norm)
         for a in alerts:
-            pairs = frozenset((link.held, link.taken) for link in a.links)
-            if a.kind == "circular" and pairs not in cycles:
-                seen = sorted({s for p in pairs for s in where.get(p, ())})
-                print(f"lockfleet: no single report shows this cycle; its dependencies come from "
+            if a.printed is None:
+                seen = sorted({s for link in a.links for s in where.get((link.held, link.taken), ())})
+                what = "cycle" if a.kind == "circular" else "finding"
+                print(f"lockfleet: no single report shows this {what}; its dependencies come from "
                       f"{', '.join(seen) or 'the reports'}")
             print(a.render())
-        print(_summary(logs, alerts))
+        print(_summary(logs, alerts, len(incomplete)))
         return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - the contract: any other failure is status 1, one line
         from .channel import AgentError, Refused
@@ -787,15 +1134,15 @@ def main_dmesg(paths: list[str], json_out: bool, push_target: str | None = None,
         return status
 
 
-def _summary(logs: list[Log], alerts: list[Alert]) -> str:
+def _summary(logs: list[Log], alerts: list[Alert], incomplete: int = 0) -> str:
     kinds: dict[str, int] = {}
     for log in logs:
         for r in log.reports:
-            kinds[r.kind] = kinds.get(r.kind, 0) + 1
+            kinds[r.kind or "unknown"] = kinds.get(r.kind or "unknown", 0) + 1
     n = sum(kinds.values())
     what = ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
     return (f"lockfleet dmesg: {n} lockdep report(s) in {len(logs)} file(s)" + (f" ({what})" if what else "")
-            + f"; {len(alerts)} finding(s)")
+            + f"; {len(alerts)} finding(s)" + (f"; {incomplete} incomplete report(s)" if incomplete else ""))
 
 
 def _push(logs: list[Log], norm: Normalizer, target: str, host: str | None, json_out: bool) -> int:
@@ -829,11 +1176,21 @@ def add_dmesg_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
         "dmesg", help="read lockdep reports from kernel logs and print the cycles of their merged graph",
         description="Read kernel logs (dmesg, console or syslog, with or without timestamps) holding lockdep "
-                    "reports, merge the dependency chains of all reports into one graph and print the cycles, "
-                    "including cycles that no single report shows, and the other findings the reports make "
-                    "(recursive locking, irq inversion, inconsistent lock state, bad unlock balance).")
+                    "reports. Each report's own finding is printed as the kernel printed it (its lines, in "
+                    "order, without other tasks' output interleaved with them; a section the log lost is "
+                    "said to be unknown, never made up): circular locking, recursive locking, irq lock "
+                    "inversion / safe -> unsafe order, inconsistent lock state (any usage names, IN-NMI "
+                    "too), bad unlock balance, held lock freed. Reports that show the same finding are one "
+                    "finding; every report's own finding is kept whatever the order of the files. Then the "
+                    "dependency chains of all reports are merged into one graph and what only that graph "
+                    "shows is printed in addition: cycles (and irq findings) that no single report shows.",
+        epilog="A report the log holds only in part (cut, or its header lost) is named on stderr, and in "
+               "--json under \"incomplete\" (file, line, kind, reason, and the finding it still gave or null). "
+               "`count` in --json is, for every kind, the number of reports a finding was read from (for a "
+               "merged-graph finding: the number of reports its dependencies come from).")
     p.add_argument("files", nargs="+", metavar="FILE", help="kernel logs to read ('-' for stdin)")
-    p.add_argument("--json", action="store_true", help='print {"alerts": [alert.to_dict(), ...]} instead')
+    p.add_argument("--json", action="store_true",
+                   help='print {"alerts": [alert.to_dict(), ...], "incomplete": [...]} instead')
     p.add_argument("--host", default=None, metavar="NAME",
                    help="the host the logs come from (default: a syslog line's host, else the file's name)")
     p.add_argument("--rules", default=None, metavar="FILE",
@@ -843,10 +1200,12 @@ def add_dmesg_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--push", action="store_true", help="send the events to the service instead of printing")
     p.add_argument("--target", metavar="HOST:PORT", type=_hostport, default=None,
                    help=f"with --push: address of the lockfleet service (default: {DEFAULT_TARGET})")
+    add_irq_rule_option(p)
     p.set_defaults(func=_run)
     return p
 
 
 def _run(args: argparse.Namespace) -> int:
     target = (args.target or DEFAULT_TARGET) if args.push else None
-    return main_dmesg(args.files, args.json, target, args.host, rules=args.rules, normalize=not args.no_normalize)
+    return main_dmesg(args.files, args.json, target, args.host, rules=args.rules, normalize=not args.no_normalize,
+                      irq_rule=args.irq_rule)

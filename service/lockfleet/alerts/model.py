@@ -6,10 +6,12 @@ Nothing here knows how findings are found; the engine fills these in.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = ("circular", "recursive", "bad_unlock", "irq_inversion", "inconsistent_state")
+# held_lock_freed comes only from kernel logs (`lockfleet dmesg`): lockdep's print_freed_lock_bug
+KINDS = ("circular", "recursive", "bad_unlock", "irq_inversion", "inconsistent_state", "held_lock_freed")
 
 # Lock modes, as in the `mode` column.
 EXCLUSIVE, SHARED, RECURSIVE_READ = 0, 1, 2
@@ -70,6 +72,30 @@ class Usage:
     first: Occurrence
 
 
+def finding_id(kind: str, ident: str) -> str:
+    """`<kind>-<16 hex digits>`: a SHA-1 over the kind and the finding's identity (docs/semantics.md;
+    the engine's records use the same formula)."""
+    return kind + "-" + hashlib.sha1(f"{kind}\n{ident}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Printed:
+    """A lockdep report as a kernel log printed it, for a finding read from a log: its own lines
+    (prefixes removed, other tasks' interleaved lines left out) in the kernel's sections, so that
+    it is printed again exactly, never rebuilt from a graph.
+
+    `sections` holds (section, lines) in printed order; `missing` names the sections the kernel
+    prints for this kind that the log does not hold (printed as unknown); `incomplete` says why
+    the report is not whole ("" when it is); `sources` are the `file:line` of every report that
+    showed this finding."""
+
+    kind: str
+    sections: tuple[tuple[str, tuple[str, ...]], ...]
+    missing: tuple[str, ...] = ()
+    incomplete: str = ""
+    sources: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Witness:
     """One cycle that closed through a circular finding's inversion (the first is the cycle the
@@ -111,13 +137,15 @@ class Alert:
     irq_state: str = ""
     count: int = 1            # times the finding was met: a circular one, its witnesses (cycles
                               # closed through its inversion, its own first); the others, the
-                              # acquisitions or releases that raised it
+                              # acquisitions or releases that raised it; from kernel logs
+                              # (`printed`), for every kind: the reports that show it
     first_ts_ns: int = 0
     seq: int = 0              # order in which findings were raised, 1-based
     # circular: the inversion (held, taken), the dependency whose arrival first closed the cycle
     inversion: tuple[str, str] | None = None
     # circular: the witnesses kept with their evidence (the first few; `count` counts them all)
     witnesses: tuple[Witness, ...] = ()
+    printed: Printed | None = None  # read from a kernel log: the report as it was printed
 
     def render(self) -> str:
         from .render import render
@@ -150,6 +178,10 @@ class Alert:
             d["inversion"] = {"held": self.inversion[0], "taken": self.inversion[1]}
             d["witnesses"] = self.count
             d["witnesses_kept"] = len(self.witnesses)
+        if self.printed is not None:
+            d["report"] = {"sources": list(self.printed.sources), "missing": list(self.printed.missing),
+                           "incomplete": self.printed.incomplete,
+                           "text": [line for _s, lines in self.printed.sections for line in lines]}
         return d
 
     def single_host(self) -> str | None:

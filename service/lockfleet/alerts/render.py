@@ -11,6 +11,11 @@ Each kind mirrors the function in kernel/locking/lockdep.c that prints it:
   print_shortest_lock_dependencies (with print_lock_class_header);
 - every list of held locks: lockdep_print_held_locks, each line as print_lock.
 
+A finding read from a kernel log (`Alert.printed`) is not rebuilt: its report is printed again
+line for line as the kernel printed it (sites, held-lock list, irq flags, usage strings and wait
+types as they were), each section the log did not hold said to be unknown, an incomplete report
+said to be incomplete.
+
 Console timestamps, the irq event stamp, class keys and the final "stack backtrace:" are left
 out: the service has none of them. The kernel's version line names lockfleet instead.
 """
@@ -21,7 +26,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 
-from .model import EXCLUSIVE, Alert, Link, Occurrence
+from .model import EXCLUSIVE, Alert, Link, Occurrence, Printed
 
 try:
     _VERSION = metadata.version("lockfleet")
@@ -35,10 +40,62 @@ _TABLE = ["       CPU0                    CPU1", "       ----                   
 
 def render(alert: Alert) -> str:
     """The report for `alert`: the kernel's text for its kind, a blank line, the fleet section."""
-    kernel = _KINDS.get(alert.kind, _other)(alert)
+    if alert.printed is not None:
+        kernel = _as_printed(alert.printed)
+    else:
+        kernel = _KINDS.get(alert.kind, _other)(alert)
     while kernel and not kernel[-1]:
         kernel.pop()
     return "\n".join(kernel + [""] + _fleet(alert)) + "\n"
+
+
+# ---- a report read from a kernel log: as printed ---------------------------------------------
+
+# The sections of a lockdep report, in the order the kernel prints them, and what each holds.
+SECTIONS = {
+    "header": "the report's banner and headline",
+    "task": "the task line and the lock it names",
+    "holding": "the lock the task already holds",
+    "other_lock": "the other lock of the inversion",
+    "transition": "the usage transition",
+    "safe": "the irq-safe lock and where it became irq-safe",
+    "unsafe": "the irq-unsafe lock and where it became irq-unsafe",
+    "registered": "where the earlier usage was registered",
+    "chain": "the existing dependency chain",
+    "scenario": "the locking scenario",
+    "held_list": "the list of locks held",
+    "deps": "the dependencies between the locks",
+    "backtrace": "the stack backtrace",
+}
+SECTION_ORDER = {
+    "circular": ("header", "task", "holding", "chain", "scenario", "held_list", "backtrace"),
+    "recursive": ("header", "task", "holding", "scenario", "held_list", "backtrace"),
+    "bad_unlock": ("header", "task", "held_list", "backtrace"),
+    "inconsistent_state": ("header", "transition", "task", "registered", "scenario", "held_list", "backtrace"),
+    "irq_inversion": ("header", "task", "holding", "other_lock", "safe", "unsafe", "scenario", "held_list",
+                      "deps", "backtrace"),
+    "held_lock_freed": ("header", "task", "held_list", "backtrace"),
+}
+
+
+def _unknown(section: str) -> str:
+    return f"<unknown: {SECTIONS.get(section, section)} was not printed>"
+
+
+def _as_printed(p: Printed) -> list[str]:
+    """The report's own lines as printed; each missing section said unknown where it belongs."""
+    order = SECTION_ORDER.get(p.kind, ())
+    rank = {name: i for i, name in enumerate(order)}
+    pending = sorted(p.missing, key=lambda m: rank.get(m, len(order)))
+    out: list[str] = []
+    for section, lines in p.sections:
+        while pending and section in rank and rank.get(pending[0], len(order)) < rank[section]:
+            out.append(_unknown(pending.pop(0)))
+        out += lines
+    out += [_unknown(m) for m in pending]
+    if p.incomplete:
+        out += ["", f"<incomplete report: {p.incomplete}>"]
+    return out
 
 
 # ---- pieces shared by every kind -------------------------------------------------------------
@@ -61,8 +118,10 @@ def _task(o: Occurrence) -> str:
 
 
 def _name(a: Alert, lock: str) -> str:
-    """print_lock_name without its leading space: `(name){usage}`."""
-    return f"({lock}){{{a.usage_strings.get(lock) or '....'}}}"
+    """print_lock_name without its leading space: `(name){usage}`; a usage that comes with its
+    braces is one a kernel log printed (with its wait type, `{+.+.}-{3:3}`), kept as it was."""
+    usage = a.usage_strings.get(lock) or "...."
+    return f"({lock}){usage}" if usage.startswith("{") else f"({lock}){{{usage}}}"
 
 
 def _lock_line(a: Alert, o: Occurrence) -> str:
@@ -333,6 +392,10 @@ def _evidence(link: Link) -> str:
 
 
 def _fleet(a: Alert) -> list[str]:
+    if a.printed is not None:
+        srcs = a.printed.sources
+        return [f"lockfleet: read from {len(srcs)} report(s) ({a.id}): {', '.join(srcs) or UNKNOWN}",
+                f"  {_hosts(a.hosts)}"]
     out = [f"lockfleet: fleet evidence for this finding ({a.id}):"]
     if a.kind == "circular" and a.links:
         # Numbered as the chain entries above: #k is the acquisition whose stack entry #k shows.

@@ -16,8 +16,9 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-
 from typing import Any
+
+from ..options import add_irq_rule_option
 
 __all__ = ["Analysis", "Diff", "ScanError", "Selection", "add_offline_parsers", "analyze", "diff", "main"]
 
@@ -123,6 +124,7 @@ def add_offline_parsers(subparsers: argparse._SubParsersAction) -> dict[str, Any
     p.add_argument("--top", type=_top, default=15, metavar="N",
                    help="rows per aggregate table (default: 15; 0: all of them)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    add_irq_rule_option(p)
     p.set_defaults(func=cmd_analyze)
 
     p = subparsers.add_parser(
@@ -205,7 +207,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from .aggregates import Aggregates
     from .analysis import analyze
 
-    res = analyze(args.paths, _selection(args), aggregates=not args.alerts_only, progress=_progress(args))
+    res = analyze(args.paths, _selection(args), aggregates=not args.alerts_only, progress=_progress(args),
+                  irq_rule=args.irq_rule)
     alerts = res.alerts
     if args.json:
         doc = {"alerts": [a.to_dict() for a in alerts], "summary": res.summary()}

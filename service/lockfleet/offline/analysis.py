@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..alerts.model import Alert
-from ..engine import Engine
+from ..engine import IRQ_RULE_DEFAULT, Engine
 from ..events import EventError
 from .aggregates import Aggregates, compute
 from .progress import Progress
@@ -89,11 +89,11 @@ def feed(engine: Engine, p: Plan, selection: Selection = Selection(), progress: 
 
 def analyze(paths: list[str | Path], selection: Selection = Selection(), *, aggregates: bool = True,
             progress: bool = False, chunk_rows: int = CHUNK_ROWS,
-            status: Callable[[str], None] | None = None) -> Analysis:
+            status: Callable[[str], None] | None = None, irq_rule: str = IRQ_RULE_DEFAULT) -> Analysis:
     """The findings (and, unless told not to, the aggregates) of the events under `paths`."""
     t = time.perf_counter()
     p = plan(paths, selection)
-    result = Analysis(engine=Engine(), plan=p, selection=selection)
+    result = Analysis(engine=Engine(irq_rule=irq_rule), plan=p, selection=selection)
     bar = Progress(p.known_rows, enabled=progress)
     try:
         result.events, result.rows_read = feed(result.engine, p, selection, bar, chunk_rows, result.skipped)
