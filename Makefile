@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.lockfleet-installed
 BUILD_INPUTS := pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd ext/*.pxi ext/*.h native/*.c native/*.h proto/lockfleet/v1/*.proto)
 
-.PHONY: demo test bench install clean annotate cluster-demo
+.PHONY: demo test bench bench-quick install clean annotate cluster-demo
 
 install: $(STAMP)
 
@@ -30,8 +30,24 @@ cluster-demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Benchmarks (not part of `make test`): every pytest-benchmark suite in benchmarks/, engine and
+# baselines side by side, its JSON saved under benchmarks/results/ and RESULTS.md regenerated from it.
+# `make bench` takes about 15 min on 2 shared cores; `make bench-quick` (small sizes) about 2 min.
+BENCH_COMMIT = $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+BENCH_PYTEST = $(BIN)/python -m pytest benchmarks -q -p no:cacheprovider --timeout=1800 \
+	--benchmark-enable --benchmark-columns=median,min,rounds --benchmark-group-by=group
+
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+	@mkdir -p benchmarks/results
+	BENCH_COMMAND="make bench" $(BENCH_PYTEST) --benchmark-json=benchmarks/results/$(BENCH_COMMIT).json; rc=$$?; \
+	$(BIN)/python benchmarks/report.py benchmarks/results/$(BENCH_COMMIT).json -o benchmarks/RESULTS.md && exit $$rc
+
+bench-quick: $(STAMP)
+	@mkdir -p benchmarks/results
+	BENCH_QUICK=1 BENCH_COMMAND="make bench-quick" $(BENCH_PYTEST) \
+	  --benchmark-json=benchmarks/results/quick-$(BENCH_COMMIT).json; rc=$$?; \
+	$(BIN)/python benchmarks/report.py benchmarks/results/quick-$(BENCH_COMMIT).json \
+	  -o benchmarks/results/RESULTS-quick.md && exit $$rc
 
 # Cython's annotated HTML (yellow = Python interaction) for the core, next to the sources.
 annotate: $(STAMP)

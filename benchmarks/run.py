@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""lockfleet benchmark runner (`make bench`): the engine and the baselines, side by side, one run.
+"""lockfleet's earlier benchmark runner: the engine and the baselines, side by side, one run.
+(`make bench` now runs the pytest-benchmark suites in this folder and report.py; this script is
+kept for its child-process RSS figures and `--only` runs.)
 
     .venv/bin/python benchmarks/run.py                 # full sizes (a few minutes)
     .venv/bin/python benchmarks/run.py --quick         # CI smoke sizes (< 30 s)

@@ -1,14 +1,21 @@
-"""pytest-benchmark suites for the engine's hot paths, with baselines in the same groups so that one
-run shows them side by side. Not part of `make test` (pytest's testpaths is `tests/`, and these
-files live in `benchmarks/`); nothing here asserts a time.
+"""pytest-benchmark suites: the engine and its baselines on the same streams, one run (issue 11).
 
-    .venv/bin/python -m pytest benchmarks/test_bench_core.py --benchmark-enable
-    .venv/bin/python -m pytest benchmarks/test_bench_core.py --benchmark-enable --benchmark-group-by=group \
-        --benchmark-columns=min,median,ops,rounds
+    make bench          # every suite in benchmarks/, full sizes, JSON + RESULTS.md
+    make bench-quick    # the same at small sizes (BENCH_QUICK=1), a smoke check
 
-Sizes are cut down from run.py's (each round must build a fresh engine for new edges).
-`ops` is ingest calls per second over the whole stream; divide the events (see each test's
-`extra_info`) by the median time for events/s.
+Timing is the same for everyone: the engine gets pre-built Arrow event batches (64k rows; its
+event decoding is inside its timer), graph baselines get pre-converted Python int pairs and an
+empty graph built outside the timer; only the inserts are timed. Each round's process CPU time is
+in extra_info (`cpu_s`). Engine rounds start from a fresh `Engine()` (built outside the timer), after one
+untimed warm-up round.
+Baselines are time-boxed (networkx and the Python reference: one round; rustworkx: as many
+rounds as the engine on the small workloads; `partial` says when they stopped early: a prefix rate
+flatters a graph baseline, whose cost per edge grows with the graph). rustworkx's
+`check_cycle` refuses an edge that would close a cycle (counted in `refused`); networkx and the
+Python reference core keep it, as the engine does.
+
+`extra_info` keys the report reads: workload, case, impl, units, unit, cpu_s, stats (engine).
+Nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -16,156 +23,97 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import baselines as bl
+import benchkit as bk
 import workloads as wk
+from benchkit import engine_new as _engine_new
+from benchkit import networkx_baseline as _networkx
+from benchkit import reference_baseline as _reference
+from benchkit import rustworkx_baseline as _rustworkx
 
-pytest.importorskip("pytest_benchmark")
+class Stream:
+    """One workload's new-edge phase, as the engine and the baselines get it."""
 
-try:
-    from lockfleet import Engine
-except Exception as e:  # noqa: BLE001 - the engine may not be built yet
-    Engine = None
-    _WHY = f"lockfleet.Engine not importable: {e}"
-else:
-    _WHY = ""
-
-needs_engine = pytest.mark.skipif(Engine is None, reason=_WHY or "engine")
-
-# W1 shape, cut down: 5,000 classes / 12 layers as in W1, 30,000 new edges, 1M repeats
-W1_SMALL = dict(n_classes=5000, n_layers=12, n_distinct=30_000, n_repeats=1_000_000)
-W3A_SMALL = dict(n=5_000)
-W3B_SMALL = dict(n_layers=40, width=25)
+    def __init__(self, name, rows=wk.ROWS_PER_BATCH):
+        self.wl = bk.workload(name)
+        self.batches = bk.event_batches(self.wl, rows=rows)
+        self.pairs = bk.pairs(self.wl.phase("new").edges)
 
 
-@pytest.fixture(scope="module")
-def w1():
-    wl = wk.make("W1", **W1_SMALL)
-    names = wk.class_names(wl.n_classes)
-    new = wk.to_event_batches(wl.phase("new").edges, wl.n_classes, names=names)
-    rep = wk.to_event_batches(wl.phase("repeats").edges, wl.n_classes, names=names,
-                              ts0=wk.events_count(new) * 100 + 1_700_000_000_000_000_000)
-    return wl, new, rep
+_STREAMS: dict = {}
 
 
-@pytest.fixture(scope="module")
-def w3a():
-    wl = wk.make("W3a", **W3A_SMALL)
-    return wl, wk.to_event_batches(wl.phase("new").edges, wl.n_classes)
+def stream(name, rows=wk.ROWS_PER_BATCH) -> Stream:
+    key = (name, rows)
+    if key not in _STREAMS:
+        _STREAMS.clear()
+        _STREAMS[key] = Stream(name, rows)
+    return _STREAMS[key]
 
 
-@pytest.fixture(scope="module")
-def w3b():
-    wl = wk.make("W3b", **W3B_SMALL)
-    return wl, wk.to_event_batches(wl.phase("new").edges, wl.n_classes)
+# ------------------------------------------------------------------ W1, W1c, W5: new edges
+
+NEW = [("W1", "new"), ("W1c", "new"), ("W5", "new")]
 
 
-def _ingest_all(eng, batches):
-    n = 0
-    for b in batches:
-        n += len(eng.ingest(b, host="bench-1"))
-    return n
+@pytest.mark.parametrize("name,case", NEW)
+def test_engine_new(benchmark, name, case):
+    benchmark.group = f"{name} new edges"
+    s = stream(name)
+    _engine_new(benchmark, s.wl, s.batches, case)
 
 
-def _fresh_engine(batches):
-    def setup():
-        return (Engine(), batches), {}
-    return setup
+@pytest.mark.parametrize("name,case", NEW)
+def test_rustworkx_new(benchmark, name, case):
+    benchmark.group = f"{name} new edges"
+    s = stream(name)
+    _rustworkx(benchmark, s.wl, s.pairs, case)
 
 
-def _info(benchmark, events, edges):
-    benchmark.extra_info["events"] = events
-    benchmark.extra_info["edges"] = edges
+@pytest.mark.parametrize("name,case", NEW)
+def test_networkx_new(benchmark, name, case):
+    benchmark.group = f"{name} new edges"
+    s = stream(name)
+    _networkx(benchmark, s.wl, s.pairs, case)
 
 
-# ------------------------------------------------------------------ W1 repeats (the hot path)
+@pytest.mark.parametrize("name,case", NEW)
+def test_reference_new(benchmark, name, case):
+    benchmark.group = f"{name} new edges"
+    s = stream(name)
+    _reference(benchmark, s.wl, s.batches, case)
 
 
-@needs_engine
-@pytest.mark.benchmark(group="W1 repeats (1M edges = 4M events)")
-def test_engine_w1_repeats(benchmark, w1):
-    wl, new, rep = w1
-    eng = Engine()
-    _ingest_all(eng, new)
-    benchmark.pedantic(_ingest_all, args=(eng, rep), rounds=5, iterations=1, warmup_rounds=1)
-    _info(benchmark, wk.events_count(rep), wl.phase("repeats").edges.shape[0])
+# ------------------------------------------------------------------ W3a, W3b at 64k- and 256-row batches
+
+W3 = [("W3a", wk.ROWS_PER_BATCH), ("W3a", 256), ("W3b", wk.ROWS_PER_BATCH), ("W3b", 256)]
 
 
-@pytest.mark.benchmark(group="W1 repeats (1M edges = 4M events)")
-def test_python_set_w1_repeats(benchmark, w1):
-    wl, _, _ = w1
-    known = set(zip(*wl.phase("new").edges.T.tolist()))
-    rep = list(zip(*wl.phase("repeats").edges.T.tolist()))
-
-    def run():
-        n = 0
-        for e in rep:
-            if e not in known:
-                n += 1
-        return n
-
-    benchmark.pedantic(run, rounds=3, iterations=1)
-    _info(benchmark, 4 * len(rep), len(rep))
+@pytest.mark.parametrize("name,rows", W3)
+def test_engine_w3(benchmark, name, rows):
+    benchmark.group = f"{name} rows={rows}"
+    s = stream(name, rows)
+    _engine_new(benchmark, s.wl, s.batches, f"new rows={rows}")
 
 
-# ------------------------------------------------------------------ W1 new edges
+@pytest.mark.parametrize("name", ["W3a", "W3b"])
+def test_rustworkx_w3(benchmark, name):
+    benchmark.group = f"{name} rows={wk.ROWS_PER_BATCH}"
+    s = stream(name)
+    _rustworkx(benchmark, s.wl, s.pairs, "new")
 
 
-@needs_engine
-@pytest.mark.benchmark(group="W1 new edges (30,010)")
-def test_engine_w1_new(benchmark, w1):
-    wl, new, _ = w1
-    n_alerts = benchmark.pedantic(_ingest_all, setup=_fresh_engine(new), rounds=5, iterations=1)
-    benchmark.extra_info["alerts"] = n_alerts
-    _info(benchmark, wk.events_count(new), wl.phase("new").edges.shape[0])
+@pytest.mark.parametrize("name", ["W3a", "W3b"])
+def test_networkx_w3(benchmark, name):
+    benchmark.group = f"{name} rows={wk.ROWS_PER_BATCH}"
+    s = stream(name)
+    _networkx(benchmark, s.wl, s.pairs, "new")
 
 
-@pytest.mark.benchmark(group="W1 new edges (30,010)")
-def test_rustworkx_w1_new(benchmark, w1):
-    wl, _, _ = w1
-    r = benchmark.pedantic(bl.rustworkx_check_cycle, args=(wl.phase("new").edges, wl.n_classes, 60.0),
-                           rounds=3, iterations=1)
-    benchmark.extra_info["refused"] = r.extra["refused"]
-    _info(benchmark, 4 * len(wl.phase("new").edges), len(wl.phase("new").edges))
-
-
-# ------------------------------------------------------------------ W3a / W3b, cut down
-
-
-@needs_engine
-@pytest.mark.benchmark(group="W3a chain (5,000 nodes, tail first)")
-def test_engine_w3a(benchmark, w3a):
-    wl, batches = w3a
-    benchmark.pedantic(_ingest_all, setup=_fresh_engine(batches), rounds=5, iterations=1)
-    _info(benchmark, wk.events_count(batches), wl.phase("new").edges.shape[0])
-
-
-@pytest.mark.benchmark(group="W3a chain (5,000 nodes, tail first)")
-def test_rustworkx_w3a(benchmark, w3a):
-    wl, _ = w3a
-    benchmark.pedantic(bl.rustworkx_check_cycle, args=(wl.phase("new").edges, wl.n_classes, 60.0),
-                       rounds=3, iterations=1)
-
-
-@pytest.mark.benchmark(group="W3a chain (5,000 nodes, tail first)")
-def test_python_reference_w3a(benchmark, w3a):
-    wl, batches = w3a
-    benchmark.pedantic(lambda: bl.python_reference(iter(batches), wk.events_count(batches), 60.0),
-                       rounds=1, iterations=1)
-
-
-@needs_engine
-@pytest.mark.benchmark(group="W3b dense layers (40 x 25, 24,375 edges)")
-def test_engine_w3b(benchmark, w3b):
-    wl, batches = w3b
-    benchmark.pedantic(_ingest_all, setup=_fresh_engine(batches), rounds=5, iterations=1)
-    _info(benchmark, wk.events_count(batches), wl.phase("new").edges.shape[0])
-
-
-@pytest.mark.benchmark(group="W3b dense layers (40 x 25, 24,375 edges)")
-def test_rustworkx_w3b(benchmark, w3b):
-    wl, _ = w3b
-    benchmark.pedantic(bl.rustworkx_check_cycle, args=(wl.phase("new").edges, wl.n_classes, 60.0),
-                       rounds=3, iterations=1)
+@pytest.mark.parametrize("name", ["W3a", "W3b"])
+def test_reference_w3(benchmark, name):
+    benchmark.group = f"{name} rows={wk.ROWS_PER_BATCH}"
+    s = stream(name)
+    _reference(benchmark, s.wl, s.batches, "new")
 
 
 # ------------------------------------------------------------------ the generator itself
