@@ -755,9 +755,10 @@ cdef int _add_adjacency(Core self, int64_t i) noexcept nogil:
 
 cdef int _finish_batch(Core self) noexcept nogil:
     """Bring the batch's arrivals into the graph, in arrival order, and search where needed."""
-    cdef int64_t i, j, violating = 0, recompute_from = -1, added = 0, inv0 = self.n_inv, held = 0
+    cdef int64_t i, j, violating = 0, recompute_from = -1, added = 0, inv0, held = 0
     cdef int32_t e, ru, rv
     cdef int rc
+    cdef bint rebuild = False
     if self._ensure_scratch():
         return -1
     for i in range(self.n_ar):
@@ -809,13 +810,17 @@ cdef int _finish_batch(Core self) noexcept nogil:
                 if rc == 1:
                     rc = _tarjan(self)
             else:
+                inv0 = self.n_inv
                 rc = _arrive(self, j, True)
+                if self.n_inv > inv0:
+                    rebuild = True
             if rc < 0:
                 self.superset = False
                 return -1
         self.superset = False
-        # inversions found here were part of the components first built: take them out
-        if self.n_inv > inv0 and _tarjan(self):
+        # an inversion found among the dependencies the components were built over: take it out
+        # (held ones never were in them)
+        if rebuild and _tarjan(self):
             return -1
     rc = _irq_propagate(self)
     for i in range(self.n_uc):
