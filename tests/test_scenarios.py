@@ -413,6 +413,7 @@ def test_later_cycles_sharing_edges(mode: str) -> None:
     (a,) = res.eng.alerts()
     assert a.count == 2 and a.inversion == ("B", "A")
     assert [tuple(w.locks) for w in a.witnesses] == [("A", "B"), ("B", "A", "C")]
+    assert "inversion B -> A: 2 cycle(s) closed through it (this one first), 2 kept" in a.render()
 
 
 def test_cycle_without_a_known_inversion_is_a_new_finding(mode: str) -> None:

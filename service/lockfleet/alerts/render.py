@@ -404,6 +404,9 @@ def _fleet(a: Alert) -> list[str]:
             link = _link(a, k - 1) if k else a.links[-1]
             if link:
                 out.append(f"  #{k} {link.held} -> {link.taken}: {_evidence(link)}")
+        if a.inversion is not None:
+            out.append(f"  inversion {a.inversion[0]} -> {a.inversion[1]}: {a.count} cycle(s) closed through it "
+                       f"(this one first), {len(a.witnesses)} kept: lockfleet alerts --witnesses {a.id}")
     else:
         out += [f"  {link.held} -> {link.taken}: {_evidence(link)}" for link in a.links]
         if a.trigger is not None:
