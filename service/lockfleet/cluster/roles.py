@@ -142,13 +142,8 @@ class GatewayServer:
         self._health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         where = join_hostport(self.host, self._port)
-        try:
-            if self._credentials is not None:
-                self.port = server.add_secure_port(where, self._credentials)
-            else:
-                self.port = server.add_insecure_port(where)
-        except RuntimeError:
-            self.port = 0
+        from ..server.app import bind
+        self.port = bind(server, where, self._credentials)
         if not self.port:
             self.gateway.stop()
             raise UsageError(f"cannot listen on {where}: the address is in use or not available here")

@@ -103,6 +103,16 @@ def load_tls(cfg: ServeConfig) -> grpc.ServerCredentials:
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
 
 
+def bind(server: grpc.Server, where: str, credentials: grpc.ServerCredentials | None) -> int:
+    """Listen on `where` (TLS with `credentials`, else plain); the port, or 0 when it cannot."""
+    try:
+        if credentials is not None:
+            return server.add_secure_port(where, credentials)
+        return server.add_insecure_port(where)
+    except RuntimeError:
+        return 0
+
+
 class Service:
     """One lockfleet service: `start()` restores the data dir and listens; `stop()` drains and ends it."""
 
@@ -355,13 +365,7 @@ class Service:
         reflection.enable_server_reflection(
             (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server)
         where = join_hostport(self.host, self._requested_port)
-        try:
-            if self._credentials is not None:
-                self.port = server.add_secure_port(where, self._credentials)
-            else:
-                self.port = server.add_insecure_port(where)
-        except RuntimeError:
-            self.port = 0
+        self.port = bind(server, where, self._credentials)
         if not self.port:
             raise ServiceError(f"cannot listen on {where}: the address is in use or not available here")
         self._restore()
