@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.lockfleet-installed
-BUILD_INPUTS := pyproject.toml setup.py $(wildcard ext/*.pyx ext/*.pxd ext/*.pxi ext/*.h native/*.c native/*.h proto/lockfleet/v1/*.proto)
+BUILD_INPUTS := pyproject.toml setup.py $(wildcard ext/lockfleet/*.pyx ext/lockfleet/*.pxd ext/lockfleet/*.pxi native/*.c native/*.h proto/lockfleet/v1/*.proto)
 
 .PHONY: demo test bench bench-quick install clean annotate cluster-demo
 
@@ -51,7 +51,8 @@ bench-quick: $(STAMP)
 
 # Cython's annotated HTML (yellow = Python interaction) for the core, next to the sources.
 annotate: $(STAMP)
-	$(BIN)/cython -3 -a -I ext ext/_core.pyx -o build/annotate/_core.c
+	@mkdir -p build/annotate
+	$(BIN)/cython -3 -a -I ext/lockfleet ext/lockfleet/_core.pyx -o build/annotate/_core.c
 
 clean:
-	rm -rf build dist service/*.egg-info service/lockfleet/v1 service/lockfleet/*.so ext/*.c
+	rm -rf build dist service/*.egg-info service/lockfleet/v1 service/lockfleet/*.so ext/lockfleet/*.c

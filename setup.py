@@ -98,15 +98,15 @@ if os.environ.get("LOCKFLEET_NATIVE") == "1":
 extensions = [
     Extension(
         "lockfleet._core",
-        sources=["ext/_core.pyx"],
-        include_dirs=["ext", numpy.get_include()],
+        sources=["ext/lockfleet/_core.pyx"],
+        include_dirs=["ext/lockfleet", numpy.get_include()],
         extra_compile_args=CFLAGS,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),
     Extension(
         "lockfleet._names",
-        sources=["ext/_names.pyx"],
-        include_dirs=["ext", numpy.get_include()],
+        sources=["ext/lockfleet/_names.pyx"],
+        include_dirs=["ext/lockfleet", numpy.get_include()],
         extra_compile_args=CFLAGS,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),
@@ -134,7 +134,7 @@ setup(
             "cdivision": True,
             "initializedcheck": False,
         },
-        include_path=["ext"],
+        include_path=["ext", "ext/lockfleet"],
         annotate=os.environ.get("LOCKFLEET_ANNOTATE") == "1",
     ),
     cmdclass={"build_py": BuildPy, "build_ext": BuildExt, "protos": GenerateProtos},

@@ -39,7 +39,7 @@ HARDIRQ, SOFTIRQ = "HARDIRQ", "SOFTIRQ"
 KINDS = ("EN", "ER", "SN", "SR")
 
 # OPEN QUESTION for docs/semantics.md. The rule book's Release section only removes the released
-# entry. The engine (ext/_core.pyx `_release`) does what lockdep's __lock_release does: when the
+# entry. The engine (ext/lockfleet/_core.pyx `_release`) does what lockdep's __lock_release does: when the
 # released lock is not the top of the stack, the locks above it are re-acquired
 # (reacquire_held_locks), and each re-acquisition is validated like an acquisition, so it gets
 # dependencies from the locks now below it (no usage marks, no recursion check; the release row

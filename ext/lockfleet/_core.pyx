@@ -26,10 +26,19 @@ Invariants: classes, edges, chains, occurrences only grow (ids are dense int32 a
 every edge's endpoints are in different classes; for components A != B with an edge A -> B,
 lvl[A] < lvl[B] holds between batches; reach bits and usage bits only grow.
 No Python object is touched inside the row loop or the graph algorithms (all nogil).
+
+Storage (_core.pxd): every array is declared once with what it holds and registered once in
+`_declare()`'s array table (family, element size, saved or derived); growth (`_grow_family`),
+release (`__dealloc__`), snapshots (`dump`/`load`) and `memory_breakdown` all read that table, and
+every block goes through the counted allocator of alloc.pxd (`live_blocks()`, checked by
+tests/test_core_memory.py). `check_invariants()` (graph.pxi) states the order's invariants; the
+property tests call it after every batch.
 """
 
+cimport cython
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport malloc, calloc, realloc, free, qsort
+from libc.stdlib cimport qsort
+from alloc cimport lf_malloc as malloc, lf_calloc as calloc, lf_realloc as realloc, lf_free as free, lf_live
 from libc.string cimport memset, memcpy
 
 import numpy as np
@@ -44,79 +53,28 @@ cdef extern from *:
     int __builtin_ctzll(unsigned long long) nogil
 
 cdef uint64_t TOP = (<uint64_t>1) << 63
-# finding kinds, as the engine names them
-DEF F_CIRCULAR = 1
-DEF F_RECURSIVE = 2
-DEF F_BAD_UNLOCK = 3
-DEF F_IRQ_INVERSION = 4
-DEF F_INCONSISTENT = 5
-DEF F_WITNESS = 6           # a later cycle through a known inversion, kept with its evidence
-# edge kinds (bit index): held exclusive/shared x taken non-recursive/recursive-read
-DEF K_EN = 0
-DEF K_ER = 1
-DEF K_SN = 2
-DEF K_SR = 3
-DEF KM_E = 3        # EN | ER: kinds whose held side is exclusive
-DEF KM_N = 5        # EN | SN: kinds whose taken side is not a recursive read
-# search budget of the exhaustive simple-path search, in edge steps
-DEF DFS_BUDGET = 2000000
-# recompute the components instead of moving the order when a batch brings more disagreeing arrivals
-DEF RECOMPUTE_AT = 48
-DEF RECOMPUTE_RATIO = 64
-# edge flags
-DEF EF_INV = 1      # the dependency is an inversion: its arrival closed a strong cycle of the order
-DEF EF_HOLD = 2     # within one batch's recomputation: a dependency not yet in the order (graph.pxi)
-DEF EF_OUT = 3      # EF_INV | EF_HOLD: not part of the order the levels are kept over
-# inversions: how many witnesses each keeps with their evidence, how many have reach words (64 a
-# word), and the edge steps one witness search may take
-DEF WITNESS_KEEP = 8
-# entries of the recent-thread cache of the row loop
-DEF TCACHE = 256
-DEF MAX_WORDS = 8
-DEF WITNESS_BUDGET = 1000000
-# search restrictions (graph.pxi): none, one component, a level ceiling, a witness's region
-DEF R_NONE = 0
-DEF R_COMP = 1
-DEF R_LEVEL = 2
-DEF R_WIT = 3
-
-cdef struct Chain:
-    # one validated held-lock stack (lockdep's lock_chain), 24 bytes
-    uint64_t key        # the chain key (a hash), nonzero
-    uint64_t count      # times this exact stack was taken
-    uint32_t last_s     # when last taken, in seconds: "last seen" needs no finer grain
-    int32_t edges       # -1 none; >= 0 the one dependency it made; <= -2: -(offset + 2) into ce_edge
-
-
-cdef struct Held:
-    # one held lock of a thread's stack (lockdep's held_lock), 48 bytes: a push or a lookup
-    # touches one cache line however many threads interleave
-    uint64_t key        # the chain key of the stack up to and including this lock
-    uint64_t inst       # lock instance, 0 unknown
-    int64_t ts          # when it was taken
-    int32_t cls         # its class
-    int32_t name        # its name id (a release matches names: it carries no subclass)
-    int32_t site        # where it was taken (site id, -1 unknown)
-    int32_t task        # task name id, -1 unknown
-    uint8_t mode        # 0 exclusive, 1 shared, 2 recursive read
-    uint8_t trylock     # taken by a trylock
-    uint8_t irq         # the irq column at the acquisition
-
-
-cdef struct Field:
-    # one array of the core, for snapshots: where its pointer lives, element size, elements
-    void** ptr
-    size_t elem
-    int64_t count
 
 
 _SNAP_MAGIC = b"LFCORE05"
+
+# memory_breakdown's groups, and the group of each Family
+_MEMORY_GROUPS = ("classes", "adjacency", "inversions", "threads", "occurrences", "edges", "edge_hosts",
+                  "chains", "batch", "scratch")
+_FAMILY_GROUP = {FAM_CLS: 0, FAM_WORDS: 2, FAM_THR: 3, FAM_OCC: 4, FAM_EDGE: 5, FAM_EI: 5, FAM_PAIR: 6,
+                 FAM_INV: 2, FAM_CHAIN: 7, FAM_CE: 7, FAM_AR: 8, FAM_UC: 8, FAM_F: 8, FAM_FH: 8, FAM_FP: 8,
+                 FAM_SCRATCH: 9, FAM_PATH: 9, FAM_WL: 9, FAM_DEPTH: 9}
 
 
 cdef inline uint32_t _seconds(int64_t ts_ns) noexcept nogil:
     if ts_ns <= 0:
         return 0
     return <uint32_t>(ts_ns // 1000000000)
+
+
+def live_blocks():
+    """Blocks the core's allocator has handed out and not yet had back, over every Core in this
+    process (alloc.pxd): the tests check that a Core's life ends where it began."""
+    return lf_live()
 
 
 cdef int _grow(void** p, int64_t n, size_t elem) noexcept nogil:
@@ -127,366 +85,270 @@ cdef int _grow(void** p, int64_t n, size_t elem) noexcept nogil:
     return 0
 
 
+@cython.final
 cdef class Core:
     """One fleet's lock state. Methods named without an underscore are the Python surface;
     everything else runs without the GIL."""
-
-    # configuration
-    cdef int32_t max_depth
-    # irq rule for reads: 0 = lockdep since 5.10 (usage_match with the exclusive mask: every
-    # IN/ON pair conflicts, a read's bits drop out where the path holds it shared or takes it as a
-    # recursive read); 1 = lockdep before 5.10 (reads conflict only with writes)
-    cdef public uint8_t irq_rule_pre510
-    cdef bint oom
-    # classes
-    cdef int64_t n_cls, cap_cls
-    cdef int32_t* cls_name
-    cdef uint8_t* cls_sub
-    cdef uint8_t* cls_usage
-    cdef uint8_t* cls_flags
-    cdef uint8_t* cls_reach
-    cdef int32_t* cls_usage_occ
-    cdef int32_t* rep
-    cdef int32_t* lvl
-    cdef int32_t* mnext
-    cdef int32_t** out_e
-    cdef int32_t* out_n
-    cdef int32_t* out_c
-    cdef int32_t* mark_a
-    cdef int32_t* mark_b
-    # the order: in0_n/out0_n count each class's dependencies that are not inversions (a class
-    # with none coming in can be put below anything without a search); in_e lists the edges into
-    # each class, built at the first inversion (edges below in_upto were added then, the rest at
-    # their arrival)
-    cdef int32_t* in0_n
-    cdef int32_t* out0_n
-    cdef int32_t** in_e
-    cdef int32_t* in_n
-    cdef int32_t* in_c
-    cdef bint have_in
-    cdef int64_t in_upto
-    # reach words of the first MAX_WORDS * 64 inversions: bit j of dw[w][c] is set when inversion
-    # 64w+j's taken class reaches c (c included); of aw[w][c], when c reaches its held class
-    cdef int32_t n_words
-    cdef uint64_t* dw[MAX_WORDS]
-    cdef uint64_t* aw[MAX_WORDS]
-    cdef U64Map cls_map
-    # threads and their held stacks
-    cdef int64_t n_thr, cap_thr
-    cdef int32_t* thr_host
-    cdef int64_t* thr_tid
-    cdef int32_t* thr_depth
-    cdef int32_t* thr_over
-    cdef uint64_t* thr_seed
-    cdef Held* st                    # max_depth slots per thread: slot th * max_depth + depth
-    cdef U64Map thr_map
-    # recent threads, direct-mapped by (host, tid): tc_th -1 empty (derived; not in snapshots)
-    cdef int32_t tc_th[TCACHE]
-    cdef int64_t tc_tid[TCACHE]
-    # occurrences: one acquisition or release, kept as evidence
-    cdef int64_t n_occ, cap_occ
-    cdef int32_t* oc_cls
-    cdef int32_t* oc_site
-    cdef int32_t* oc_host
-    cdef int32_t* oc_task
-    cdef int64_t* oc_tid
-    cdef int64_t* oc_ts
-    cdef uint64_t* oc_inst
-    cdef uint8_t* oc_mode
-    cdef uint8_t* oc_try
-    cdef uint8_t* oc_irq
-    # edges (dependencies) and the hosts that took them
-    cdef int64_t n_edge, cap_edge
-    cdef int32_t* e_src
-    cdef int32_t* e_dst
-    cdef uint8_t* e_kinds
-    cdef uint8_t* e_flags            # EF_INV
-    # kinds that arrived in the current batch, and the first of their arrivals (ar_next links the
-    # rest): a search for arrival t must not use a kind that arrived after t
-    cdef uint8_t* e_bkinds
-    cdef int32_t* e_bfirst
-    # first evidence, inline (host = e_host0): the taken lock's task, time, site, instance and
-    # mode; the held lock's site, instance, mode and trylock flag (ev_modes: mode_t | try_h << 2
-    # | mode_h << 3)
-    cdef int32_t* ev_task
-    cdef int64_t* ev_ts
-    cdef int32_t* ev_site_h
-    cdef int32_t* ev_site_t
-    # lock instances are optional evidence (many agents send none): kept aside, only for the
-    # dependencies that have one, found through inst_map (edge -> row of ei_*)
-    cdef U64Map inst_map
-    cdef int64_t n_ei, cap_ei
-    cdef int32_t* ei_edge
-    cdef uint64_t* ei_h
-    cdef uint64_t* ei_t
-    cdef uint8_t* ev_modes
-    cdef int32_t* e_hosts
-    cdef uint64_t* e_count
-    cdef int64_t* e_last
-    cdef PairIndex edge_idx
-    cdef int32_t* e_host0
-    cdef int64_t n_pair, cap_pair
-    cdef int32_t* ph_host
-    cdef int32_t* ph_next
-    cdef U64Map pair_map
-    cdef uint32_t arrival_seq
-    # inversions, in the order they arrived: the dependency, witnesses counted, witnesses kept
-    cdef int64_t n_inv, cap_inv
-    cdef int32_t* inv_edge
-    cdef uint64_t* inv_wit
-    cdef int32_t* inv_kept
-    cdef U64Map inv_map              # edge | TOP -> inversion index
-    cdef bint any_rread              # some dependency was taken as a recursive read (xR)
-    cdef bint superset               # levels hold for more than the order (no O(1) moves)
-    cdef int64_t batch_e0            # the first dependency id made by the current batch
-    # chains
-    cdef int64_t n_chain, cap_chain
-    cdef Chain* chains
-    cdef int32_t* chain_slots
-    cdef int64_t chain_mask
-    cdef int64_t n_ce, cap_ce
-    cdef int32_t* ce_edge
-    cdef bint counts_dirty
-    # per batch: arrivals, classes whose usage changed, findings
-    cdef int64_t n_ar, cap_ar
-    cdef int32_t* ar_edge
-    cdef uint8_t* ar_kind
-    cdef uint8_t* ar_new
-    cdef uint32_t* ar_seq
-    cdef int32_t* ar_next
-    cdef int32_t* ar_row
-    cdef int64_t n_uc, cap_uc
-    cdef int32_t* uc_cls
-    cdef int64_t n_f, cap_f
-    cdef int32_t* f_kind
-    cdef int32_t* f_row
-    cdef int32_t* f_a
-    cdef int32_t* f_b
-    cdef int32_t* f_c
-    cdef int32_t* f_d
-    cdef int32_t* f_occ
-    cdef int64_t* f_hoff
-    cdef int32_t* f_hn
-    cdef int64_t* f_poff
-    cdef int32_t* f_pn
-    cdef int64_t n_fh, cap_fh
-    cdef int32_t* fh
-    cdef int64_t n_fp, cap_fp
-    cdef int32_t* fp
-    cdef int64_t n_ov
-    cdef int32_t ov_host[64]
-    cdef int64_t ov_tid[64]
-    # search scratch (sized to 2 x classes)
-    cdef int64_t cap_scratch
-    cdef int32_t* vis
-    cdef int32_t* par_e
-    cdef uint8_t* par_s
-    cdef int32_t* queue
-    cdef int32_t gen
-    cdef int32_t* path
-    cdef int64_t path_n, cap_path
-    cdef int32_t* wl
-    cdef int64_t n_wl, cap_wl
-    cdef bint any_safe
-    # reacquire scratch
-    cdef int32_t* ra_cls
-    cdef int32_t* ra_name
-    cdef int32_t* ra_site
-    cdef int32_t* ra_task
-    cdef uint64_t* ra_inst
-    cdef int64_t* ra_ts
-    cdef uint8_t* ra_mode
-    cdef uint8_t* ra_try
-    cdef uint8_t* ra_irq
-    cdef int32_t* ra_edges
-    # counters
-    cdef public int64_t events, acquires, releases, depth_overflows, chain_hits, chain_misses
-    cdef public int64_t recomputes, reorders, searches, search_budget_exhausted
-    cdef public int64_t witnesses, witness_budget_exhausted, inversions_untracked
-    cdef public int64_t search_steps, spread_steps    # edges looked at by searches, by reach spreads
 
     def __cinit__(self, int max_depth=48):
         if max_depth < 1 or max_depth > 1024:
             raise ValueError("max_lock_depth must be between 1 and 1024")
         self.max_depth = max_depth
+        self._declare()
         if (u64map_init(&self.cls_map, 1024) or u64map_init(&self.thr_map, 1024)
                 or pairidx_init(&self.edge_idx, 1024) or u64map_init(&self.pair_map, 256)
-                or u64map_init(&self.inst_map, 256) or u64map_init(&self.inv_map, 64)):
+                or u64map_init(&self.inst_map, 256) or u64map_init(&self.inv_map, 64)
+                or self._grow_family(FAM_DEPTH, max_depth)):
             raise MemoryError()
-        self.ra_cls = <int32_t*>malloc(max_depth * sizeof(int32_t))
-        self.ra_name = <int32_t*>malloc(max_depth * sizeof(int32_t))
-        self.ra_site = <int32_t*>malloc(max_depth * sizeof(int32_t))
-        self.ra_task = <int32_t*>malloc(max_depth * sizeof(int32_t))
-        self.ra_inst = <uint64_t*>malloc(max_depth * sizeof(uint64_t))
-        self.ra_ts = <int64_t*>malloc(max_depth * sizeof(int64_t))
-        self.ra_mode = <uint8_t*>malloc(max_depth)
-        self.ra_try = <uint8_t*>malloc(max_depth)
-        self.ra_irq = <uint8_t*>malloc(max_depth)
-        self.ra_edges = <int32_t*>malloc(max_depth * sizeof(int32_t))
         self.chain_slots = <int32_t*>malloc(4096 * sizeof(int32_t))
+        if self.chain_slots == NULL:
+            raise MemoryError()
         memset(self.chain_slots, 0xff, 4096 * sizeof(int32_t))
         self.chain_mask = 4095
         self.gen = 1
         memset(self.tc_th, 0xff, sizeof(self.tc_th))
 
     def __dealloc__(self):
+        cdef int i
+        self._free_indexes()
+        for i in range(self.n_arrays):
+            free(self.arrays[i].ptr[0])
+            self.arrays[i].ptr[0] = NULL
+
+    # ------------------------------------------------------------------ the array table
+
+    cdef void _declare(self) noexcept:
+        """Every array of the core, once: its family, element size, whether snapshots carry it
+        (in this order: the snapshot layout) and whether grown elements start zeroed. Reach words
+        are added by _new_word as inversions need them."""
+        cdef int f
+        for f in range(N_FAMILIES):
+            self.fam_n[f] = NULL
+            self.fam_cap[f] = NULL
+        self.fam_n[FAM_CLS] = &self.n_cls;         self.fam_cap[FAM_CLS] = &self.cap_cls
+        self.fam_n[FAM_WORDS] = &self.n_cls;       self.fam_cap[FAM_WORDS] = &self.cap_cls
+        self.fam_n[FAM_THR] = &self.n_thr;         self.fam_cap[FAM_THR] = &self.cap_thr
+        self.fam_n[FAM_OCC] = &self.n_occ;         self.fam_cap[FAM_OCC] = &self.cap_occ
+        self.fam_n[FAM_EDGE] = &self.n_edge;       self.fam_cap[FAM_EDGE] = &self.cap_edge
+        self.fam_n[FAM_EI] = &self.n_ei;           self.fam_cap[FAM_EI] = &self.cap_ei
+        self.fam_n[FAM_PAIR] = &self.n_pair;       self.fam_cap[FAM_PAIR] = &self.cap_pair
+        self.fam_n[FAM_INV] = &self.n_inv;         self.fam_cap[FAM_INV] = &self.cap_inv
+        self.fam_n[FAM_CHAIN] = &self.n_chain;     self.fam_cap[FAM_CHAIN] = &self.cap_chain
+        self.fam_n[FAM_CE] = &self.n_ce;           self.fam_cap[FAM_CE] = &self.cap_ce
+        self.fam_n[FAM_AR] = &self.n_ar;           self.fam_cap[FAM_AR] = &self.cap_ar
+        self.fam_n[FAM_UC] = &self.n_uc;           self.fam_cap[FAM_UC] = &self.cap_uc
+        self.fam_n[FAM_F] = &self.n_f;             self.fam_cap[FAM_F] = &self.cap_f
+        self.fam_n[FAM_FH] = &self.n_fh;           self.fam_cap[FAM_FH] = &self.cap_fh
+        self.fam_n[FAM_FP] = &self.n_fp;           self.fam_cap[FAM_FP] = &self.cap_fp
+        self.fam_n[FAM_SCRATCH] = &self.cap_scratch; self.fam_cap[FAM_SCRATCH] = &self.cap_scratch
+        self.fam_n[FAM_PATH] = &self.path_n;       self.fam_cap[FAM_PATH] = &self.cap_path
+        self.fam_n[FAM_WL] = &self.n_wl;           self.fam_cap[FAM_WL] = &self.cap_wl
+        self.fam_n[FAM_DEPTH] = &self.depth_n;     self.fam_cap[FAM_DEPTH] = &self.depth_n
+        self.n_arrays = 0
+        # classes
+        self._add_array(<void**>&self.cls_name, 4, FAM_CLS, True, False)
+        self._add_array(<void**>&self.cls_sub, 1, FAM_CLS, True, False)
+        self._add_array(<void**>&self.cls_usage, 1, FAM_CLS, True, False)
+        self._add_array(<void**>&self.cls_flags, 1, FAM_CLS, True, False)
+        self._add_array(<void**>&self.cls_reach, 1, FAM_CLS, True, False)
+        self._add_array(<void**>&self.cls_usage_occ, 32, FAM_CLS, True, False)
+        self._add_array(<void**>&self.rep, 4, FAM_CLS, True, False)
+        self._add_array(<void**>&self.lvl, 4, FAM_CLS, True, False)
+        self._add_array(<void**>&self.mnext, 4, FAM_CLS, True, False)
+        self._add_array(<void**>&self.in0_n, 4, FAM_CLS, True, False)
+        self._add_array(<void**>&self.out0_n, 4, FAM_CLS, True, False)
+        self._add_array(<void**>&self.out_e, sizeof(int32_t*), FAM_CLS, False, True)
+        self._add_array(<void**>&self.out_n, 4, FAM_CLS, False, True)
+        self._add_array(<void**>&self.out_c, 4, FAM_CLS, False, True)
+        self._add_array(<void**>&self.in_e, sizeof(int32_t*), FAM_CLS, False, True)
+        self._add_array(<void**>&self.in_n, 4, FAM_CLS, False, True)
+        self._add_array(<void**>&self.in_c, 4, FAM_CLS, False, True)
+        self._add_array(<void**>&self.mark_a, 4, FAM_CLS, False, True)
+        self._add_array(<void**>&self.mark_b, 4, FAM_CLS, False, True)
+        # threads (a thread's element is its whole held stack)
+        self._add_array(<void**>&self.thr_host, 4, FAM_THR, True, False)
+        self._add_array(<void**>&self.thr_tid, 8, FAM_THR, True, False)
+        self._add_array(<void**>&self.thr_depth, 4, FAM_THR, True, False)
+        self._add_array(<void**>&self.thr_over, 4, FAM_THR, True, False)
+        self._add_array(<void**>&self.thr_seed, 8, FAM_THR, True, False)
+        self._add_array(<void**>&self.st, sizeof(Held) * self.max_depth, FAM_THR, True, False)
+        # occurrences
+        self._add_array(<void**>&self.oc_cls, 4, FAM_OCC, True, False)
+        self._add_array(<void**>&self.oc_site, 4, FAM_OCC, True, False)
+        self._add_array(<void**>&self.oc_host, 4, FAM_OCC, True, False)
+        self._add_array(<void**>&self.oc_task, 4, FAM_OCC, True, False)
+        self._add_array(<void**>&self.oc_tid, 8, FAM_OCC, True, False)
+        self._add_array(<void**>&self.oc_ts, 8, FAM_OCC, True, False)
+        self._add_array(<void**>&self.oc_inst, 8, FAM_OCC, True, False)
+        self._add_array(<void**>&self.oc_mode, 1, FAM_OCC, True, False)
+        self._add_array(<void**>&self.oc_try, 1, FAM_OCC, True, False)
+        self._add_array(<void**>&self.oc_irq, 1, FAM_OCC, True, False)
+        # dependencies, their instances, their hosts
+        self._add_array(<void**>&self.e_src, 4, FAM_EDGE, True, False)
+        self._add_array(<void**>&self.e_dst, 4, FAM_EDGE, True, False)
+        self._add_array(<void**>&self.e_kinds, 1, FAM_EDGE, True, False)
+        self._add_array(<void**>&self.e_flags, 1, FAM_EDGE, True, False)
+        self._add_array(<void**>&self.e_bkinds, 1, FAM_EDGE, True, False)
+        self._add_array(<void**>&self.e_bfirst, 4, FAM_EDGE, True, False)
+        self._add_array(<void**>&self.ev_task, 4, FAM_EDGE, True, False)
+        self._add_array(<void**>&self.ev_ts, 8, FAM_EDGE, True, False)
+        self._add_array(<void**>&self.ev_site_h, 4, FAM_EDGE, True, False)
+        self._add_array(<void**>&self.ev_site_t, 4, FAM_EDGE, True, False)
+        self._add_array(<void**>&self.ei_edge, 4, FAM_EI, True, False)
+        self._add_array(<void**>&self.ei_h, 8, FAM_EI, True, False)
+        self._add_array(<void**>&self.ei_t, 8, FAM_EI, True, False)
+        self._add_array(<void**>&self.ev_modes, 1, FAM_EDGE, True, False)
+        self._add_array(<void**>&self.e_hosts, 4, FAM_EDGE, True, False)
+        self._add_array(<void**>&self.e_host0, 4, FAM_EDGE, True, False)
+        self._add_array(<void**>&self.e_count, 8, FAM_EDGE, True, False)
+        self._add_array(<void**>&self.e_last, 8, FAM_EDGE, True, False)
+        self._add_array(<void**>&self.ph_host, 4, FAM_PAIR, True, False)
+        self._add_array(<void**>&self.ph_next, 4, FAM_PAIR, True, False)
+        # chains
+        self._add_array(<void**>&self.chains, sizeof(Chain), FAM_CHAIN, True, False)
+        self._add_array(<void**>&self.ce_edge, 4, FAM_CE, True, False)
+        # inversions
+        self._add_array(<void**>&self.inv_edge, 4, FAM_INV, True, False)
+        self._add_array(<void**>&self.inv_wit, 8, FAM_INV, True, False)
+        self._add_array(<void**>&self.inv_kept, 4, FAM_INV, True, False)
+        # per batch
+        self._add_array(<void**>&self.ar_edge, 4, FAM_AR, False, False)
+        self._add_array(<void**>&self.ar_kind, 1, FAM_AR, False, False)
+        self._add_array(<void**>&self.ar_new, 1, FAM_AR, False, False)
+        self._add_array(<void**>&self.ar_seq, 4, FAM_AR, False, False)
+        self._add_array(<void**>&self.ar_next, 4, FAM_AR, False, False)
+        self._add_array(<void**>&self.ar_row, 4, FAM_AR, False, False)
+        self._add_array(<void**>&self.uc_cls, 4, FAM_UC, False, False)
+        self._add_array(<void**>&self.f_kind, 4, FAM_F, False, False)
+        self._add_array(<void**>&self.f_row, 4, FAM_F, False, False)
+        self._add_array(<void**>&self.f_a, 4, FAM_F, False, False)
+        self._add_array(<void**>&self.f_b, 4, FAM_F, False, False)
+        self._add_array(<void**>&self.f_c, 4, FAM_F, False, False)
+        self._add_array(<void**>&self.f_d, 4, FAM_F, False, False)
+        self._add_array(<void**>&self.f_occ, 4, FAM_F, False, False)
+        self._add_array(<void**>&self.f_hoff, 8, FAM_F, False, False)
+        self._add_array(<void**>&self.f_hn, 4, FAM_F, False, False)
+        self._add_array(<void**>&self.f_poff, 8, FAM_F, False, False)
+        self._add_array(<void**>&self.f_pn, 4, FAM_F, False, False)
+        self._add_array(<void**>&self.fh, 4, FAM_FH, False, False)
+        self._add_array(<void**>&self.fp, 4, FAM_FP, False, False)
+        # search scratch
+        self._add_array(<void**>&self.vis, 4, FAM_SCRATCH, False, True)
+        self._add_array(<void**>&self.par_e, 4, FAM_SCRATCH, False, False)
+        self._add_array(<void**>&self.par_s, 1, FAM_SCRATCH, False, False)
+        self._add_array(<void**>&self.queue, 4, FAM_SCRATCH, False, False)
+        self._add_array(<void**>&self.path, 4, FAM_PATH, False, False)
+        self._add_array(<void**>&self.wl, 4, FAM_WL, False, False)
+        # re-acquisition scratch
+        self._add_array(<void**>&self.ra_cls, 4, FAM_DEPTH, False, False)
+        self._add_array(<void**>&self.ra_name, 4, FAM_DEPTH, False, False)
+        self._add_array(<void**>&self.ra_site, 4, FAM_DEPTH, False, False)
+        self._add_array(<void**>&self.ra_task, 4, FAM_DEPTH, False, False)
+        self._add_array(<void**>&self.ra_inst, 8, FAM_DEPTH, False, False)
+        self._add_array(<void**>&self.ra_ts, 8, FAM_DEPTH, False, False)
+        self._add_array(<void**>&self.ra_mode, 1, FAM_DEPTH, False, False)
+        self._add_array(<void**>&self.ra_try, 1, FAM_DEPTH, False, False)
+        self._add_array(<void**>&self.ra_irq, 1, FAM_DEPTH, False, False)
+        self._add_array(<void**>&self.ra_edges, 4, FAM_DEPTH, False, False)
+
+    cdef void _add_array(self, void** ptr, size_t elem, int fam, bint snap, bint zero) noexcept nogil:
+        # MAX_ARRAYS leaves room for every declared array and 2 * MAX_WORDS reach words
+        ptr[0] = NULL
+        self.arrays[self.n_arrays].ptr = ptr
+        self.arrays[self.n_arrays].elem = elem
+        self.arrays[self.n_arrays].fam = fam
+        self.arrays[self.n_arrays].snap = snap
+        self.arrays[self.n_arrays].zero = zero
+        self.n_arrays += 1
+
+    cdef int _grow_family(self, int fam, int64_t cap) noexcept nogil:
+        """Resize every array of family `fam` (with FAM_CLS, the reach words too) to `cap`
+        elements, zeroing the new ones where the table says so; sets the family's capacity."""
+        cdef int64_t old = self.fam_cap[fam][0]
+        cdef int i
+        cdef void* q
+        cdef Array* a
+        for i in range(self.n_arrays):
+            a = &self.arrays[i]
+            if a.fam != fam and not (fam == FAM_CLS and a.fam == FAM_WORDS):
+                continue
+            q = realloc(a.ptr[0], max(cap, 1) * a.elem)
+            if q == NULL:
+                self.oom = True
+                return -1
+            a.ptr[0] = q
+            if a.zero and cap > old:
+                memset(<char*>q + old * a.elem, 0, (cap - old) * a.elem)
+        self.fam_cap[fam][0] = cap
+        return 0
+
+    cdef int _new_word(self) noexcept nogil:
+        """Reach word n_words (64 more inversions), zeroed, for every class."""
+        cdef int w = self.n_words
+        if w >= MAX_WORDS:
+            return -1
+        self._add_array(<void**>&self.dw[w], 8, FAM_WORDS, True, True)
+        self._add_array(<void**>&self.aw[w], 8, FAM_WORDS, True, True)
+        self.dw[w] = <uint64_t*>calloc(max(self.cap_cls, 1), 8)
+        self.aw[w] = <uint64_t*>calloc(max(self.cap_cls, 1), 8)
+        if self.dw[w] == NULL or self.aw[w] == NULL:
+            self.oom = True
+            return -1
+        self.n_words += 1
+        return 0
+
+    cdef void _free_indexes(self) noexcept nogil:
+        """Free the derived state: hash indexes and the per-class adjacency lists."""
         cdef int64_t i
         u64map_free(&self.cls_map)
         u64map_free(&self.thr_map)
-        free(self.edge_idx.slots)
-        free(self.e_host0)
         u64map_free(&self.pair_map)
-        for i in range(self.n_cls):
-            free(self.out_e[i])
+        u64map_free(&self.inst_map)
+        u64map_free(&self.inv_map)
+        free(self.edge_idx.slots)
+        self.edge_idx.slots = NULL
+        free(self.chain_slots)
+        self.chain_slots = NULL
+        for i in range(self.cap_cls):
+            if self.out_e != NULL:
+                free(self.out_e[i])
+                self.out_e[i] = NULL
             if self.in_e != NULL:
                 free(self.in_e[i])
-        for i in range(self.n_words):
-            free(self.dw[i])
-            free(self.aw[i])
-        free(self.in_e)
-        free(self.in_n)
-        free(self.in_c)
-        free(self.in0_n)
-        free(self.out0_n)
-        free(self.e_flags)
-        free(self.inv_edge)
-        free(self.inv_wit)
-        free(self.inv_kept)
-        u64map_free(&self.inv_map)
-        free(self.cls_name)
-        free(self.cls_sub)
-        free(self.cls_usage)
-        free(self.cls_flags)
-        free(self.cls_reach)
-        free(self.cls_usage_occ)
-        free(self.rep)
-        free(self.lvl)
-        free(self.mnext)
-        free(self.out_e)
-        free(self.out_n)
-        free(self.out_c)
-        free(self.mark_a)
-        free(self.mark_b)
-        free(self.thr_host)
-        free(self.thr_tid)
-        free(self.thr_depth)
-        free(self.thr_over)
-        free(self.thr_seed)
-        free(self.st)
-        free(self.oc_cls)
-        free(self.oc_site)
-        free(self.oc_host)
-        free(self.oc_task)
-        free(self.oc_tid)
-        free(self.oc_ts)
-        free(self.oc_inst)
-        free(self.oc_mode)
-        free(self.oc_try)
-        free(self.oc_irq)
-        free(self.e_src)
-        free(self.e_dst)
-        free(self.e_kinds)
-        free(self.e_bkinds)
-        free(self.e_bfirst)
-        free(self.ev_task)
-        free(self.ev_ts)
-        free(self.ev_site_h)
-        free(self.ev_site_t)
-        free(self.ei_edge)
-        free(self.ei_h)
-        free(self.ei_t)
-        u64map_free(&self.inst_map)
-        free(self.ev_modes)
-        free(self.e_hosts)
-        free(self.e_count)
-        free(self.e_last)
-        free(self.ph_host)
-        free(self.ph_next)
-        free(self.chains)
-        free(self.chain_slots)
-        free(self.ce_edge)
-        free(self.ar_edge)
-        free(self.ar_kind)
-        free(self.ar_new)
-        free(self.ar_seq)
-        free(self.ar_next)
-        free(self.ar_row)
-        free(self.uc_cls)
-        free(self.f_kind)
-        free(self.f_row)
-        free(self.f_a)
-        free(self.f_b)
-        free(self.f_c)
-        free(self.f_d)
-        free(self.f_occ)
-        free(self.f_hoff)
-        free(self.f_hn)
-        free(self.f_poff)
-        free(self.f_pn)
-        free(self.fh)
-        free(self.fp)
-        free(self.vis)
-        free(self.par_e)
-        free(self.par_s)
-        free(self.queue)
-        free(self.path)
-        free(self.wl)
-        free(self.ra_cls)
-        free(self.ra_name)
-        free(self.ra_site)
-        free(self.ra_task)
-        free(self.ra_inst)
-        free(self.ra_ts)
-        free(self.ra_mode)
-        free(self.ra_try)
-        free(self.ra_irq)
-        free(self.ra_edges)
+                self.in_e[i] = NULL
+
+    cdef int64_t _index_bytes(self, int fam) noexcept nogil:
+        """Bytes of the hash indexes kept for family `fam`."""
+        cdef int64_t b = 0
+        if fam == FAM_CLS:
+            b = (self.cls_map.mask + 1) * 12
+        elif fam == FAM_THR:
+            b = (self.thr_map.mask + 1) * 12
+        elif fam == FAM_EDGE:
+            b = (self.edge_idx.mask + 1) * 4 + (self.inst_map.mask + 1) * 12
+        elif fam == FAM_PAIR:
+            b = (self.pair_map.mask + 1) * 12
+        elif fam == FAM_INV:
+            b = (self.inv_map.mask + 1) * 12
+        elif fam == FAM_CHAIN:
+            b = (self.chain_mask + 1) * 4
+        return b
 
     # ------------------------------------------------------------------ storage growth
 
     cdef int _ensure_cls(self, int64_t need) noexcept nogil:
-        cdef int64_t cap = self.cap_cls, i
-        cdef int w
+        cdef int64_t cap = self.cap_cls
         if need <= cap:
             return 0
-        cap = max(need, cap + cap // 2, 256)
-        if (_grow(<void**>&self.cls_name, cap, 4) or _grow(<void**>&self.cls_sub, cap, 1)
-                or _grow(<void**>&self.cls_usage, cap, 1) or _grow(<void**>&self.cls_flags, cap, 1)
-                or _grow(<void**>&self.cls_reach, cap, 1) or _grow(<void**>&self.cls_usage_occ, cap, 32)
-                or _grow(<void**>&self.rep, cap, 4) or _grow(<void**>&self.lvl, cap, 4)
-                or _grow(<void**>&self.mnext, cap, 4) or _grow(<void**>&self.out_e, cap, sizeof(int32_t*))
-                or _grow(<void**>&self.out_n, cap, 4) or _grow(<void**>&self.out_c, cap, 4)
-                or _grow(<void**>&self.mark_a, cap, 4)
-                or _grow(<void**>&self.mark_b, cap, 4)
-                or _grow(<void**>&self.in0_n, cap, 4) or _grow(<void**>&self.out0_n, cap, 4)
-                or _grow(<void**>&self.in_e, cap, sizeof(int32_t*))
-                or _grow(<void**>&self.in_n, cap, 4) or _grow(<void**>&self.in_c, cap, 4)):
-            self.oom = True
-            return -1
-        for w in range(self.n_words):
-            if _grow(<void**>&self.dw[w], cap, 8) or _grow(<void**>&self.aw[w], cap, 8):
-                self.oom = True
-                return -1
-        for i in range(self.cap_cls, cap):
-            self.mark_a[i] = 0
-            self.mark_b[i] = 0
-        self.cap_cls = cap
-        return 0
+        return self._grow_family(FAM_CLS, max(need, cap + cap // 2, 256))
 
     cdef int _ensure_scratch(self) noexcept nogil:
         cdef int64_t need = 2 * self.n_cls + 2
         if need <= self.cap_scratch:
             return 0
-        need = max(need, self.cap_scratch + self.cap_scratch // 2)
-        if (_grow(<void**>&self.vis, need, 4) or _grow(<void**>&self.par_e, need, 4)
-                or _grow(<void**>&self.par_s, need, 1) or _grow(<void**>&self.queue, need, 4)):
-            self.oom = True
-            return -1
-        # fresh slots hold 0, which no generation equals; the generation itself runs on, as
+        # fresh vis slots hold 0, which no generation equals; the generation itself runs on, as
         # mark_a/mark_b still hold stamps of earlier ones
-        memset(self.vis, 0, need * 4)
-        self.cap_scratch = need
-        return 0
+        return self._grow_family(FAM_SCRATCH, max(need, self.cap_scratch + self.cap_scratch // 2))
 
     cdef int32_t _class(self, int32_t name, int32_t sub) noexcept nogil:
         cdef uint64_t key = ((<uint64_t>name) << 8) | <uint64_t>sub | TOP
@@ -522,7 +384,7 @@ cdef class Core:
             self.oom = True
         return c
 
-    cdef inline int32_t _chain_find(self, uint64_t key) noexcept nogil:
+    cdef int32_t _chain_find(self, uint64_t key) noexcept nogil:
         # the chain key is already a hash: its low bits pick the slot
         cdef int64_t i = <int64_t>(key & <uint64_t>self.chain_mask)
         cdef int32_t r
@@ -572,12 +434,8 @@ cdef class Core:
             return t
         if self.n_thr + 1 > self.cap_thr:
             cap = max(self.cap_thr + self.cap_thr // 2, 16)
-            if (_grow(<void**>&self.thr_host, cap, 4) or _grow(<void**>&self.thr_tid, cap, 8)
-                    or _grow(<void**>&self.thr_depth, cap, 4) or _grow(<void**>&self.thr_over, cap, 4)
-                    or _grow(<void**>&self.thr_seed, cap, 8) or _grow(<void**>&self.st, cap * d, sizeof(Held))):
-                self.oom = True
+            if self._grow_family(FAM_THR, cap):
                 return -1
-            self.cap_thr = cap
         t = <int32_t>self.n_thr
         self.n_thr += 1
         self.thr_host[t] = host
@@ -595,14 +453,8 @@ cdef class Core:
         cdef int32_t o
         if self.n_occ + 1 > self.cap_occ:
             cap = max(self.cap_occ + self.cap_occ // 2, 1024)
-            if (_grow(<void**>&self.oc_cls, cap, 4) or _grow(<void**>&self.oc_site, cap, 4)
-                    or _grow(<void**>&self.oc_host, cap, 4) or _grow(<void**>&self.oc_task, cap, 4)
-                    or _grow(<void**>&self.oc_tid, cap, 8) or _grow(<void**>&self.oc_ts, cap, 8)
-                    or _grow(<void**>&self.oc_inst, cap, 8) or _grow(<void**>&self.oc_mode, cap, 1)
-                    or _grow(<void**>&self.oc_try, cap, 1) or _grow(<void**>&self.oc_irq, cap, 1)):
-                self.oom = True
+            if self._grow_family(FAM_OCC, cap):
                 return -1
-            self.cap_occ = cap
         o = <int32_t>self.n_occ
         self.n_occ += 1
         self.oc_cls[o] = cls
@@ -629,15 +481,8 @@ cdef class Core:
         cdef int32_t f
         if self.n_f + 1 > self.cap_f:
             cap = max(self.cap_f + self.cap_f // 2, 64)
-            if (_grow(<void**>&self.f_kind, cap, 4) or _grow(<void**>&self.f_row, cap, 4)
-                    or _grow(<void**>&self.f_a, cap, 4) or _grow(<void**>&self.f_b, cap, 4)
-                    or _grow(<void**>&self.f_c, cap, 4) or _grow(<void**>&self.f_d, cap, 4)
-                    or _grow(<void**>&self.f_occ, cap, 4) or _grow(<void**>&self.f_hoff, cap, 8)
-                    or _grow(<void**>&self.f_hn, cap, 4) or _grow(<void**>&self.f_poff, cap, 8)
-                    or _grow(<void**>&self.f_pn, cap, 4)):
-                self.oom = True
+            if self._grow_family(FAM_F, cap):
                 return -1
-            self.cap_f = cap
         f = <int32_t>self.n_f
         self.n_f += 1
         self.f_kind[f] = kind
@@ -686,19 +531,8 @@ cdef class Core:
         if e < 0:
             if self.n_edge + 1 > self.cap_edge:
                 cap = max(self.cap_edge + self.cap_edge // 4, 1024)   # 1.25x: the biggest tables, least slack
-                if (_grow(<void**>&self.e_src, cap, 4) or _grow(<void**>&self.e_dst, cap, 4)
-                        or _grow(<void**>&self.e_kinds, cap, 1) or _grow(<void**>&self.e_bkinds, cap, 1)
-                        or _grow(<void**>&self.e_flags, cap, 1)
-                        or _grow(<void**>&self.e_bfirst, cap, 4)
-                        or _grow(<void**>&self.ev_task, cap, 4) or _grow(<void**>&self.ev_ts, cap, 8)
-                        or _grow(<void**>&self.ev_site_h, cap, 4) or _grow(<void**>&self.ev_site_t, cap, 4)
-                        or _grow(<void**>&self.ev_modes, cap, 1)
-                        or _grow(<void**>&self.e_hosts, cap, 4) or _grow(<void**>&self.e_count, cap, 8)
-                        or _grow(<void**>&self.e_host0, cap, 4)
-                        or _grow(<void**>&self.e_last, cap, 8)):
-                    self.oom = True
+                if self._grow_family(FAM_EDGE, cap):
                     return -1
-                self.cap_edge = cap
             e = <int32_t>self.n_edge
             self.n_edge += 1
             self.e_src[e] = src
@@ -728,12 +562,8 @@ cdef class Core:
             self.arrival_seq += 1
             if self.n_ar + 1 > self.cap_ar:
                 cap = max(self.cap_ar + self.cap_ar // 2, 256)
-                if (_grow(<void**>&self.ar_edge, cap, 4) or _grow(<void**>&self.ar_kind, cap, 1)
-                        or _grow(<void**>&self.ar_new, cap, 1) or _grow(<void**>&self.ar_seq, cap, 4) or _grow(<void**>&self.ar_next, cap, 4)
-                        or _grow(<void**>&self.ar_row, cap, 4)):
-                    self.oom = True
+                if self._grow_family(FAM_AR, cap):
                     return -1
-                self.cap_ar = cap
             self.ar_edge[self.n_ar] = e
             self.ar_kind[self.n_ar] = <uint8_t>k
             self.ar_new[self.n_ar] = new_pair
@@ -755,10 +585,8 @@ cdef class Core:
         if u64map_get(&self.pair_map, key) < 0:
             if self.n_pair + 1 > self.cap_pair:
                 cap = max(self.cap_pair + self.cap_pair // 2, 1024)
-                if _grow(<void**>&self.ph_host, cap, 4) or _grow(<void**>&self.ph_next, cap, 4):
-                    self.oom = True
+                if self._grow_family(FAM_PAIR, cap):
                     return -1
-                self.cap_pair = cap
             p = self.n_pair
             self.n_pair += 1
             self.ph_host[p] = host
@@ -772,11 +600,8 @@ cdef class Core:
         cdef int64_t cap
         if self.n_ei + 1 > self.cap_ei:
             cap = max(self.cap_ei + self.cap_ei // 2, 256)
-            if (_grow(<void**>&self.ei_edge, cap, 4) or _grow(<void**>&self.ei_h, cap, 8)
-                    or _grow(<void**>&self.ei_t, cap, 8)):
-                self.oom = True
+            if self._grow_family(FAM_EI, cap):
                 return -1
-            self.cap_ei = cap
         self.ei_edge[self.n_ei] = e
         self.ei_h[self.n_ei] = held
         self.ei_t[self.n_ei] = taken
@@ -817,7 +642,7 @@ cdef class Core:
         self.cls_usage[c] = u
         for x in range(2):
             b_in_w, b_in_r, b_on_w, b_on_r = 4 * x, 4 * x + 1, 4 * x + 2, 4 * x + 3
-            if self.cls_flags[c] & (1 << x):
+            if self.cls_flags[c] & (CF_INCONSISTENT_HARD << x):
                 continue
             if not (((u >> b_in_w) & 1 and ((u >> b_on_w) & 1 or (u >> b_on_r) & 1))
                     or ((u >> b_in_r) & 1 and (u >> b_on_w) & 1)):
@@ -836,10 +661,10 @@ cdef class Core:
                     break
             if earlier < 0:
                 continue
-            self.cls_flags[c] |= <uint8_t>(1 << x)
+            self.cls_flags[c] |= <uint8_t>(CF_INCONSISTENT_HARD << x)
             self._finding(F_INCONSISTENT, row, c, x, earlier, later, occ_t[0], th)
-        if not (self.cls_flags[c] & 16):
-            self.cls_flags[c] |= 16
+        if not (self.cls_flags[c] & CF_USAGE_CHANGED):
+            self.cls_flags[c] |= CF_USAGE_CHANGED
             self._push_i32(&self.uc_cls, &self.n_uc, &self.cap_uc, c)
 
     cdef int32_t _validate(self, int32_t th, int32_t c, uint8_t mode, uint8_t trylock, uint8_t irq,
@@ -855,10 +680,8 @@ cdef class Core:
         cdef int32_t ne = 0
         if self.n_chain + 1 > self.cap_chain:
             cap = max(self.cap_chain + self.cap_chain // 4, 1024)
-            if _grow(<void**>&self.chains, cap, sizeof(Chain)):
-                self.oom = True
+            if self._grow_family(FAM_CHAIN, cap):
                 return -1
-            self.cap_chain = cap
         ci = <int32_t>self.n_chain
         self.n_chain += 1
         self.chains[ci].key = key
@@ -1199,7 +1022,7 @@ cdef class Core:
         return (self.oc_cls[o], self.oc_mode[o], self.oc_try[o], self.oc_inst[o], self.oc_site[o],
                 self.oc_host[o], self.oc_task[o], self.oc_tid[o], self.oc_ts[o], self.oc_irq[o])
 
-    cdef inline void _count_edge(self, int32_t e, int64_t ci) noexcept nogil:
+    cdef void _count_edge(self, int32_t e, int64_t ci) noexcept nogil:
         cdef int64_t last = <int64_t>self.chains[ci].last_s * 1000000000
         self.e_count[e] += self.chains[ci].count
         if last > self.e_last[e]:
@@ -1271,97 +1094,33 @@ cdef class Core:
         return sum(self.memory_breakdown().values())
 
     def memory_breakdown(self):
-        """Bytes per table family (capacities), for the benchmarks' memory figures."""
-        cdef int64_t adj = 0, inadj = 0, i
-        for i in range(self.n_cls):
-            adj += 8 * self.out_c[i]
-            inadj += 4 * self.in_c[i]
-        return {
-            "classes": self.cap_cls * (4 + 1 + 1 + 1 + 1 + 32 + 4 * 3 + sizeof(void*) + 4 * 2 + 4 * 2
-                                       + 4 * 2 + sizeof(void*) + 4 * 2)
-                       + (self.cls_map.mask + 1) * 12,
-            "adjacency": adj + inadj,
-            "inversions": self.cap_inv * (4 + 8 + 4) + (self.inv_map.mask + 1) * 12
-                          + self.n_words * self.cap_cls * 16,
-            "threads": self.cap_thr * (4 + 8 + 4 + 4 + 8)
-                       + self.cap_thr * self.max_depth * sizeof(Held) + (self.thr_map.mask + 1) * 12,
-            "occurrences": self.cap_occ * (4 * 4 + 8 * 3 + 3),
-            "edges": self.cap_edge * (4 + 4 + 1 + 1 + 1 + 4 + 4 + 4 + 8 + 8 + 4 + 8 + 4 + 4 + 1)
-                     + (self.edge_idx.mask + 1) * 4 + self.cap_ei * 20 + (self.inst_map.mask + 1) * 12,
-            "edge_hosts": self.cap_pair * 8 + (self.pair_map.mask + 1) * 12,
-            "chains": self.cap_chain * sizeof(Chain) + (self.chain_mask + 1) * 4 + self.cap_ce * 4,
-            "scratch": self.cap_scratch * (4 + 4 + 1 + 4) + self.cap_path * 4,
-        }
+        """Bytes per table group (capacities), from the array table and the derived indexes."""
+        cdef int i, f
+        cdef int64_t x
+        out = dict.fromkeys(_MEMORY_GROUPS, 0)
+        for i in range(self.n_arrays):
+            f = self.arrays[i].fam
+            out[_MEMORY_GROUPS[_FAMILY_GROUP[f]]] += self.fam_cap[f][0] * self.arrays[i].elem
+        for f in range(N_FAMILIES):
+            out[_MEMORY_GROUPS[_FAMILY_GROUP[f]]] += self._index_bytes(f)
+        for x in range(self.n_cls):
+            out["adjacency"] += 8 * self.out_c[x] + 4 * self.in_c[x]
+        return out
+
+    def array_table(self):
+        """The array table, for tests and the memory figures: (family, element bytes, in
+        snapshots, allocated) per array, in declaration order."""
+        return [(self.arrays[i].fam, self.arrays[i].elem, bool(self.arrays[i].snap),
+                 self.arrays[i].ptr[0] != NULL) for i in range(self.n_arrays)]
 
     # ------------------------------------------------------------------ snapshots
-    # A snapshot is the core's arrays, raw, in a fixed order after a header of counts; the hash
+    # A snapshot is a header of counts, then every array the table marks for snapshots, raw, in
+    # table order (as many elements as its family counts), then the adjacency lists; the hash
     # indexes are not saved but rebuilt from the arrays on load (they are derived state).
-
-    cdef int _fields(self, Field* f) noexcept nogil:
-        cdef int n = 0, w
-        cdef int64_t c = self.n_cls, t = self.n_thr, sd = self.n_thr * self.max_depth
-        cdef int64_t o = self.n_occ, e = self.n_edge
-        f[n] = Field(<void**>&self.cls_name, 4, c); n += 1
-        f[n] = Field(<void**>&self.cls_sub, 1, c); n += 1
-        f[n] = Field(<void**>&self.cls_usage, 1, c); n += 1
-        f[n] = Field(<void**>&self.cls_flags, 1, c); n += 1
-        f[n] = Field(<void**>&self.cls_reach, 1, c); n += 1
-        f[n] = Field(<void**>&self.cls_usage_occ, 32, c); n += 1
-        f[n] = Field(<void**>&self.rep, 4, c); n += 1
-        f[n] = Field(<void**>&self.lvl, 4, c); n += 1
-        f[n] = Field(<void**>&self.mnext, 4, c); n += 1
-        f[n] = Field(<void**>&self.in0_n, 4, c); n += 1
-        f[n] = Field(<void**>&self.out0_n, 4, c); n += 1
-        f[n] = Field(<void**>&self.thr_host, 4, t); n += 1
-        f[n] = Field(<void**>&self.thr_tid, 8, t); n += 1
-        f[n] = Field(<void**>&self.thr_depth, 4, t); n += 1
-        f[n] = Field(<void**>&self.thr_over, 4, t); n += 1
-        f[n] = Field(<void**>&self.thr_seed, 8, t); n += 1
-        f[n] = Field(<void**>&self.st, sizeof(Held), sd); n += 1
-        f[n] = Field(<void**>&self.oc_cls, 4, o); n += 1
-        f[n] = Field(<void**>&self.oc_site, 4, o); n += 1
-        f[n] = Field(<void**>&self.oc_host, 4, o); n += 1
-        f[n] = Field(<void**>&self.oc_task, 4, o); n += 1
-        f[n] = Field(<void**>&self.oc_tid, 8, o); n += 1
-        f[n] = Field(<void**>&self.oc_ts, 8, o); n += 1
-        f[n] = Field(<void**>&self.oc_inst, 8, o); n += 1
-        f[n] = Field(<void**>&self.oc_mode, 1, o); n += 1
-        f[n] = Field(<void**>&self.oc_try, 1, o); n += 1
-        f[n] = Field(<void**>&self.oc_irq, 1, o); n += 1
-        f[n] = Field(<void**>&self.e_src, 4, e); n += 1
-        f[n] = Field(<void**>&self.e_dst, 4, e); n += 1
-        f[n] = Field(<void**>&self.e_kinds, 1, e); n += 1
-        f[n] = Field(<void**>&self.e_flags, 1, e); n += 1
-        f[n] = Field(<void**>&self.e_bkinds, 1, e); n += 1
-        f[n] = Field(<void**>&self.e_bfirst, 4, e); n += 1
-        f[n] = Field(<void**>&self.ev_task, 4, e); n += 1
-        f[n] = Field(<void**>&self.ev_ts, 8, e); n += 1
-        f[n] = Field(<void**>&self.ev_site_h, 4, e); n += 1
-        f[n] = Field(<void**>&self.ev_site_t, 4, e); n += 1
-        f[n] = Field(<void**>&self.ei_edge, 4, self.n_ei); n += 1
-        f[n] = Field(<void**>&self.ei_h, 8, self.n_ei); n += 1
-        f[n] = Field(<void**>&self.ei_t, 8, self.n_ei); n += 1
-        f[n] = Field(<void**>&self.ev_modes, 1, e); n += 1
-        f[n] = Field(<void**>&self.e_hosts, 4, e); n += 1
-        f[n] = Field(<void**>&self.e_host0, 4, e); n += 1
-        f[n] = Field(<void**>&self.e_count, 8, e); n += 1
-        f[n] = Field(<void**>&self.e_last, 8, e); n += 1
-        f[n] = Field(<void**>&self.ph_host, 4, self.n_pair); n += 1
-        f[n] = Field(<void**>&self.ph_next, 4, self.n_pair); n += 1
-        f[n] = Field(<void**>&self.chains, sizeof(Chain), self.n_chain); n += 1
-        f[n] = Field(<void**>&self.ce_edge, 4, self.n_ce); n += 1
-        f[n] = Field(<void**>&self.inv_edge, 4, self.n_inv); n += 1
-        f[n] = Field(<void**>&self.inv_wit, 8, self.n_inv); n += 1
-        f[n] = Field(<void**>&self.inv_kept, 4, self.n_inv); n += 1
-        for w in range(self.n_words):
-            f[n] = Field(<void**>&self.dw[w], 8, c); n += 1
-            f[n] = Field(<void**>&self.aw[w], 8, c); n += 1
-        return n
 
     def dump(self):
         """The whole core state as bytes (see load)."""
-        cdef Field f[96]
-        cdef int nf, i
+        cdef int i
         cdef int64_t x, nb
         parts = [_SNAP_MAGIC]
         header = [self.max_depth, self.n_cls, self.n_thr, self.n_occ, self.n_edge, self.n_pair,
@@ -1371,11 +1130,11 @@ cdef class Core:
                   self.search_budget_exhausted, self.n_inv, self.n_words, self.any_rread,
                   self.witnesses, self.witness_budget_exhausted, self.inversions_untracked]
         parts.append(np.array(header, dtype=np.int64).tobytes())
-        nf = self._fields(f)
-        for i in range(nf):
-            nb = f[i].elem * f[i].count
-            if nb:
-                parts.append((<char*>f[i].ptr[0])[:nb])
+        for i in range(self.n_arrays):
+            if self.arrays[i].snap:
+                nb = self.arrays[i].elem * self.fam_n[self.arrays[i].fam][0]
+                if nb:
+                    parts.append((<char*>self.arrays[i].ptr[0])[:nb])
         outn = np.array([self.out_n[x] for x in range(self.n_cls)], dtype=np.int32)
         parts.append(outn.tobytes())
         for x in range(self.n_cls):
@@ -1386,16 +1145,15 @@ cdef class Core:
     @staticmethod
     def load(const unsigned char[::1] data):
         """A Core from dump()'s bytes; raises ValueError on anything malformed."""
-        cdef int64_t off = len(_SNAP_MAGIC), nb, x, i, n
-        cdef Field f[96]
-        cdef int nf, w
+        cdef int64_t off = len(_SNAP_MAGIC), nb, x, n
+        cdef int i, w, f
         cdef Core core
-        cdef int32_t p, e
-        cdef uint64_t key
         if data.shape[0] < off + 27 * 8 or bytes(data[:off]) != _SNAP_MAGIC:
             raise ValueError("not a lockfleet core snapshot")
         h = np.frombuffer(bytes(data[off:off + 27 * 8]), dtype=np.int64).tolist()
         off += 27 * 8
+        if not 1 <= h[0] <= 1024:
+            raise ValueError("corrupt core snapshot header")
         core = Core(int(h[0]))
         (core.n_cls, core.n_thr, core.n_occ, core.n_edge, core.n_pair, core.n_chain,
          core.n_ce, core.n_ei) = h[1:9]
@@ -1404,37 +1162,26 @@ cdef class Core:
         (core.events, core.acquires, core.releases, core.depth_overflows, core.chain_hits,
          core.chain_misses, core.recomputes, core.reorders, core.searches,
          core.search_budget_exhausted) = h[11:21]
-        core.n_inv, core.n_words = h[21], h[22]
+        core.n_inv, n = h[21], h[22]
         core.any_rread = bool(h[23])
         core.witnesses, core.witness_budget_exhausted, core.inversions_untracked = h[24:27]
-        if min(h[1:9]) < 0 or not 0 <= core.n_inv or not 0 <= core.n_words <= MAX_WORDS:
+        if min(h[1:9]) < 0 or not 0 <= core.n_inv or not 0 <= n <= MAX_WORDS:
             raise ValueError("corrupt core snapshot header")
-        core.cap_cls = 0
-        if core._ensure_cls(max(core.n_cls, 1)):
-            raise MemoryError()
-        core.cap_thr = max(core.n_thr, 1)
-        core.cap_occ = max(core.n_occ, 1)
-        core.cap_edge = max(core.n_edge, 1)
-        core.cap_pair = max(core.n_pair, 1)
-        core.cap_chain = max(core.n_chain, 1)
-        core.cap_ce = max(core.n_ce, 1)
-        core.cap_ei = max(core.n_ei, 1)
-        core.cap_inv = max(core.n_inv, 1)
-        for w in range(core.n_words):
-            core.dw[w] = <uint64_t*>calloc(core.cap_cls, 8)
-            core.aw[w] = <uint64_t*>calloc(core.cap_cls, 8)
-            if core.dw[w] == NULL or core.aw[w] == NULL:
+        # every saved family sized to its count (classes first: the reach words follow them)
+        for f in (FAM_CLS, FAM_THR, FAM_OCC, FAM_EDGE, FAM_EI, FAM_PAIR, FAM_INV, FAM_CHAIN, FAM_CE):
+            if core._grow_family(f, max(core.fam_n[f][0], 1)):
                 raise MemoryError()
-        nf = core._fields(f)
-        for i in range(nf):
-            nb = f[i].elem * f[i].count
-            if f[i].ptr[0] == NULL:      # not a class array: size it to its count
-                if _grow(f[i].ptr, max(f[i].count, 1), f[i].elem):
-                    raise MemoryError()
+        for w in range(n):
+            if core._new_word():
+                raise MemoryError()
+        for i in range(core.n_arrays):
+            if not core.arrays[i].snap:
+                continue
+            nb = core.arrays[i].elem * core.fam_n[core.arrays[i].fam][0]
             if off + nb > data.shape[0]:
                 raise ValueError("truncated core snapshot")
             if nb:
-                memcpy(f[i].ptr[0], &data[off], nb)
+                memcpy(core.arrays[i].ptr[0], &data[off], nb)
             off += nb
         n = core.n_cls
         if off + 4 * n > data.shape[0]:
@@ -1443,14 +1190,16 @@ cdef class Core:
         off += 4 * n
         cdef const int32_t[::1] outn = outn_a
         for x in range(n):
-            core.in_e[x] = NULL
-            core.in_n[x] = core.in_c[x] = 0
             core.out_n[x] = core.out_c[x] = outn[x]
-            core.out_e[x] = NULL
+            if outn[x] < 0:
+                raise ValueError("corrupt core snapshot adjacency")
             if outn[x]:
                 nb = 8 * outn[x]
-                if off + nb > data.shape[0] or _grow(<void**>&core.out_e[x], outn[x], 8):
+                if off + nb > data.shape[0]:
                     raise ValueError("truncated core snapshot")
+                core.out_e[x] = <int32_t*>malloc(nb)
+                if core.out_e[x] == NULL:
+                    raise MemoryError()
                 memcpy(core.out_e[x], &data[off], nb)
                 off += nb
         if off != data.shape[0]:

@@ -59,13 +59,8 @@ cdef inline uint8_t _kinds_at(Core self, int32_t e, uint32_t tlim) noexcept nogi
 
 
 cdef int _path_push(Core self, int32_t e) noexcept nogil:
-    cdef int64_t c
-    if self.path_n + 1 > self.cap_path:
-        c = max(self.cap_path * 2, 64)
-        if _grow(<void**>&self.path, c, 4):
-            self.oom = True
-            return -1
-        self.cap_path = c
+    if self.path_n + 1 > self.cap_path and self._grow_family(FAM_PATH, max(self.cap_path * 2, 64)):
+        return -1
     self.path[self.path_n] = e
     self.path_n += 1
     return 0
@@ -532,7 +527,6 @@ cdef int _record_cycle(Core self, int32_t kind, int64_t i, int32_t b) noexcept n
 cdef int _new_inversion(Core self, int64_t i, bint was_order) noexcept nogil:
     """Arrival i closed a strong cycle of the order (in self.path): it is an inversion."""
     cdef int32_t e = self.ar_edge[i], u = self.e_src[e], v = self.e_dst[e], x
-    cdef int64_t cap
     cdef int w
     if _record_cycle(self, F_CIRCULAR, i, self.ar_kind[i]):
         return -1
@@ -540,13 +534,8 @@ cdef int _new_inversion(Core self, int64_t i, bint was_order) noexcept nogil:
     if was_order:
         self.out0_n[u] -= 1
         self.in0_n[v] -= 1
-    if self.n_inv + 1 > self.cap_inv:
-        cap = max(self.cap_inv * 2, 16)
-        if (_grow(<void**>&self.inv_edge, cap, 4) or _grow(<void**>&self.inv_wit, cap, 8)
-                or _grow(<void**>&self.inv_kept, cap, 4)):
-            self.oom = True
-            return -1
-        self.cap_inv = cap
+    if self.n_inv + 1 > self.cap_inv and self._grow_family(FAM_INV, max(self.cap_inv * 2, 16)):
+        return -1
     x = <int32_t>self.n_inv
     self.n_inv += 1
     self.inv_edge[x] = e
@@ -564,13 +553,8 @@ cdef int _new_inversion(Core self, int64_t i, bint was_order) noexcept nogil:
     if not self.have_in and _build_in(self):
         return -1
     w = x >> 6
-    if w == self.n_words:
-        self.dw[w] = <uint64_t*>calloc(max(self.cap_cls, 1), 8)
-        self.aw[w] = <uint64_t*>calloc(max(self.cap_cls, 1), 8)
-        if self.dw[w] == NULL or self.aw[w] == NULL:
-            self.oom = True
-            return -1
-        self.n_words += 1
+    if w == self.n_words and self._new_word():
+        return -1
     # the cycle runs v ~> u -> v: v's side reaches forward, u's side backward
     if (_spread(self, v, w, (<uint64_t>1) << (x & 63), True, self.ar_seq[i])
             or _spread(self, u, w, (<uint64_t>1) << (x & 63), False, self.ar_seq[i])):
@@ -824,7 +808,7 @@ cdef int _finish_batch(Core self) noexcept nogil:
             return -1
     rc = _irq_propagate(self)
     for i in range(self.n_uc):
-        self.cls_flags[self.uc_cls[i]] &= <uint8_t>~16
+        self.cls_flags[self.uc_cls[i]] &= <uint8_t>~CF_USAGE_CHANGED
     self.n_uc = 0
     for i in range(self.n_ar):
         self.e_bkinds[self.ar_edge[i]] = 0
@@ -901,7 +885,7 @@ cdef int _irq_check(Core self, int32_t y, int x) noexcept nogil:
     cdef bint need_w = False, need_n = False
     cdef int32_t f, on_bit
     cdef int64_t j
-    if self.cls_flags[y] & (4 << x):
+    if self.cls_flags[y] & (CF_IRQ_CHECKED_HARD << x):
         return 0
     if on_w and from_any:
         on_bit = 4 * x + 2
@@ -913,7 +897,7 @@ cdef int _irq_check(Core self, int32_t y, int x) noexcept nogil:
         on_bit = 4 * x + 3
     else:
         return 0
-    self.cls_flags[y] |= <uint8_t>(4 << x)
+    self.cls_flags[y] |= <uint8_t>(CF_IRQ_CHECKED_HARD << x)
     if _irq_path(self, y, x, need_w, need_n) <= 0:
         return 0
     if self._finding(F_IRQ_INVERSION, -1, y, x, self.e_src[self.path[0]], on_bit,
@@ -1027,7 +1011,7 @@ cdef int _irq_propagate(Core self) noexcept nogil:
     cdef uint8_t u, r
     for i in range(self.n_uc):
         c = self.uc_cls[i]
-        if self.cls_usage[c] & 0x33:
+        if self.cls_usage[c] & USAGE_IN_ANY:
             self.any_safe = True
     if not self.any_safe:
         return 0

@@ -7,7 +7,7 @@
 # All functions are nogil and touch no Python object.
 
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc
+from alloc cimport lf_calloc as calloc, lf_free as free, lf_malloc as malloc
 from libc.string cimport memset
 
 
