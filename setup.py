@@ -104,6 +104,12 @@ extensions = [
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),
     Extension(
+        "lockfleet._columns",
+        sources=["ext/lockfleet/_columns.pyx"],
+        include_dirs=["ext/lockfleet"],
+        extra_compile_args=CFLAGS,
+    ),
+    Extension(
         "lockfleet._names",
         sources=["ext/lockfleet/_names.pyx"],
         include_dirs=["ext/lockfleet", numpy.get_include()],

@@ -99,3 +99,37 @@ def test_event_error_is_a_value_error_and_nothing_is_applied():
 def test_not_a_batch():
     with pytest.raises(EventError, match="expected a pyarrow RecordBatch or Table"):
         normalize({"ts_ns": [1]})
+
+
+# The column checks run in C over the buffers (lockfleet._columns): the same errors, whatever the
+# index width, the string width, or where a dictionary's values start in its buffers.
+
+@pytest.mark.parametrize("index_type", [pa.int8(), pa.int16(), pa.int32(), pa.int64()])
+def test_dictionary_index_out_of_range_named_whatever_its_width(index_type):
+    lock = pa.DictionaryArray.from_arrays(pa.array([0, 1, 0], index_type), pa.array(["A", "B"]))
+    # unchecked construction, as a buggy client could send it: row 2 points past the dictionary
+    bad = pa.DictionaryArray.from_arrays(pa.array([0, 1, 5], index_type), pa.array(["A", "B"]), safe=False)
+    assert normalize(batch(lock=lock)).lock.index.tolist() == [0, 1, 0]
+    with pytest.raises(EventError, match=r"column 'lock' row 2: dictionary index out of range"):
+        normalize(batch(lock=bad))
+
+
+@pytest.mark.parametrize("value_type", [pa.utf8(), pa.large_utf8()])
+def test_empty_lock_name_found_in_a_sliced_dictionary(value_type):
+    names = pa.array(["", "zz", "A", "", "B"], value_type).slice(1, 4)      # "zz", "A", "", "B"
+    ok = pa.DictionaryArray.from_arrays(pa.array([1, 3, 1], pa.int32()), names)
+    bad = pa.DictionaryArray.from_arrays(pa.array([1, 3, 2], pa.int32()), names)
+    assert normalize(batch(lock=ok)).lock.index.tolist() == [1, 3, 1]
+    with pytest.raises(EventError, match=r"column 'lock' row 2: empty lock name"):
+        normalize(batch(lock=bad))
+
+
+def test_value_range_checked_on_every_row_of_a_long_column():
+    n = 10_000
+    op = np.zeros(n, np.uint8)
+    op[1::2] = 1
+    op[n - 1] = 3
+    cols = dict(ts_ns=pa.array(np.arange(n, dtype=np.int64)), tid=pa.array(np.ones(n, np.int64)),
+                op=pa.array(op), lock=pa.array(["A"] * n))
+    with pytest.raises(EventError, match=rf"column 'op' row {n - 1}: value 3 is not an operation"):
+        normalize(pa.RecordBatch.from_pydict(cols))

@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lockfleet import _columns
+
 ACQUIRE, RELEASE, TRY_ACQUIRE = 0, 1, 2
 EXCLUSIVE, SHARED, RECURSIVE_READ = 0, 1, 2
 MAX_SUBCLASS = 7  # lockdep's MAX_LOCKDEP_SUBCLASSES is 8
@@ -140,8 +142,8 @@ def _int_column(arr: pa.Array, col: str, typ: pa.DataType, required: bool, off: 
     values = arr.to_numpy(zero_copy_only=False)
     if col in _RANGES and len(values):
         top, meaning = _RANGES[col]
-        if values.max() > top:
-            row = int(np.argmax(values > top))
+        row = _columns.first_above(values, top)     # the ranged columns are all uint8
+        if row >= 0:
             raise EventError(f"column '{col}' row {row + off}: value {int(values[row])} {meaning}")
     return values
 
@@ -168,16 +170,19 @@ def _string_column(arr: pa.Array, col: str, required: bool, off: int) -> Strings
             raise EventError(f"column '{col}' row {row + off}: null in a required column")
         indices = pc.fill_null(indices, -1)
     index = indices.to_numpy(zero_copy_only=False)
-    if len(index) and (index.max() >= len(dictionary) or index.min() < -1):
-        row = int(np.argmax((index >= len(dictionary)) | (index < -1)))
+    if index.dtype != np.int32:
+        if len(index) and (index.max() >= len(dictionary) or index.min() < -1):   # before narrowing
+            row = int(np.argmax((index >= len(dictionary)) | (index < -1)))
+            raise EventError(f"column '{col}' row {row + off}: dictionary index out of range")
+        index = index.astype(np.int32)
+    row = _columns.first_bad_index(index, len(dictionary))
+    if row >= 0:
         raise EventError(f"column '{col}' row {row + off}: dictionary index out of range")
     if required and len(index) and len(dictionary) and _has_empty(dictionary, col):
-        empty = np.flatnonzero(pc.binary_length(dictionary).to_numpy(zero_copy_only=False) == 0)
-        hit = np.isin(index, empty)
-        if hit.any():
-            raise EventError(f"column '{col}' row {int(np.argmax(hit)) + off}: empty lock name")
-    if index.dtype != np.int32:
-        index = index.astype(np.int32)
+        width = 8 if pa.types.is_large_string(dictionary.type) else 4
+        row = _columns.first_empty_row(index, dictionary.buffers()[1], width, dictionary.offset)
+        if row >= 0:
+            raise EventError(f"column '{col}' row {row + off}: empty lock name")
     return Strings(index=index, dictionary=dictionary)
 
 
@@ -198,9 +203,7 @@ def _offsets_have_empty(dictionary: pa.Array) -> bool:
     if dictionary.null_count:
         dictionary = pc.drop_null(dictionary)
     width = 8 if pa.types.is_large_string(dictionary.type) else 4
-    offsets = np.frombuffer(dictionary.buffers()[1], dtype=np.int64 if width == 8 else np.int32,
-                            count=len(dictionary) + 1, offset=dictionary.offset * width)
-    return bool((np.diff(offsets) == 0).any())
+    return _columns.any_empty(dictionary.buffers()[1], width, dictionary.offset, len(dictionary))
 
 
 def dictionary_key(dictionary: pa.Array) -> tuple:
