@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.lockfleet-installed
 BUILD_INPUTS := pyproject.toml setup.py $(wildcard ext/lockfleet/*.pyx ext/lockfleet/*.pxd ext/lockfleet/*.pxi native/*.c native/*.h proto/lockfleet/v1/*.proto)
 
-.PHONY: demo test bench bench-quick install clean annotate cluster-demo
+.PHONY: demo test lint proto-check bench bench-quick install clean annotate cluster-demo
 
 install: $(STAMP)
 
@@ -27,8 +27,16 @@ cluster-demo: $(STAMP)
 	@command -v nats-server >/dev/null 2>&1 || bash .ci/install-deps nats-server
 	$(BIN)/lockfleet cluster-demo
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
+
+# The habits `make test` keeps before the suite runs: the wire contract's buf lint and buf breaking
+# (.ci/proto-check; buf from npm, installed by .ci/install-deps).
+lint: proto-check
+
+proto-check:
+	@command -v buf >/dev/null 2>&1 || bash .ci/install-deps buf
+	bash .ci/proto-check
 
 # Benchmarks (not part of `make test`): every pytest-benchmark suite in benchmarks/, engine and
 # baselines side by side, its JSON saved under benchmarks/results/ and RESULTS.md regenerated from it.

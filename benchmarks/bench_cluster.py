@@ -70,7 +70,7 @@ def _pusher(index: int, procs: int, args: argparse.Namespace, targets: list[str]
     ready.put((index, rows, sum(len(s) for s in ships.values())))
     go.wait()
     channels = [grpc.insecure_channel(t) for t in targets]
-    stubs = [pb_grpc.IngestStub(c) for c in channels]
+    stubs = [pb_grpc.IngestServiceStub(c) for c in channels]
     todo = list(mine)
     lock = threading.Lock()
     failures = 0
@@ -83,7 +83,7 @@ def _pusher(index: int, procs: int, args: argparse.Namespace, targets: list[str]
                     return
                 h = todo.pop()
             host = f"host-{h}"
-            msg = pb.PushBatch(host=host, stream_id="edge", seq=1, arrow_ipc=ships[h])
+            msg = pb.PushRequest(host=host, stream_id="edge", seq=1, arrow_ipc=ships[h])
             for attempt in range(20):
                 try:
                     acks = list(stubs[(h + attempt) % len(stubs)].Push(iter([msg]), timeout=60))

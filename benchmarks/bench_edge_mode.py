@@ -9,7 +9,7 @@ Zipf(1.1) repeats, 20 back edges closing cycles) with fewer repeats (`--repeats`
 each). As events (`workloads.iter_event_batches`): batches of 65,536 rows.
 
 Raw mode, what an Agent ships: every event batch as Arrow IPC stream bytes (schema + batch, one
-message per batch as PushBatch.arrow_ipc carries it), `lock` dictionary-encoded per batch:
+message per batch as PushRequest.arrow_ipc carries it), `lock` dictionary-encoded per batch:
 - "raw 4 columns": only the required columns (ts_ns, tid, op, lock), 65,536-row batches;
 - "raw Agent wire": the Agent's wire schema (10 columns: mode/subclass/instance/irq zero,
   site/task null dictionaries), cut in the Agent's default 8,192-row batches;

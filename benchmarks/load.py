@@ -55,7 +55,7 @@ async def _stream(target_channel, host: str, ipc: bytes, rows: int, until: float
     from lockfleet.v1 import lockfleet_pb2 as pb
     from lockfleet.v1 import lockfleet_pb2_grpc as pb_grpc
 
-    stub = pb_grpc.IngestStub(target_channel)
+    stub = pb_grpc.IngestServiceStub(target_channel)
     call = stub.Push()
     sent: dict[int, float] = {}
     lat = out["latencies"]
@@ -78,7 +78,7 @@ async def _stream(target_channel, host: str, ipc: bytes, rows: int, until: float
         while time.monotonic() < until:
             seq += 1
             sent[seq] = time.monotonic()
-            await call.write(pb.PushBatch(host=host, stream_id="load", seq=seq, arrow_ipc=ipc))
+            await call.write(pb.PushRequest(host=host, stream_id="load", seq=seq, arrow_ipc=ipc))
             out["sent"] += 1
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))

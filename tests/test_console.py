@@ -268,9 +268,9 @@ def test_console_roles_and_csrf(serve_factory, tmp_path, scenario_files, lockfle
         w.write_batch(batch)
     ipc = sink.getvalue().to_pybytes()
     with grpc.insecure_channel(server.target) as ch:
-        acks = list(pb_grpc.IngestStub(ch).Push(iter([
-            pb.PushBatch(host="dropper", stream_id="s", seq=1, arrow_ipc=ipc, dropped_events=5),
-            pb.PushBatch(host="dropper", stream_id="s", seq=2, arrow_ipc=ipc, dropped_events=7)]),
+        acks = list(pb_grpc.IngestServiceStub(ch).Push(iter([
+            pb.PushRequest(host="dropper", stream_id="s", seq=1, arrow_ipc=ipc, dropped_events=5),
+            pb.PushRequest(host="dropper", stream_id="s", seq=2, arrow_ipc=ipc, dropped_events=7)]),
             metadata=(("authorization", f"Bearer {INGEST}"),), timeout=30))
     assert [a.ok for a in acks] == [True, True]
     status, body = _http(base + "/api/hosts", token=QUERY)

@@ -69,21 +69,21 @@ def twice_op() -> pa.RecordBatch:
 
 
 class Call:
-    """One raw Ingest.Push call for host h1 with a client certificate and the ingest token."""
+    """One raw IngestService.Push call for host h1 with a client certificate and the ingest token."""
 
     def __init__(self, target: str, certs, who: str = "h1", token: str | None = INGEST) -> None:
         self.channel = grpc.secure_channel(target, certs.client(who))
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
-    def push(self, msgs: list[pb.PushBatch]) -> list[pb.PushAck]:
+    def push(self, msgs: list[pb.PushRequest]) -> list[pb.PushResponse]:
         try:
-            return list(pb_grpc.IngestStub(self.channel).Push(iter(msgs), metadata=self.metadata, timeout=60))
+            return list(pb_grpc.IngestServiceStub(self.channel).Push(iter(msgs), metadata=self.metadata, timeout=60))
         finally:
             self.channel.close()
 
 
-def msg(stream: str, seq: int, data: bytes, host: str = "h1") -> pb.PushBatch:
-    return pb.PushBatch(host=host, stream_id=stream, seq=seq, arrow_ipc=data)
+def msg(stream: str, seq: int, data: bytes, host: str = "h1") -> pb.PushRequest:
+    return pb.PushRequest(host=host, stream_id=stream, seq=seq, arrow_ipc=data)
 
 
 # name -> (the bad batch's messages before the good follow-up, code, reason, words in the message)
@@ -185,7 +185,7 @@ def test_each_bad_input_is_refused_clearly_while_a_good_stream_loses_nothing(sec
     assert stats["alerts"] == 0
 
 
-def _follow_up(msgs: list[pb.PushBatch]) -> pb.PushBatch:
+def _follow_up(msgs: list[pb.PushRequest]) -> pb.PushRequest:
     """A good batch at the seq the stream expects after the refusal."""
     stream = msgs[-1].stream_id or "empty-stream-follow-up"
     ok_before = 1 if len(msgs) == 2 else 0
@@ -210,7 +210,7 @@ def test_call_level_refusals(secured, certs):
     assert code == grpc.StatusCode.UNAVAILABLE
     with grpc.secure_channel(secured.target, certs.client(None)) as ch:   # no client certificate
         with pytest.raises(grpc.RpcError) as err:
-            list(pb_grpc.IngestStub(ch).Push(iter([good]), metadata=(("authorization", f"Bearer {INGEST}"),), timeout=30))
+            list(pb_grpc.IngestServiceStub(ch).Push(iter([good]), metadata=(("authorization", f"Bearer {INGEST}"),), timeout=30))
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     # beyond the transport's cap (twice --max-message-bytes) gRPC itself ends the call
     huge = msg("call-level", 1, b"\0" * (3 * MAX_MESSAGE))
@@ -220,7 +220,7 @@ def test_call_level_refusals(secured, certs):
     # an ingest token does not open the query service either
     with grpc.secure_channel(secured.target, certs.client("h1")) as ch:
         with pytest.raises(grpc.RpcError) as err:
-            pb_grpc.QueryStub(ch).Stats(pb.StatsRequest(), metadata=(("authorization", f"Bearer {INGEST}"),), timeout=30)
+            pb_grpc.QueryServiceStub(ch).Stats(pb.StatsRequest(), metadata=(("authorization", f"Bearer {INGEST}"),), timeout=30)
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     # none of it was applied: the stream's first batch is still to come
     acks = Call(secured.target, certs).push([good])

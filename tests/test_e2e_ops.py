@@ -44,7 +44,7 @@ def test_metrics_archive_and_json_logs(serve_factory, scenario_files, lockfleet_
     import grpc
 
     with grpc.insecure_channel(server.target) as ch:
-        acks = list(pb_grpc.IngestStub(ch).Push(iter([pb.PushBatch(host="x", stream_id="s", seq=3, arrow_ipc=b"")]),
+        acks = list(pb_grpc.IngestServiceStub(ch).Push(iter([pb.PushRequest(host="x", stream_id="s", seq=3, arrow_ipc=b"")]),
                                                 timeout=30))
     assert acks[0].reason == "seq_gap"
     m = _metrics(mport)

@@ -34,20 +34,20 @@ BAD = to_ipc(pa.record_batch({"ts_ns": pa.array([1], pa.int64()), "tid": pa.arra
                               "lock": pa.array(["A"], pa.utf8())}))
 
 
-def _push(target: str, batches: list[pb.PushBatch]) -> list[pb.PushAck]:
+def _push(target: str, batches: list[pb.PushRequest]) -> list[pb.PushResponse]:
     with grpc.insecure_channel(target) as channel:
-        return list(pb_grpc.IngestStub(channel).Push(iter(batches), timeout=30))
+        return list(pb_grpc.IngestServiceStub(channel).Push(iter(batches), timeout=30))
 
 
 def test_acks_duplicates_gaps_and_bad_batches(lockfleet_server):
     target = lockfleet_server.target
     acks = _push(target, [
-        pb.PushBatch(host="h1", stream_id="s", seq=1, arrow_ipc=AB),
-        pb.PushBatch(host="h1", stream_id="s", seq=1, arrow_ipc=AB),        # resent: duplicate
-        pb.PushBatch(host="h1", stream_id="s", seq=3, arrow_ipc=BA),        # gap: refused
-        pb.PushBatch(host="h1", stream_id="s", seq=2, arrow_ipc=BAD),       # bad: refused, stream stays open
-        pb.PushBatch(host="h1", stream_id="s", seq=2, arrow_ipc=b"not arrow"),
-        pb.PushBatch(host="h2", stream_id="t", seq=1, arrow_ipc=BA),        # closes A -> B -> A across hosts
+        pb.PushRequest(host="h1", stream_id="s", seq=1, arrow_ipc=AB),
+        pb.PushRequest(host="h1", stream_id="s", seq=1, arrow_ipc=AB),        # resent: duplicate
+        pb.PushRequest(host="h1", stream_id="s", seq=3, arrow_ipc=BA),        # gap: refused
+        pb.PushRequest(host="h1", stream_id="s", seq=2, arrow_ipc=BAD),       # bad: refused, stream stays open
+        pb.PushRequest(host="h1", stream_id="s", seq=2, arrow_ipc=b"not arrow"),
+        pb.PushRequest(host="h2", stream_id="t", seq=1, arrow_ipc=BA),        # closes A -> B -> A across hosts
     ])
     assert [a.seq for a in acks] == [1, 1, 3, 2, 2, 1]
     assert [(a.ok, a.duplicate) for a in acks] == [(True, False), (True, True), (False, False), (False, False),
@@ -59,16 +59,16 @@ def test_acks_duplicates_gaps_and_bad_batches(lockfleet_server):
     assert len(acks[5].new_alerts) == 1
 
     with grpc.insecure_channel(target) as channel:
-        query = pb_grpc.QueryStub(channel)
+        query = pb_grpc.QueryServiceStub(channel)
         reply = query.Alerts(pb.AlertsRequest(), timeout=30)
         assert [a.id for a in reply.alerts] == list(acks[5].new_alerts)
         alert = reply.alerts[0]
         assert alert.kind == "circular" and sorted(alert.locks) == ["A", "B"] and list(alert.hosts) == ["h1", "h2"]
         assert "possible circular locking dependency detected" in alert.report
         assert json.loads(alert.json)["id"] == alert.id
-        stats = json.loads(query.Stats(pb.StatsRequest(), timeout=30).json)
-        assert stats["events"] == 8 and stats["alerts"] == 1
-        assert stats["ingest"]["refused"] == 3 and stats["ingest"]["duplicates"] == 1
+        stats = query.Stats(pb.StatsRequest(), timeout=30)
+        assert stats.events == 8 and stats.alerts == 1 and stats.alerts_by_kind["circular"] == 1
+        assert stats.ingest["refused"] == 3 and stats.ingest["duplicates"] == 1
         chain = query.Chain(pb.ChainRequest(src="A", dst="B"), timeout=30)
         assert chain.found and list(chain.locks) == ["A", "B"] and chain.links[0].host == "h1"
         with pytest.raises(grpc.RpcError) as err:
@@ -76,24 +76,24 @@ def test_acks_duplicates_gaps_and_bad_batches(lockfleet_server):
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     # the stream resumes where it left off
-    acks = _push(target, [pb.PushBatch(host="h1", stream_id="s", seq=2, arrow_ipc=BA)])
+    acks = _push(target, [pb.PushRequest(host="h1", stream_id="s", seq=2, arrow_ipc=BA)])
     assert acks[0].ok and not acks[0].duplicate
 
 
 def test_empty_host_or_seq_zero_is_refused(lockfleet_server):
-    acks = _push(lockfleet_server.target, [pb.PushBatch(host="", stream_id="s", seq=1, arrow_ipc=AB),
-                                           pb.PushBatch(host="h", stream_id="s", seq=0, arrow_ipc=AB)])
+    acks = _push(lockfleet_server.target, [pb.PushRequest(host="", stream_id="s", seq=1, arrow_ipc=AB),
+                                           pb.PushRequest(host="h", stream_id="s", seq=0, arrow_ipc=AB)])
     assert [(a.ok, a.code) for a in acks] == [(False, "INVALID_ARGUMENT"), (False, "INVALID_ARGUMENT")]
 
 
 def test_health_and_reflection(lockfleet_server):
     with grpc.insecure_channel(lockfleet_server.target) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        for service in ("", "lockfleet.v1.Ingest", "lockfleet.v1.Query"):
+        for service in ("", "lockfleet.v1.IngestService", "lockfleet.v1.QueryService"):
             reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=30)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
                                             timeout=30)
         names = {s.name for r in replies for s in r.list_services_response.service}
-    assert {"lockfleet.v1.Ingest", "lockfleet.v1.Query", "grpc.health.v1.Health"} <= names
+    assert {"lockfleet.v1.IngestService", "lockfleet.v1.QueryService", "grpc.health.v1.Health"} <= names

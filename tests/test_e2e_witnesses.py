@@ -67,9 +67,9 @@ def test_witnesses_listed_through_the_service(lockfleet_cli, lockfleet_server: S
     from lockfleet.v1 import lockfleet_pb2 as pb
     from lockfleet.v1 import lockfleet_pb2_grpc as pb_grpc
     with server.channel() as ch:
-        reply = pb_grpc.QueryStub(ch).Witnesses(pb.WitnessesRequest(id=a["id"]), timeout=10)
+        reply = pb_grpc.QueryServiceStub(ch).Witnesses(pb.WitnessesRequest(id=a["id"]), timeout=10)
         assert reply.found and reply.count == 2 and len(reply.witnesses) == 2
-        assert not pb_grpc.QueryStub(ch).Witnesses(pb.WitnessesRequest(id="circular-0000000000000000"),
+        assert not pb_grpc.QueryServiceStub(ch).Witnesses(pb.WitnessesRequest(id="circular-0000000000000000"),
                                                    timeout=10).found
 
     bad = lockfleet_cli("alerts", "--witnesses", "circular-0000000000000000", "--target", server.target)

@@ -139,7 +139,7 @@ def test_a_host_over_its_rate_is_slowed_and_others_are_not(serve_factory):
 
 def test_oversized_metadata_is_refused_and_the_service_goes_on(lockfleet_server):
     with grpc.insecure_channel(lockfleet_server.target) as ch:
-        stub = pb_grpc.QueryStub(ch)
+        stub = pb_grpc.QueryServiceStub(ch)
         with pytest.raises(grpc.RpcError) as err:
             stub.Stats(pb.StatsRequest(), metadata=(("x-padding", "a" * 64 * 1024),), timeout=10)
         assert err.value.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL,
@@ -156,10 +156,10 @@ def test_a_client_that_never_reads_its_acks_is_cut_off_and_others_go_on(serve_fa
 
     def flood():  # noqa: ANN202
         for i in range(200_000):
-            yield pb.PushBatch(host=host, stream_id=stream, seq=i + 2, arrow_ipc=b"")
+            yield pb.PushRequest(host=host, stream_id=stream, seq=i + 2, arrow_ipc=b"")
 
     channel = grpc.insecure_channel(server.target)
-    call = pb_grpc.IngestStub(channel).Push(flood(), timeout=120)     # acks never read
+    call = pb_grpc.IngestServiceStub(channel).Push(flood(), timeout=120)     # acks never read
     try:
         wait_for(lambda: "does not read its acks" in server.log(), 60, "the stalled call to be ended")
         wait_for(lambda: fetch_stats(server.target)["ingest"]["push_calls"] == 0, 30,

@@ -130,7 +130,7 @@ def test_grpc_refuses_plaintext_to_tls(serve_factory, certs):
 
     with grpc.insecure_channel(server.target) as ch:
         with pytest.raises(grpc.RpcError) as err:
-            pb_grpc.QueryStub(ch).Stats(pb.StatsRequest(), timeout=10)
+            pb_grpc.QueryServiceStub(ch).Stats(pb.StatsRequest(), timeout=10)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 

@@ -57,10 +57,10 @@ def from_the_log(data: Path) -> tuple[int, dict[str, dict], dict[str, bytes]]:
     return n, {a.id: a.to_dict() for a in eng.alerts()}, firsts
 
 
-def resend(target: str, host: str, stream: str, seq: int, ipc: bytes = b"") -> pb.PushAck:
+def resend(target: str, host: str, stream: str, seq: int, ipc: bytes = b"") -> pb.PushResponse:
     ipc = ipc or to_ipc(events(nest(1, "resend_a", "resend_b")).to_batches()[0])
     with grpc.insecure_channel(target) as ch:
-        (ack,) = list(pb_grpc.IngestStub(ch).Push(iter([pb.PushBatch(host=host, stream_id=stream, seq=seq,
+        (ack,) = list(pb_grpc.IngestServiceStub(ch).Push(iter([pb.PushRequest(host=host, stream_id=stream, seq=seq,
                                                                        arrow_ipc=ipc)]), timeout=30))
     return ack
 

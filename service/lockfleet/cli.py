@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 success, 2 bad usage or bad input, 1 any other failure.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("serve", help="run the service (gRPC: Ingest, Query, health, reflection)",
+    p = sub.add_parser("serve", help="run the service (gRPC: IngestService, QueryService, health, reflection)",
                        formatter_class=_DefaultsFormatter,
                        description="Run the lockfleet service until SIGTERM/SIGINT (which drain: every batch "
                                    "received is made durable and acked before it exits; SIGHUP re-reads the "
@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sink-retry-max", type=_nonneg_float, default=ServeConfig.sink_retry_max, metavar="S",
                    help="longest back-off between retries of a failing sink (it starts at 0.5s and doubles)")
     g.add_argument("--max-watchers", type=_positive_int, default=ServeConfig.max_watchers, metavar="N",
-                   help="concurrent `lockfleet watch` (Query.WatchAlerts) streams")
+                   help="concurrent `lockfleet watch` (QueryService.WatchAlerts) streams")
     g.add_argument("--outbox-compact-records", type=_positive_int, default=ServeConfig.outbox_compact_records,
                    metavar="N", help="compact the outbox once it holds more than N publications: every sink has "
                                      "acknowledged what is dropped, and each finding's latest publication stays")

@@ -33,8 +33,8 @@ def ingest_seeds() -> list[bytes]:
 def push_seeds() -> list[bytes]:
     from lockfleet.v1 import lockfleet_pb2 as pb
 
-    return [pb.PushBatch(host="h1", stream_id="s", seq=1, arrow_ipc=ipc).SerializeToString()
-            for ipc in ingest_seeds()] + [pb.PushBatch(host="h1", stream_id="s", seq=5).SerializeToString()]
+    return [pb.PushRequest(host="h1", stream_id="s", seq=1, arrow_ipc=ipc).SerializeToString()
+            for ipc in ingest_seeds()] + [pb.PushRequest(host="h1", stream_id="s", seq=5).SerializeToString()]
 
 
 MINIMAL_REPORT = b"""[   10.000000] ======================================================

@@ -3,7 +3,7 @@ only on a bug (the input's own refusal, the documented exception, is caught here
 atheris harness (run.py) and replayed by tests/test_fuzz.py on every saved crash input and seed.
 
 - ingest:  Arrow IPC bytes -> the gateway's decode, string checks, event validation, Engine.ingest
-- push:    a serialized PushBatch protobuf -> Gateway.admit/complete over a real segment log
+- push:    a serialized PushRequest protobuf -> Gateway.admit/complete over a real segment log
 - dmesg:   kernel log text -> the lockdep report reader, its event batch, an Engine
 - proc:    /proc/lockdep text -> the dump reader, the merge of it beside a fixed second machine,
            the findings (the reader's own refusal, DumpError, is the documented exception)
@@ -55,7 +55,7 @@ _push: _PushState | None = None
 def one_push(data: bytes) -> None:
     global _push
     try:
-        msg = pb.PushBatch.FromString(data)
+        msg = pb.PushRequest.FromString(data)
     except (DecodeError, ValueError):
         return
     if _push is None:

@@ -78,7 +78,7 @@ def _parse(path: Path, data: bytes) -> pa.Table:
 
 
 def to_ipc(batch: pa.RecordBatch) -> bytes:
-    """One batch as Arrow IPC stream bytes (schema + batch), as PushBatch.arrow_ipc carries it."""
+    """One batch as Arrow IPC stream bytes (schema + batch), as PushRequest.arrow_ipc carries it."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)

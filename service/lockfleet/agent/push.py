@@ -54,7 +54,7 @@ def push_batches(target: str | Connection, host: str, stream_id: str,
 
 
 def push_streams(target: str | Connection, host: str, streams: Iterable[Stream], window: int = WINDOW,
-                 retry_for: float = 0.0, on_ack: Callable[[str, int, pb.PushAck], None] | None = None) -> PushResult:
+                 retry_for: float = 0.0, on_ack: Callable[[str, int, pb.PushResponse], None] | None = None) -> PushResult:
     """Push every stream's batches for `host`; return when all are acked.
 
     Raises Unreachable when the service cannot be reached (for longer than `retry_for` seconds),

@@ -13,6 +13,7 @@ import grpc
 
 from ..v1 import lockfleet_pb2 as pb
 from ..v1 import lockfleet_pb2_grpc as pb_grpc
+from ..wirestats import stats_from_message
 from .channel import Connection, as_connection, from_rpc_error, open_channel
 
 TIMEOUT = 30.0
@@ -75,11 +76,11 @@ class PublicationView:
                 "published_ns": self.published_ns, "alert": self.alert.data}
 
 
-def _call(target: str | Connection, fn: Callable[[pb_grpc.QueryStub, tuple[tuple[str, str], ...]], T]) -> T:
+def _call(target: str | Connection, fn: Callable[[pb_grpc.QueryServiceStub, tuple[tuple[str, str], ...]], T]) -> T:
     conn = as_connection(target)
     with open_channel(conn) as channel:
         try:
-            return fn(pb_grpc.QueryStub(channel), conn.metadata)
+            return fn(pb_grpc.QueryServiceStub(channel), conn.metadata)
         except grpc.RpcError as err:
             raise from_rpc_error(conn, err) from None
 
@@ -98,8 +99,7 @@ def fetch_alerts(target: str | Connection, kind: str = "", lock: str = "", host:
 
 def fetch_stats(target: str | Connection) -> dict[str, Any]:
     reply = _call(target, lambda q, md: q.Stats(pb.StatsRequest(), timeout=TIMEOUT, metadata=md))
-    stats: dict[str, Any] = json.loads(reply.json)
-    return stats
+    return stats_from_message(reply)
 
 
 def _link_dict(x: pb.Link) -> dict[str, Any]:
@@ -156,7 +156,7 @@ def export_edges(target: str | Connection, out: Path | str, rows_per_batch: int 
     out = Path(out)
     tmp = out.with_name(out.name + ".part")
 
-    def run(q: pb_grpc.QueryStub, md: tuple[tuple[str, str], ...]) -> int:
+    def run(q: pb_grpc.QueryServiceStub, md: tuple[tuple[str, str], ...]) -> int:
         n = 0
         with open(tmp, "wb") as f:
             for chunk in q.ExportEdges(pb.ExportEdgesRequest(rows_per_batch=rows_per_batch), timeout=EXPORT_TIMEOUT,
@@ -187,10 +187,11 @@ def watch_alerts(target: str | Connection, after_seq: int = 0, from_end: bool = 
     Raises Unreachable or Refused."""
     conn = as_connection(target)
     with open_channel(conn) as channel:
-        call = pb_grpc.QueryStub(channel).WatchAlerts(pb.WatchAlertsRequest(after_seq=after_seq, from_end=from_end),
+        call = pb_grpc.QueryServiceStub(channel).WatchAlerts(pb.WatchAlertsRequest(after_seq=after_seq, from_end=from_end),
                                                      timeout=timeout, metadata=conn.metadata)
         try:
-            for p in call:
+            for response in call:
+                p = response.publication
                 yield PublicationView(seq=p.seq, event=p.event, alert=_alert_view(p.alert), new_hosts=list(p.new_hosts),
                                       new_kinds=list(p.new_kinds), published_ns=p.published_ns)
         except grpc.RpcError as err:

@@ -1,6 +1,6 @@
 """The agent SDK: a thread-safe `Agent` that buffers lock events, cuts them into Arrow batches
 (by rows and by time, lock/site/task dictionary-encoded per batch), streams them on one
-`Ingest.Push` call and keeps every batch until the service acknowledges it.
+`IngestService.Push` call and keeps every batch until the service acknowledges it.
 
     from lockfleet.agent import Agent
 
@@ -29,7 +29,7 @@ Memory is bounded: at most `max_buffered_events` events that are recorded but no
 it is full, `overflow="block"` (the default) makes the recording thread wait for acks (a batch
 larger than the bound still goes in when nothing else is buffered); `overflow="drop"` drops the
 new events and counts them in `dropped`. The Agent sends the running count with every batch
-(`PushBatch.dropped_events`, shown per host by the service), reports it in `stats()` and logs a warning (the first drop, then at most every 10 s,
+(`PushRequest.dropped_events`, shown per host by the service), reports it in `stats()` and logs a warning (the first drop, then at most every 10 s,
 and at close). Dropping events breaks acquire/release pairs, so the service may then see
 `bad_unlock` findings and dependencies that did not happen; the count tells how much was lost.
 """
@@ -126,7 +126,7 @@ class _Call:
 
 
 class Agent:
-    """A client of `Ingest.Push` for one host and one stream; see the module's documentation.
+    """A client of `IngestService.Push` for one host and one stream; see the module's documentation.
 
     `target` is "HOST:PORT" (default: $LOCKFLEET_TARGET, else 127.0.0.1:50551) or a
     `Connection`; `token` (or `token_file`: the token alone, or the server's format with an
@@ -149,7 +149,7 @@ class Agent:
                  batch_rows: int = BATCH_ROWS, batch_interval: float = BATCH_INTERVAL,
                  max_buffered_events: int = MAX_BUFFERED, overflow: str = "block", window: int = WINDOW,
                  retry_for: float | None = None, on_refused: str = "skip",
-                 on_ack: Callable[[int, pb.PushAck], None] | None = None, quiet: bool = False) -> None:
+                 on_ack: Callable[[int, pb.PushResponse], None] | None = None, quiet: bool = False) -> None:
         if overflow not in OVERFLOW:
             raise ValueError(f"overflow must be one of {', '.join(OVERFLOW)}, not {overflow!r}")
         if on_refused not in ON_REFUSED:
@@ -751,7 +751,7 @@ class Agent:
                 start = self._unacked[0].seq if self._unacked else 0    # the generator moves up to the first
                 self._call = state
                 self._calls += 1
-            call = pb_grpc.IngestStub(channel).Push(self._requests(state, start), metadata=self.connection.metadata)
+            call = pb_grpc.IngestServiceStub(channel).Push(self._requests(state, start), metadata=self.connection.metadata)
             state.grpc_call = call
             with self._lock:
                 self._open_early = False
@@ -793,7 +793,7 @@ class Agent:
                 state.grpc_call.cancel()
             channel.close()
 
-    def _requests(self, state: _Call, seq: int) -> Iterator[pb.PushBatch]:
+    def _requests(self, state: _Call, seq: int) -> Iterator[pb.PushRequest]:
         """The request stream of one call: unacked batches from `seq` on, at most `window` of
         them unacknowledged; runs on a thread of gRPC's."""
         while True:
@@ -812,11 +812,11 @@ class Agent:
                             b = self._unacked[i]
                             break
                     self._send_cond.wait(0.5)
-            yield pb.PushBatch(host=self.host, stream_id=self.stream_id, seq=b.seq, arrow_ipc=b.ipc,
+            yield pb.PushRequest(host=self.host, stream_id=self.stream_id, seq=b.seq, arrow_ipc=b.ipc,
                                dropped_events=self._dropped)
             seq += 1
 
-    def _take_ack(self, ack: pb.PushAck) -> tuple[AgentError, bool, bool] | None:
+    def _take_ack(self, ack: pb.PushResponse) -> tuple[AgentError, bool, bool] | None:
         """Apply one ack; None when it was a success, else (error, fatal, reconnect at once)."""
         where = self.connection.target
         with self._lock:

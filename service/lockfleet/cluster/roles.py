@@ -137,7 +137,7 @@ class GatewayServer:
                              maximum_concurrent_rpcs=workers, interceptors=interceptors,
                              options=[("grpc.so_reuseport", 0),
                                       ("grpc.max_receive_message_length", lim.grpc_message_bytes)])
-        pb_grpc.add_IngestServicer_to_server(IngestServicer(self.gateway, lim.max_inflight_per_stream, self.mtls),
+        pb_grpc.add_IngestServiceServicer_to_server(IngestServicer(self.gateway, lim.max_inflight_per_stream, self.mtls),
                                              server)
         self._health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -149,7 +149,7 @@ class GatewayServer:
             raise UsageError(f"cannot listen on {where}: the address is in use or not available here")
         server.start()
         self._server = server
-        for name in ("", "lockfleet.v1.Ingest"):
+        for name in ("", "lockfleet.v1.IngestService"):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("gateway on %s publishing to %s (%d partitions)", self.address, ", ".join(self.cfg.servers),
                  self.cfg.partitions)

@@ -50,7 +50,7 @@ from .query import QueryServicer
 
 log = logging.getLogger("lockfleet.server")
 
-SERVICES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name for name in ("Ingest", "Query"))
+SERVICES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name for name in ("IngestService", "QueryService"))
 SNAPSHOTS_KEPT = 2
 MAX_METADATA_BYTES = 16 * 1024     # request headers (tokens, user agent): more is refused by the transport
 
@@ -356,10 +356,10 @@ class Service:
                      ("grpc.max_receive_message_length", lim.grpc_message_bytes),
                      ("grpc.max_metadata_size", MAX_METADATA_BYTES),
                      ("grpc.max_send_message_length", lim.grpc_message_bytes)])
-        pb_grpc.add_IngestServicer_to_server(
+        pb_grpc.add_IngestServiceServicer_to_server(
             IngestServicer(self._gateway, lim.max_inflight_per_stream, self.mtls, on_ack=self._on_ack,
                            ack_stall=lim.ack_stall_seconds), server)
-        pb_grpc.add_QueryServicer_to_server(QueryServicer(self._gateway, self._publishing, cfg.max_watchers), server)
+        pb_grpc.add_QueryServiceServicer_to_server(QueryServicer(self._gateway, self._publishing, cfg.max_watchers), server)
         self._health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

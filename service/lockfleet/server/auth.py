@@ -3,7 +3,7 @@
 Token file (`--token-file`): one token per line, `ingest <token>`, `query <token>` or
 `admin <token>`; blank lines and lines starting with `#` are ignored; a role may have several tokens
 (rotation). Clients send `authorization: Bearer <token>` metadata. An ingest token opens
-`lockfleet.v1.Ingest`, a query token the reads of `lockfleet.v1.Query`; an admin token opens all of
+`lockfleet.v1.IngestService`, a query token the reads of `lockfleet.v1.QueryService`; an admin token opens all of
 Query, including the calls that change what is published (`Suppress`, `Unsuppress`), which a query
 token does not. Health and reflection stay open (they reveal no data). Tokens are compared in
 constant time, against every token of the role.
@@ -28,9 +28,9 @@ from .gateway import ANYONE, Peer
 
 ROLES = ("ingest", "query", "admin")
 RELAY_OU = "lockfleet-relay"
-_SERVICE_ROLE = {"/lockfleet.v1.Ingest/": "ingest", "/lockfleet.v1.Query/": "query"}
+_SERVICE_ROLE = {"/lockfleet.v1.IngestService/": "ingest", "/lockfleet.v1.QueryService/": "query"}
 # Calls that change state rather than read it, and the role they need instead of their service's.
-ADMIN_METHODS = frozenset({"/lockfleet.v1.Query/Suppress", "/lockfleet.v1.Query/Unsuppress"})
+ADMIN_METHODS = frozenset({"/lockfleet.v1.QueryService/Suppress", "/lockfleet.v1.QueryService/Unsuppress"})
 # The roles that may make a call needing a role (an admin may also read).
 _GRANTS = {"ingest": ("ingest",), "query": ("query", "admin"), "admin": ("admin",)}
 

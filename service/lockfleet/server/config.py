@@ -14,7 +14,7 @@ class Limits:
     """What one batch, one stream and the whole service may hold. A batch over a limit is refused
     with an ack naming the limit; it is not applied and the stream stays open."""
 
-    max_message_bytes: int = 64 * MiB        # arrow_ipc of one PushBatch
+    max_message_bytes: int = 64 * MiB        # arrow_ipc of one PushRequest
     max_rows: int = 1_000_000                # rows in one batch
     max_string_bytes: int = 64 * 1024        # one lock/site/task/host value
     max_lock_classes: int = 100_000          # distinct lock classes, fleet-wide

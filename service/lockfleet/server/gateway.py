@@ -109,7 +109,7 @@ class Counters:
 
 @dataclass
 class HostStats:
-    """What one host has sent (for `Query.Hosts`)."""
+    """What one host has sent (for `QueryService.Hosts`)."""
 
     batches: int = 0          # batches with this host on the envelope
     events: int = 0           # rows attributed to it (its envelope's, or a relay's `host` column)

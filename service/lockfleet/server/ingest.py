@@ -1,4 +1,4 @@
-"""Ingest.Push: one PushAck per PushBatch, in order, after the gateway has made it durable.
+"""IngestService.Push: one PushResponse per PushRequest, in order, after the gateway has made it durable.
 
 Each call has a reader thread that admits batches as they arrive (decode, check, apply, append to
 the log) and queues their tickets; the call's own thread sends the acks in order as the log makes
@@ -32,7 +32,7 @@ log = logging.getLogger("lockfleet.server")
 _END = object()
 
 
-class IngestServicer(pb_grpc.IngestServicer):
+class IngestServicer(pb_grpc.IngestServiceServicer):
     def __init__(self, gateway: Gateway, inflight: int = 16, mtls: bool = False,
                  on_ack: Callable[[float, bool], None] | None = None, ack_stall: float = 60.0) -> None:
         self._gateway = gateway
@@ -41,7 +41,7 @@ class IngestServicer(pb_grpc.IngestServicer):
         self._mtls = mtls
         self._on_ack = on_ack or (lambda _s, _ok: None)
 
-    def Push(self, request_iterator: Iterator[pb.PushBatch], context: grpc.ServicerContext) -> Iterator[pb.PushAck]:
+    def Push(self, request_iterator: Iterator[pb.PushRequest], context: grpc.ServicerContext) -> Iterator[pb.PushResponse]:
         peer = peer_of(context, self._mtls)
         tickets: queue.Queue[Ticket | object] = queue.Queue()
         window = threading.BoundedSemaphore(self._inflight)
@@ -108,7 +108,7 @@ class IngestServicer(pb_grpc.IngestServicer):
                     outstanding[0] -= 1
                 window.release()
                 sending_since[0] = time.monotonic()
-                yield pb.PushAck(seq=out.seq, ok=out.ok, duplicate=out.duplicate, code=out.code, error=out.error,
+                yield pb.PushResponse(seq=out.seq, ok=out.ok, duplicate=out.duplicate, code=out.code, error=out.error,
                                  reason=out.reason, events=out.events, new_alerts=list(out.new_alerts))
                 sending_since[0] = 0.0
         finally:

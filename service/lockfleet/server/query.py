@@ -25,6 +25,7 @@ from ..alerts.model import KINDS, Alert, Link, matches
 from ..alerts.suppress import Suppression, SuppressionError
 from ..v1 import lockfleet_pb2 as pb
 from ..v1 import lockfleet_pb2_grpc as pb_grpc
+from ..wirestats import stats_to_message
 from . import graphview
 from .gateway import Gateway
 from .publishing import Publishing
@@ -35,7 +36,7 @@ MAX_EXPORT_ROWS = 1 << 20
 WATCH_POLL = 1.0
 
 
-class QueryServicer(pb_grpc.QueryServicer):
+class QueryServicer(pb_grpc.QueryServiceServicer):
     def __init__(self, gateway: Gateway, publishing: Publishing | None = None, max_watchers: int = 16) -> None:
         self._gateway = gateway
         self._publishing = publishing
@@ -48,7 +49,7 @@ class QueryServicer(pb_grpc.QueryServicer):
     def _suppression(self, alert: Alert) -> Suppression | None:
         return self._publishing.suppression_of(alert) if self._publishing else None
 
-    def Alerts(self, request: pb.AlertsRequest, context: grpc.ServicerContext) -> pb.AlertsReply:
+    def Alerts(self, request: pb.AlertsRequest, context: grpc.ServicerContext) -> pb.AlertsResponse:
         if request.kind and request.kind not in KINDS:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           f"unknown alert kind {request.kind!r}; one of: {', '.join(KINDS)}")
@@ -67,32 +68,32 @@ class QueryServicer(pb_grpc.QueryServicer):
             if sup is not None and request.hide_suppressed:
                 continue
             out.append(alert_message(a, sup))
-        return pb.AlertsReply(alerts=out)
+        return pb.AlertsResponse(alerts=out)
 
-    def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsReply:
+    def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsResponse:
         stats = dict(self._gateway.read(lambda eng: eng.stats()))
         stats["ingest"] = self._gateway.ingest_stats()
         if self._publishing is not None:
             stats["publishing"] = self._publishing.status()
-        return pb.StatsReply(json=json.dumps(stats, sort_keys=True, default=_jsonable))
+        return stats_to_message(stats)
 
-    def Chain(self, request: pb.ChainRequest, context: grpc.ServicerContext) -> pb.ChainReply:
+    def Chain(self, request: pb.ChainRequest, context: grpc.ServicerContext) -> pb.ChainResponse:
         if not request.src or not request.dst:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "chain needs both src and dst lock names")
         locks, links = self._gateway.read(
             lambda eng: (eng.chain(request.src, request.dst), eng.chain_links(request.src, request.dst)))
         if locks is None:
-            return pb.ChainReply(found=False)
-        return pb.ChainReply(found=True, locks=list(locks), links=[link_message(x) for x in links or ()])
+            return pb.ChainResponse(found=False)
+        return pb.ChainResponse(found=True, locks=list(locks), links=[link_message(x) for x in links or ()])
 
-    def Witnesses(self, request: pb.WitnessesRequest, context: grpc.ServicerContext) -> pb.WitnessesReply:
+    def Witnesses(self, request: pb.WitnessesRequest, context: grpc.ServicerContext) -> pb.WitnessesResponse:
         if not request.id:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "witnesses needs a finding id")
         a = self._gateway.read(lambda eng: eng.alert(request.id))
         if a is None:
-            return pb.WitnessesReply(found=False)
+            return pb.WitnessesResponse(found=False)
         held, taken = a.inversion or ("", "")
-        return pb.WitnessesReply(
+        return pb.WitnessesResponse(
             found=True, kind=a.kind, count=a.count if a.inversion else 0, inversion_held=held,
             inversion_taken=taken,
             witnesses=[pb.Witness(locks=list(w.locks), hosts=list(w.hosts), links=[link_message(x) for x in w.links])
@@ -100,13 +101,13 @@ class QueryServicer(pb_grpc.QueryServicer):
 
     # -- the graph --------------------------------------------------------------------------
 
-    def Lock(self, request: pb.LockRequest, context: grpc.ServicerContext) -> pb.LockReply:
+    def Lock(self, request: pb.LockRequest, context: grpc.ServicerContext) -> pb.LockResponse:
         if not request.name:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "lock needs a lock class name")
         view = self._gateway.read(lambda eng: graphview.lock_view(eng, request.name))
         if view is None:
-            return pb.LockReply(found=False, name=request.name)
-        return pb.LockReply(
+            return pb.LockResponse(found=False, name=request.name)
+        return pb.LockResponse(
             found=True, name=view.name, usage=view.usage,
             usages=[pb.LockUsage(usage=u.usage, host=u.first.host, task=u.first.task, ts_ns=u.first.ts_ns,
                                  site=u.first.site) for u in view.usages],
@@ -114,7 +115,7 @@ class QueryServicer(pb_grpc.QueryServicer):
             hosts=list(view.hosts), first_ts_ns=view.first_ts_ns, last_ts_ns=view.last_ts_ns, count=view.count,
             alerts=list(view.alerts))
 
-    def Hosts(self, request: pb.HostsRequest, context: grpc.ServicerContext) -> pb.HostsReply:
+    def Hosts(self, request: pb.HostsRequest, context: grpc.ServicerContext) -> pb.HostsResponse:
         alerts = self._gateway.read(lambda eng: [(a.id, a.hosts) for a in eng.alerts()])
         hosts = self._gateway.hosts()
         out = []
@@ -125,9 +126,9 @@ class QueryServicer(pb_grpc.QueryServicer):
                                    last_received_ns=h["last_ns"], last_event_ts_ns=h["last_event_ts_ns"],
                                    dropped_events=h.get("dropped_events", 0),
                                    alerts=[i for i, hs in alerts if name in hs]))
-        return pb.HostsReply(hosts=out)
+        return pb.HostsResponse(hosts=out)
 
-    def ExportEdges(self, request: pb.ExportEdgesRequest, context: grpc.ServicerContext) -> Iterator[pb.ExportChunk]:
+    def ExportEdges(self, request: pb.ExportEdgesRequest, context: grpc.ServicerContext) -> Iterator[pb.ExportEdgesResponse]:
         rows = request.rows_per_batch or EXPORT_ROWS
         if rows > MAX_EXPORT_ROWS:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"rows_per_batch is at most {MAX_EXPORT_ROWS}")
@@ -141,19 +142,19 @@ class QueryServicer(pb_grpc.QueryServicer):
             return data
 
         with pa.ipc.new_stream(buf, graphview.EDGE_SCHEMA) as writer:
-            yield pb.ExportChunk(arrow_ipc=take())
+            yield pb.ExportEdgesResponse(arrow_ipc=take())
             for start in range(0, total, rows):
                 if not context.is_active():
                     return
                 stop = min(total, start + rows)
                 batch = self._gateway.read(lambda eng, a=start, b=stop: graphview.edge_rows(eng, a, b))
                 writer.write_batch(batch)
-                yield pb.ExportChunk(arrow_ipc=take())
+                yield pb.ExportEdgesResponse(arrow_ipc=take())
         tail = take()
         if tail:
-            yield pb.ExportChunk(arrow_ipc=tail)
+            yield pb.ExportEdgesResponse(arrow_ipc=tail)
 
-    def Dot(self, request: pb.DotRequest, context: grpc.ServicerContext) -> pb.DotReply:
+    def Dot(self, request: pb.DotRequest, context: grpc.ServicerContext) -> pb.DotResponse:
         if not request.id:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "dot needs a finding id")
         radius = request.radius if request.HasField("radius") else 1   # type: ignore[arg-type]
@@ -166,13 +167,13 @@ class QueryServicer(pb_grpc.QueryServicer):
 
         found = self._gateway.read(read)
         if found is None:
-            return pb.DotReply(found=False)
+            return pb.DotResponse(found=False)
         alert, (links, truncated, usage) = found
-        return pb.DotReply(found=True, dot=finding_dot(alert, links, usage, truncated))
+        return pb.DotResponse(found=True, dot=finding_dot(alert, links, usage, truncated))
 
     # -- publications -----------------------------------------------------------------------
 
-    def WatchAlerts(self, request: pb.WatchAlertsRequest, context: grpc.ServicerContext) -> Iterator[pb.Publication]:
+    def WatchAlerts(self, request: pb.WatchAlertsRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchAlertsResponse]:
         if self._publishing is None:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "this service does not publish")
         outbox = self._publishing.outbox
@@ -185,7 +186,7 @@ class QueryServicer(pb_grpc.QueryServicer):
             after = outbox.last_seq if request.from_end else request.after_seq
             while context.is_active() and not outbox.readers_closed:
                 for rec in outbox.wait_after(after, WATCH_POLL, limit=256, reader=True):
-                    yield publication_message(rec)
+                    yield pb.WatchAlertsResponse(publication=publication_message(rec))
                     after = rec["seq"]
         finally:
             with self._watch_lock:
@@ -198,7 +199,7 @@ class QueryServicer(pb_grpc.QueryServicer):
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "this service does not publish")
         return self._publishing  # type: ignore[return-value]
 
-    def Suppress(self, request: pb.SuppressRequest, context: grpc.ServicerContext) -> pb.SuppressReply:
+    def Suppress(self, request: pb.SuppressRequest, context: grpc.ServicerContext) -> pb.SuppressResponse:
         pub = self._need_publishing(context)
         try:
             s = pub.suppressions.add(request.id, request.reason, request.author)
@@ -209,9 +210,9 @@ class QueryServicer(pb_grpc.QueryServicer):
         known = self._gateway.read(lambda eng: eng.alert(request.id) is not None)
         log.info("suppressed %s by %s: %s", s.id, s.author or "unknown", s.reason)
         pub.wake()
-        return pb.SuppressReply(suppression=suppression_message(s), known=known)
+        return pb.SuppressResponse(suppression=suppression_message(s), known=known)
 
-    def Unsuppress(self, request: pb.UnsuppressRequest, context: grpc.ServicerContext) -> pb.SuppressReply:
+    def Unsuppress(self, request: pb.UnsuppressRequest, context: grpc.ServicerContext) -> pb.UnsuppressResponse:
         pub = self._need_publishing(context)
         try:
             s = pub.suppressions.remove(request.id)
@@ -227,11 +228,11 @@ class QueryServicer(pb_grpc.QueryServicer):
         known = self._gateway.read(lambda eng: eng.alert(request.id) is not None)
         log.info("unsuppressed %s (was: %s)", s.id, s.reason)
         pub.wake()
-        return pb.SuppressReply(suppression=suppression_message(s), known=known)
+        return pb.UnsuppressResponse(suppression=suppression_message(s), known=known)
 
-    def Suppressions(self, request: pb.SuppressionsRequest, context: grpc.ServicerContext) -> pb.SuppressionsReply:
+    def Suppressions(self, request: pb.SuppressionsRequest, context: grpc.ServicerContext) -> pb.SuppressionsResponse:
         pub = self._need_publishing(context)
-        return pb.SuppressionsReply(suppressions=[suppression_message(s) for s in pub.suppressions.all()],
+        return pb.SuppressionsResponse(suppressions=[suppression_message(s) for s in pub.suppressions.all()],
                                     blessed=pub.blessed.orders())
 
 
