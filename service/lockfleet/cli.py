@@ -308,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     handler = COMMANDS.get(args.command) or (lambda a: a.func(a))
     try:
-        return handler(args)
+        return int(handler(args))
     except CliError as exc:
         print(f"lockfleet {args.command}: {exc}", file=sys.stderr)
         return exc.status

@@ -290,7 +290,8 @@ class Engine:
         else:  # a cycle: lockdep reports the acquisition that closed it
             trigger = links[-1].first_taken if links else None
         names = [self._class_name(c) for c in classes]
-        inversion, witnesses, count = None, (), r.count
+        inversion, count = None, r.count
+        witnesses: tuple[Witness, ...] = ()
         if r.kind == "circular" and r.inversion >= 0:
             inversion = (links[-1].held, links[-1].taken)
             witnesses = (self._witness(r.edges, links),) + tuple(self._witness(w) for w in r.witnesses)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -85,13 +86,13 @@ def normalize(batch: pa.RecordBatch | pa.Table, row_offset: int = 0) -> Events:
         if names.count(col) > 1:
             raise EventError(f"column '{col}' appears {names.count(col)} times")
     n = batch.num_rows
-    cols = {}
+    cols: dict[str, Any] = {}     # required columns are never None
     for col, typ in _INT_COLUMNS.items():
         if col in names:
             cols[col] = _int_column(batch.column(col), col, typ, col in REQUIRED, row_offset)
         else:
             cols[col] = None
-    strings = {}
+    strings: dict[str, Any] = {}
     for col in _STRING_COLUMNS:
         if col in names:
             strings[col] = _string_column(batch.column(col), col, col in REQUIRED, row_offset)
@@ -124,7 +125,7 @@ def _table_to_batch(table: pa.Table) -> pa.RecordBatch:
 
 
 def _first(mask: pa.Array) -> int:
-    return pc.index(mask, True).as_py()
+    return int(pc.index(mask, True).as_py())
 
 
 _TYPE_IDS = {col: typ.id for col, typ in _INT_COLUMNS.items()}
@@ -139,7 +140,7 @@ def _int_column(arr: pa.Array, col: str, typ: pa.DataType, required: bool, off: 
             row = _first(pc.is_null(arr))
             raise EventError(f"column '{col}' row {row + off}: null in a required column")
         arr = pc.fill_null(arr, 0)
-    values = arr.to_numpy(zero_copy_only=False)
+    values: np.ndarray = arr.to_numpy(zero_copy_only=False)
     if col in _RANGES and len(values):
         top, meaning = _RANGES[col]
         row = _columns.first_above(values, top)     # the ranged columns are all uint8

@@ -69,7 +69,7 @@ def read_token(path: str | Path, role: str) -> str:
 def open_channel(target: str | Connection) -> grpc.Channel:
     """A channel to the service: TLS when the connection names a CA, else insecure."""
     conn = as_connection(target)
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    options: list[tuple[str, int | str]] = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
     if conn.server_name:
         options.append(("grpc.ssl_target_name_override", conn.server_name))

@@ -457,7 +457,7 @@ def parse_text(text: str, path: str = "", host: str = "") -> list[Report]:
         idle = builder is None or builder.done
         headless = found is None and (
             (_MARK_CHAIN.match(ln.text) is not None
-             and (idle or builder.r.kind != "circular" or bool(builder.r.entries)))
+             and (builder is None or builder.done or builder.r.kind != "circular" or bool(builder.r.entries)))
             or (idle and (_ENTRY.match(ln.text) is not None or _HEADLESS_START.match(ln.text) is not None)))
         if found is not None or headless:
             if found is not None:
@@ -711,10 +711,10 @@ def circular_edges(r: Report) -> list[Edge]:
         edges.append(_edge(r.held, r.acquire, frames, (e0.ts_ns if e0 else 0) or r.ts_ns, held_op, taken_op))
     # lockdep found a strong cycle: a recursive read of a lock then held shared cannot be in it,
     # so a read its stack made look recursive was a plain read
-    for i, e in enumerate(edges):
+    for i, edge in enumerate(edges):
         nxt = edges[(i + 1) % len(edges)]
-        if e.taken_mode == 2 and nxt.held.name == e.taken.name and nxt.held_mode:
-            edges[i] = Edge(e.held, e.taken, e.frames, e.held_mode, 1, e.ts_ns)
+        if edge.taken_mode == 2 and nxt.held.name == edge.taken.name and nxt.held_mode:
+            edges[i] = Edge(edge.held, edge.taken, edge.frames, edge.held_mode, 1, edge.ts_ns)
     return edges
 
 

@@ -253,8 +253,8 @@ def export_new(engine: Engine, state: ExportState) -> pa.RecordBatch | None:
     for a in engine.alerts():
         if a.kind not in ("recursive", "bad_unlock") or a.id in state.findings or not a.locks:
             continue
-        o = a.trigger
-        ts, site, task, inst = (o.ts_ns, o.site, o.task, o.instance) if o is not None else (0, "", "", 0)
+        trigger = a.trigger
+        ts, site, task, inst = (trigger.ts_ns, trigger.site, trigger.task, trigger.instance) if trigger is not None else (0, "", "", 0)
         tid = state.tid()
         if a.kind == "recursive":
             cls = a.locks[0]
@@ -355,7 +355,7 @@ class EdgeAgent:
             self._check_open()
             self._drain_locked()
             self.engine.ingest(table, host=self.host)
-        return table.num_rows
+        return int(table.num_rows)
 
     def _put(self, row: tuple[Any, ...]) -> None:
         with self._lock:
@@ -386,7 +386,7 @@ class EdgeAgent:
                 return 0
             self.agent.send_batch(batch)
             self._shipped_bytes += batch.nbytes
-            return batch.num_rows
+            return int(batch.num_rows)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Ship what is new and wait until the service acknowledged every shipment."""

@@ -126,7 +126,8 @@ def _parse(data: bytes) -> tuple[list[_Sym], list[_Sym]]:
     count: dict[str, int] = {}
     for (_, name) in seen:
         count[name] = count.get(name, 0) + 1
-    functions, objects = [], []
+    functions: list[_Sym] = []
+    objects: list[_Sym] = []
     for (value, name), (sym, kind, _local) in seen.items():
         if count[name] > 1:
             sym = _Sym(value, sym.size, f"{name}@{value:#x}")

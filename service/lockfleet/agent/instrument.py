@@ -103,8 +103,9 @@ class _Tracer:
         prefixes = [here + os.sep]
         for mod in ("grpc", "google.protobuf", "pyarrow", "numpy"):
             m = sys.modules.get(mod)
-            if m is not None and getattr(m, "__file__", None):
-                prefixes.append(os.path.dirname(os.path.abspath(m.__file__)) + os.sep)
+            file = getattr(m, "__file__", None) if m is not None else None
+            if file:
+                prefixes.append(os.path.dirname(os.path.abspath(file)) + os.sep)
         self._stdlib: tuple[str, ...] = ()
         self._site: tuple[str, ...] = ()
         if not include_stdlib:
@@ -258,7 +259,10 @@ class TracedLock:
     (through `__class__`), pickling refusal, `_at_fork_reinit`."""
 
     __slots__ = ("_lf_lock", "_lf_class", "_lf_holder", "__weakref__")
-    __new__ = _refuse_instantiation  # type: ignore[assignment]
+    __new__ = _refuse_instantiation
+    _lf_lock: Any       # the real lock
+    _lf_class: LockClass
+    _lf_holder: Any     # the thread info of the holder (TracedLock), for hand-offs
 
     def acquire(self, blocking: Any = True, timeout: Any = -1) -> bool:
         tr = _tracer
@@ -291,6 +295,7 @@ class TracedLock:
             return self._lf_lock.acquire(blocking, timeout)  # type: ignore[no-any-return]
         if tr.sites:
             f = _getframe(1)
+            site: str | None
             try:
                 site = _sites[f.f_code][f.f_lasti]
             except KeyError:
@@ -391,7 +396,10 @@ class TracedRLock:
     state (owner, count) is the real RLock's, so repr and Condition's helpers are the originals'."""
 
     __slots__ = ("_lf_lock", "_lf_class", "_lf_holder", "__weakref__")
-    __new__ = _refuse_instantiation  # type: ignore[assignment]
+    __new__ = _refuse_instantiation
+    _lf_lock: Any       # the real lock
+    _lf_class: LockClass
+    _lf_holder: Any     # the thread info of the holder (TracedLock), for hand-offs
 
     def acquire(self, blocking: Any = True, timeout: Any = -1) -> bool:
         lock = self._lf_lock
@@ -415,6 +423,7 @@ class TracedRLock:
             return True
         if tr.sites:
             f = _getframe(1)
+            site: str | None
             try:
                 site = _sites[f.f_code][f.f_lasti]
             except KeyError:
@@ -505,11 +514,11 @@ class TracedRLock:
 
     @property  # type: ignore[misc]
     def __class__(self) -> type:
-        return _CRLock  # type: ignore[no-any-return]
+        return _CRLock
 
 
 def _make_lock(k: LockClass) -> TracedLock:
-    lock = _new(TracedLock)
+    lock: TracedLock = _new(TracedLock)
     lock._lf_lock = _allocate_lock()
     lock._lf_class = k
     lock._lf_holder = None
@@ -517,7 +526,7 @@ def _make_lock(k: LockClass) -> TracedLock:
 
 
 def _make_rlock(k: LockClass) -> TracedRLock:
-    lock = _new(TracedRLock)
+    lock: TracedRLock = _new(TracedRLock)
     lock._lf_lock = _CRLock()
     lock._lf_class = k
     lock._lf_holder = None
@@ -573,7 +582,7 @@ def _present_as(original: type) -> Any:
 
 
 @_present_as(_OrigCondition)
-class TracedCondition(_OrigCondition, metaclass=_Like):  # type: ignore[misc, valid-type]
+class TracedCondition(_OrigCondition, metaclass=_Like):
     """threading.Condition: without a lock, it makes a traced RLock of its own class."""
 
     def __init__(self, lock: Any = None) -> None:
@@ -661,7 +670,7 @@ class _SemaphoreTrace:
 
 
 @_present_as(_OrigSemaphore)
-class TracedSemaphore(_SemaphoreTrace, _OrigSemaphore, metaclass=_Like):  # type: ignore[misc, valid-type]
+class TracedSemaphore(_SemaphoreTrace, _OrigSemaphore, metaclass=_Like):
     """threading.Semaphore, traced when made with value 1."""
 
     def __init__(self, value: int = 1) -> None:
@@ -673,7 +682,7 @@ class TracedSemaphore(_SemaphoreTrace, _OrigSemaphore, metaclass=_Like):  # type
 
 
 @_present_as(_OrigBoundedSemaphore)
-class TracedBoundedSemaphore(_SemaphoreTrace, _OrigBoundedSemaphore, metaclass=_Like):  # type: ignore[misc, valid-type]
+class TracedBoundedSemaphore(_SemaphoreTrace, _OrigBoundedSemaphore, metaclass=_Like):
     """threading.BoundedSemaphore, traced when made with value 1."""
 
     def __init__(self, value: int = 1) -> None:

@@ -35,7 +35,8 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -147,6 +148,7 @@ class TraceBuffer:
         self.size = int(self._lib.lockfleet_trace_size(rings, ring_events, MODULES, CLASSES, SITES))
         self._fd, self.path, self._file = self._make_memory(self.size)
         self._mm = None
+        self._view: Any = None
         try:
             import mmap
 
@@ -301,7 +303,7 @@ class TraceBuffer:
         return pa.RecordBatch.from_arrays(arrays, schema=SCHEMA)
 
     @staticmethod
-    def _names(ids: np.ndarray, size: int, name_of, nulls: bool) -> pa.DictionaryArray:
+    def _names(ids: np.ndarray, size: int, name_of: Callable[[int], str], nulls: bool) -> pa.DictionaryArray:
         """ids (< size) -> a dictionary array of their names: the ids present, found without a
         sort, become the dictionary; 0 is null where `nulls`."""
         present = np.zeros(size, np.bool_)

@@ -4,7 +4,7 @@ stream of publications and suppressions, as plain Python values."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -182,7 +182,7 @@ def fetch_dot(target: str | Connection, alert_id: str, radius: int | None = None
 
 
 def watch_alerts(target: str | Connection, after_seq: int = 0, from_end: bool = False,
-                 timeout: float | None = None) -> Iterator[PublicationView]:
+                 timeout: float | None = None) -> Generator[PublicationView, None, None]:
     """Publications with seq > after_seq, as they come (the stream stays open; stop iterating to end it).
     Raises Unreachable or Refused."""
     conn = as_connection(target)
@@ -195,7 +195,7 @@ def watch_alerts(target: str | Connection, after_seq: int = 0, from_end: bool = 
                 yield PublicationView(seq=p.seq, event=p.event, alert=_alert_view(p.alert), new_hosts=list(p.new_hosts),
                                       new_kinds=list(p.new_kinds), published_ns=p.published_ns)
         except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.CANCELLED:   # type: ignore[attr-defined]
+            if err.code() == grpc.StatusCode.CANCELLED:
                 return
             raise from_rpc_error(conn, err) from None
         finally:

@@ -312,7 +312,7 @@ class Agent:
             return True
         if not self._events_ok:
             self._refuse_put()
-        return self._put_slow(row, True)  # type: ignore[no-any-return]
+        return self._put_slow(row, True) is True   # raising: a failed or closed Agent raised instead of None
 
     def _offer(self, row: tuple[Any, ...]) -> bool | None:
         """The hot path of instrumentation (no lock taken, never raises): True, taken; False,
@@ -349,7 +349,7 @@ class Agent:
     def _accepted_locked(self) -> int:
         return self._cut_total + self._chunk_rows + len(self._rows)
 
-    def _full(self, row: tuple[Any, ...], raising: bool) -> Any:
+    def _full(self, row: tuple[Any, ...], raising: bool) -> bool | None:
         """The buffer is full: wait for room ("block") or drop the event ("drop")."""
         with self._lock:
             try:

@@ -341,29 +341,29 @@ def run_fleet(cfg: SimConfig, connection: Any, check: Any = None, out: TextIO | 
         "target": connection.target, "token": connection.token, "server_name": connection.server_name,
         **{k: str(getattr(connection, k)) for k in ("tls_ca", "tls_cert", "tls_key") if getattr(connection, k)}}}
     start = time.monotonic()
-    procs = []
+    procs: list[subprocess.Popen[str]] = []
     try:
         for i in range(cfg.hosts):
-            p = subprocess.Popen([python, "-m", "lockfleet.agent.simulate", "--worker"], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, text=True)
-            assert p.stdin is not None
-            p.stdin.write(json.dumps({**spec, "index": i}))
-            p.stdin.close()
-            procs.append(p)
+            proc = subprocess.Popen([python, "-m", "lockfleet.agent.simulate", "--worker"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, text=True)
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps({**spec, "index": i}))
+            proc.stdin.close()
+            procs.append(proc)
         result = FleetResult(plan)
-        for i, p in enumerate(procs):
-            assert p.stdout is not None
-            text = p.stdout.read()
-            p.wait()
+        for i, proc in enumerate(procs):
+            assert proc.stdout is not None
+            text = proc.stdout.read()
+            proc.wait()
             try:
                 result.hosts.append(json.loads(text.strip().splitlines()[-1]))
             except (ValueError, IndexError):
-                result.hosts.append({"host": plan.hosts[i], "error": f"the agent process exited with {p.returncode}"})
+                result.hosts.append({"host": plan.hosts[i], "error": f"the agent process exited with {proc.returncode}"})
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     result.seconds = round(time.monotonic() - start, 3)
     for h in result.hosts:
         if "error" in h:

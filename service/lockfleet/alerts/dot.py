@@ -60,8 +60,8 @@ def finding_dot(alert: Alert, around: Iterable[Link] = (), usage: dict[str, str]
         attrs = "color=red, penwidth=2" if name in mine else "color=grey40"
         out.append(f"  {_q(name)} [label={_q(label)}, {attrs}];")
     for i, (held, taken) in enumerate(own):
-        link = by_pair.get((held, taken))
-        label = edge_label(link) if link else ""
+        own_link = by_pair.get((held, taken))
+        label = edge_label(own_link) if own_link else ""
         style = ", style=dashed" if alert.kind == "circular" and i == len(own) - 1 else ""
         out.append(f"  {_q(held)} -> {_q(taken)} [label={_q(label)}, color=red, penwidth=2{style}];")
     for link in others:

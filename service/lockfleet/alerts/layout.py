@@ -141,8 +141,8 @@ def neighbourhood_svg(alert: Alert, around: Iterable[Link] = (), usage: dict[str
         edge(link.held, link.taken, edge_label(link), False, False)
     for i, (held, taken) in enumerate(own):
         if held in pos and taken in pos:
-            link = by_pair.get((held, taken))
-            edge(held, taken, edge_label(link) if link else "", True,
+            own_link = by_pair.get((held, taken))
+            edge(held, taken, edge_label(own_link) if own_link else "", True,
                  alert.kind == "circular" and i == len(own) - 1)
     mine = set(inner)
     for n, (x, y) in pos.items():

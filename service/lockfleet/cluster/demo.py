@@ -59,7 +59,7 @@ def _push_all(plan: dict[str, tuple[str, list[pa.RecordBatch], int]]) -> None:
 
 def run_cluster_demo(workdir: str | None = None, out: TextIO = sys.stdout) -> int:
     keep = workdir is not None
-    root = Path(workdir) if keep else Path(tempfile.mkdtemp(prefix="lockfleet-cluster-demo-"))
+    root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="lockfleet-cluster-demo-"))
     cluster = Cluster(root, nodes=3, partitions=4, lease=2.0)
     try:
         return _run(cluster, out)

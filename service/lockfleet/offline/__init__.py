@@ -15,8 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .scan import Selection
+
+Command = Callable[[argparse.Namespace], int]
 
 from ..options import add_irq_rule_option
 
@@ -65,7 +70,7 @@ class _Formatter(argparse.HelpFormatter):
                              subsequent_indent=indent, break_on_hyphens=False)
 
 
-def _time(option: str):
+def _time(option: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
         from .scan import ScanError, parse_time
 
@@ -162,7 +167,7 @@ def add_offline_parsers(subparsers: argparse._SubParsersAction) -> dict[str, Any
     return {"analyze": cmd_analyze, "diff": cmd_diff, "report": cmd_report}
 
 
-def _selection(args: argparse.Namespace, prefix: str = ""):
+def _selection(args: argparse.Namespace, prefix: str = "") -> Selection:
     from .scan import ScanError, Selection
 
     since, until = getattr(args, f"{prefix}since"), getattr(args, f"{prefix}until")
@@ -175,8 +180,8 @@ def _progress(args: argparse.Namespace) -> bool:
     return not getattr(args, "json", False) and not args.no_progress and sys.stderr.isatty()
 
 
-def _guard(command: str):
-    def wrap(fn):
+def _guard(command: str) -> Callable[[Command], Command]:
+    def wrap(fn: Command) -> Command:
         def run(args: argparse.Namespace) -> int:
             from .scan import ScanError
 
@@ -295,6 +300,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_offline_parsers(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        return int(args.func(args))
     except BrokenPipeError:
         return EXIT_FAILURE

@@ -38,10 +38,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import polars as pl
 import pyarrow as pa
 
+from ..alerts.model import Link
 from ..engine import Engine
 from .scan import Plan, Selection, Source, read_log_segment
 
@@ -53,9 +55,14 @@ PARTITION_ROWS = 5_000_000
 
 # ---------------------------------------------------------------------------------------------- the frame
 
+def _int(value: Any) -> int:
+    """A polars scalar (min, max of an integer column) as an int."""
+    return int(value)
+
+
 def _normal(lf: pl.LazyFrame, columns: tuple[str, ...] | list[str], host: str | None) -> pl.LazyFrame:
     """The columns the aggregates use, with defaults for the optional ones, in one schema."""
-    def opt(name: str, dtype: pl.DataType) -> pl.Expr:
+    def opt(name: str, dtype: pl.DataType | type[pl.DataType]) -> pl.Expr:
         return pl.col(name).fill_null(0).cast(dtype) if name in columns else pl.lit(0, dtype).alias(name)
 
     if "host" in columns:
@@ -78,7 +85,9 @@ def _log_frame(src: Source) -> pl.LazyFrame | None:
         except pa.ArrowException:
             continue  # skipped by the engine too (scan.chunks reports it)
         if table.num_rows:
-            frames.append(_normal(pl.from_arrow(table).lazy(), table.schema.names, rec.host))
+            df = pl.from_arrow(table)
+            assert isinstance(df, pl.DataFrame)   # a Table gives a frame
+            frames.append(_normal(df.lazy(), table.schema.names, rec.host))
     return pl.concat(frames, how="vertical") if frames else None
 
 
@@ -110,9 +119,9 @@ def events_frame(plan: Plan, selection: Selection = Selection()) -> pl.LazyFrame
         elif src.kind == "ipc_stream":
             frames.append(_normal(pl.read_ipc_stream(src.path).lazy(), src.columns, src.host))
         else:
-            lf = _log_frame(src)
-            if lf is not None:
-                frames.append(lf)
+            log_lf = _log_frame(src)
+            if log_lf is not None:
+                frames.append(log_lf)
     flush()
     if not frames:
         lf = pl.LazyFrame(schema={"ts_ns": pl.Int64, "tid": pl.Int64, "op": pl.UInt8, "lock": LOCK,
@@ -228,9 +237,9 @@ class HoldSketch:
     max): within QUANTILE_REL_ERROR (2^(1/32) - 1 ~ 2.2%) of the exact nearest-rank value, plus up to
     0.5 ns from rounding to whole ns. count, max, mean and taken_while_held are exact."""
 
-    STATS = {"lock": LOCK, "subclass": pl.UInt8, "count": pl.Int64, "sum_ns": pl.Int64, "min_ns": pl.Int64,
-             "max_ns": pl.Int64, "inside": pl.Int64}
-    HIST = {"lock": LOCK, "subclass": pl.UInt8, "fb": pl.Int32, "count": pl.Int64}
+    STATS: ClassVar[Any] = {"lock": LOCK, "subclass": pl.UInt8, "count": pl.Int64, "sum_ns": pl.Int64,
+                                       "min_ns": pl.Int64, "max_ns": pl.Int64, "inside": pl.Int64}
+    HIST: ClassVar[Any] = {"lock": LOCK, "subclass": pl.UInt8, "fb": pl.Int32, "count": pl.Int64}
 
     def __init__(self) -> None:
         self.stats = pl.DataFrame(schema=self.STATS)
@@ -304,7 +313,7 @@ def timeline_query(ev: pl.LazyFrame, t0: int, width: int) -> pl.LazyFrame:
 
 def edges_frame(engine: Engine) -> pl.DataFrame:
     """Every dependency the engine holds, with its counters, most taken first."""
-    rows = {k: [] for k in ("held", "taken", "kinds", "count", "hosts", "first_host", "first_ts_ns",
+    rows: dict[str, list[Any]] = {k: [] for k in ("held", "taken", "kinds", "count", "hosts", "first_host", "first_ts_ns",
                             "last_ts_ns", "host_list")}
     for link in _links(engine):
         rows["held"].append(link.held)
@@ -322,7 +331,7 @@ def edges_frame(engine: Engine) -> pl.DataFrame:
     return df.sort(["count", "hosts", "held", "taken"], descending=[True, True, False, False])
 
 
-def _links(engine: Engine):
+def _links(engine: Engine) -> list[Link]:
     """Each dependency with its evidence."""
     return engine.links()
 
@@ -384,8 +393,8 @@ def compute(plan: Plan, selection: Selection, engine: Engine,
     alerts_by_host = alerts_by_host or {}
     hosts = hosts.with_columns(
         pl.col("host").replace_strict(alerts_by_host, default=0, return_dtype=pl.Int64).alias("findings"))
-    t0 = int(hosts["first_ts_ns"].min()) if hosts.height else 0
-    t1 = int(hosts["last_ts_ns"].max()) if hosts.height else 0
+    t0 = _int(hosts["first_ts_ns"].min()) if hosts.height else 0
+    t1 = _int(hosts["last_ts_ns"].max()) if hosts.height else 0
     width = _nice_width(max(1, (t1 - t0 + 1) // TIMELINE_BUCKETS + 1))
     t0 -= t0 % width
     if status:

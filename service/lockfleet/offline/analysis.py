@@ -16,7 +16,7 @@ from ..engine import IRQ_RULE_DEFAULT, Engine
 from ..events import EventError
 from .aggregates import Aggregates, compute
 from .progress import Progress
-from .scan import CHUNK_ROWS, Plan, ScanError, Selection, chunks, plan
+from .scan import CHUNK_ROWS, Plan, ScanError, Selection, Source, chunks, plan
 
 log = logging.getLogger("lockfleet.offline")
 
@@ -63,7 +63,7 @@ def feed(engine: Engine, p: Plan, selection: Selection = Selection(), progress: 
     applied = read = 0
     offsets: dict[int, int] = {}
 
-    def on_error(src, message: str) -> None:
+    def on_error(src: Source, message: str) -> None:
         log.warning("%s: skipped a log record that cannot be decoded: %s", src.path, message)
         if skipped is not None:
             skipped.append(f"{src.path}: {message}")

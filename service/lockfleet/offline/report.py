@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from html import escape
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -100,11 +101,16 @@ def _timeline(agg: Aggregates) -> str:
             sub = tl.filter(pl.col("host") == h).sort("ts_ns")
             series[h] = list(zip(sub["ts_ns"].to_list(), sub["events"].to_list()))
     width = agg.timeline_width_ns
-    span = (total["ts_ns"].max() - total["ts_ns"].min()) if total.height else 0
+    span = (_int(total["ts_ns"].max()) - _int(total["ts_ns"].min())) if total.height else 0
     xl = (lambda x: fmt.when(x)[5:16]) if span >= 86_400 * 10**9 else (lambda x: fmt.when(x)[11:19])
     return (svg.line_chart(series, x_label=xl, y_label=lambda y: fmt.cell("n", int(y)),
                            title="events over time") +
             f'<p class="note">events per {escape(fmt.duration(width))} (UTC, host clocks)</p>')
+
+
+def _int(value: Any) -> int:
+    """A polars scalar (min, max of an integer column) as an int."""
+    return int(value)
 
 
 def _bucket_label(b: int) -> str:
@@ -117,7 +123,7 @@ def _hold_plots(agg: Aggregates, classes: int = 6) -> str:
         return '<p class="empty">no paired acquire/release</p>'
     out = []
     overall = hist.group_by("bucket").agg(pl.col("count").sum()).sort("bucket")
-    lo, hi = int(overall["bucket"].min()), int(overall["bucket"].max())
+    lo, hi = _int(overall["bucket"].min()), _int(overall["bucket"].max())
     counts = dict(zip(overall["bucket"].to_list(), overall["count"].to_list()))
     labels = [_bucket_label(b) for b in range(lo, hi + 1)]
     out.append(svg.bar_chart(labels, [counts.get(b, 0) for b in range(lo, hi + 1)],
@@ -143,8 +149,8 @@ def render_html(analysis: Analysis, paths: list[str], *, top: int = 50, title: s
             ("hosts", f"{agg.hosts.height:,}" if agg else "-"), ("lock classes", f"{s['locks']:,}"),
             ("dependencies", f"{s['edges']:,}"), ("findings", f"{len(alerts):,}")]
     if agg is not None and agg.hosts.height:
-        rows.append(("time range", f"{fmt.when(agg.hosts['first_ts_ns'].min())} .. "
-                                   f"{fmt.when(agg.hosts['last_ts_ns'].max())} UTC"))
+        rows.append(("time range", f"{fmt.when(_int(agg.hosts['first_ts_ns'].min()))} .. "
+                                   f"{fmt.when(_int(agg.hosts['last_ts_ns'].max()))} UTC"))
     sel = analysis.selection
     if not sel.everything:
         rows.append(("selection", "; ".join(x for x in (
@@ -188,7 +194,7 @@ def render_html(analysis: Analysis, paths: list[str], *, top: int = 50, title: s
     return "\n".join(out)
 
 
-def write_report(analysis: Analysis, paths: list[str], output: str | Path, **kw) -> Path:
+def write_report(analysis: Analysis, paths: list[str], output: str | Path, **kw: Any) -> Path:
     out = Path(output)
     out.write_text(render_html(analysis, paths, **kw), encoding="utf-8")
     return out

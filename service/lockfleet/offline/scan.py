@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -239,8 +239,7 @@ def _add_archive(out: Plan, parts: list[tuple[int, str, int, Path]], selection: 
                 known = [x for src in sources for x in (src.ts_min, src.ts_max)]
                 merged = Source("parquet_merged", sources[0].path, archive=True,
                                 rows=sum(src.rows or 0 for src in sources),
-                                ts_min=None if None in known else min(known),
-                                ts_max=None if None in known else max(known),
+                                ts_min=_bound(min, known), ts_max=_bound(max, known),
                                 columns=sources[0].columns, paths=[src.path for src in sources])
                 _add(out, merged, selection)
                 continue
@@ -395,8 +394,17 @@ def _select_columns(batch: pa.RecordBatch) -> pa.RecordBatch:
     return batch if keep == names else batch.select(keep)
 
 
+OnError = Callable[[Source, str], None]   # hears of a log record that cannot be decoded
+
+
+def _bound(pick: Callable[[list[int]], int], values: list[int | None]) -> int | None:
+    """min or max of the files' bounds, or None when a file does not know its own."""
+    known = [v for v in values if v is not None]
+    return pick(known) if len(known) == len(values) and known else None
+
+
 def chunks(p: Plan, selection: Selection = Selection(), chunk_rows: int = CHUNK_ROWS,
-           on_error=None) -> Iterator[Chunk]:
+           on_error: OnError | None = None) -> Iterator[Chunk]:
     """Every selected row of the plan, in apply order, as Arrow record batches (zero-copy from
     the files: dictionary columns stay dictionaries). `on_error(source, message)` hears about a log
     record that cannot be decoded (skipped, as the service's replay skips it)."""
@@ -410,7 +418,8 @@ def chunks(p: Plan, selection: Selection = Selection(), chunk_rows: int = CHUNK_
             yield Chunk(batch, host, src, raw)
 
 
-def _read(src: Source, chunk_rows: int, on_error) -> Iterator[tuple[pa.RecordBatch, str]]:
+def _read(src: Source, chunk_rows: int,
+          on_error: OnError | None) -> Iterator[tuple[pa.RecordBatch, str]]:
     try:
         if src.kind == "parquet":
             cols = [c for c in EVENT_COLUMNS if c in src.columns]

@@ -4,7 +4,7 @@ line chart and a bar chart. No dependencies; every string is escaped."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 
 PALETTE = ("#3366cc", "#dc3912", "#ff9900", "#109618", "#990099", "#0099c6", "#dd4477", "#66aa00",
@@ -86,7 +86,7 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return out
 
 
-def line_chart(series: dict[str, Sequence[tuple[float, float]]], *, width: int = 760, height: int = 260,
+def line_chart(series: Mapping[str, Sequence[tuple[float, float]]], *, width: int = 760, height: int = 260,
                x_label: Callable[[float], str] = _num, y_label: Callable[[float], str] = _num,
                title: str = "") -> str:
     """Lines (one per series) over a shared x axis; a legend when there is more than one."""

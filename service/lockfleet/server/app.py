@@ -107,8 +107,8 @@ def bind(server: grpc.Server, where: str, credentials: grpc.ServerCredentials | 
     """Listen on `where` (TLS with `credentials`, else plain); the port, or 0 when it cannot."""
     try:
         if credentials is not None:
-            return server.add_secure_port(where, credentials)
-        return server.add_insecure_port(where)
+            return int(server.add_secure_port(where, credentials))
+        return int(server.add_insecure_port(where))
     except RuntimeError:
         return 0
 
@@ -428,7 +428,8 @@ class Service:
     def _restore(self) -> None:
         gw, snapdir = self._gateway, self.data_dir / "snapshots"
         assert gw is not None
-        lsn, problems = 0, []
+        lsn = 0
+        problems: list[str] = []
         if engine_snapshots():
             lsn, _, problems = load_newest(snapdir, gw.restore)
         elif snapshot_files(snapdir):

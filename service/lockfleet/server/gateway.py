@@ -220,7 +220,7 @@ class Gateway:
             raise SnapshotIncompatible(f"gateway section format {meta.get('version')}, this build reads "
                                        f"{SNAPSHOT_VERSION}")
         try:
-            engine = type(self._engine).restore(sections["engine"])  # type: ignore[attr-defined]
+            engine = type(self._engine).restore(sections["engine"])
         except Exception as exc:  # whole bytes (the file's crc held) the engine does not take: another format
             raise SnapshotIncompatible(f"engine section {section_format(sections['engine'])} is not a format "
                                        f"this build restores ({type(exc).__name__}: {exc})") from None
@@ -494,7 +494,7 @@ class Gateway:
         before the snapshot is written)."""
         with self._apply:
             lsn = self._log.appended_lsn
-            engine_bytes = self._engine.snapshot()  # type: ignore[attr-defined]
+            engine_bytes = self._engine.snapshot()
             schemas = list(self._schemas)
             index = {s: i for i, s in enumerate(schemas)}
             c = self.counters
@@ -661,7 +661,8 @@ def check_strings(table: pa.Table, max_bytes: int, seq: int) -> None:
 
 def _unique(values: np.ndarray) -> np.ndarray:
     """Distinct values (hashing, not sorting: cheaper on a batch of repeats)."""
-    return pc.unique(pa.array(values)).to_numpy(zero_copy_only=False)
+    unique: np.ndarray = pc.unique(pa.array(values)).to_numpy(zero_copy_only=False)
+    return unique
 
 
 def batch_classes(ev: Events) -> set[str]:

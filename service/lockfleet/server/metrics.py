@@ -15,6 +15,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry
@@ -101,12 +102,12 @@ class Registry:
     def gauge(self, name: str, help: str, read: Callable[[], float]) -> None:
         self._scraped.add("gauge", name, help, (), read)
 
-    def gauges(self, name: str, help: str, labels: Sequence[str], read: Callable[[], Mapping[object, float]]) -> None:
+    def gauges(self, name: str, help: str, labels: Sequence[str], read: Callable[[], Mapping[Any, float]]) -> None:
         """A gauge per label value: `read()` returns {label value (or tuple of them): value}."""
         self._scraped.add("gauge", name, help, labels, read)
 
     def counters(self, name: str, help: str, labels: Sequence[str],
-                 read: Callable[[], Mapping[object, float]]) -> None:
+                 read: Callable[[], Mapping[Any, float]]) -> None:
         """Counters kept by the service itself (e.g. per host), read at scrape time."""
         base = name[:-len("_total")] if name.endswith("_total") else name
         self._scraped.add("counter", base, help, labels, read)

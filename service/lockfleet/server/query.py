@@ -11,11 +11,13 @@ existed when it began, each with its evidence as of when its piece was read).
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
 import threading
 from collections.abc import Iterator
+from typing import Any, NoReturn
 
 import grpc
 import pyarrow as pa
@@ -71,7 +73,7 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         return pb.AlertsResponse(alerts=out)
 
     def Stats(self, request: pb.StatsRequest, context: grpc.ServicerContext) -> pb.StatsResponse:
-        stats = dict(self._gateway.read(lambda eng: eng.stats()))
+        stats: dict[str, Any] = dict(self._gateway.read(lambda eng: eng.stats()))
         stats["ingest"] = self._gateway.ingest_stats()
         if self._publishing is not None:
             stats["publishing"] = self._publishing.status()
@@ -147,7 +149,7 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
                 if not context.is_active():
                     return
                 stop = min(total, start + rows)
-                batch = self._gateway.read(lambda eng, a=start, b=stop: graphview.edge_rows(eng, a, b))
+                batch = self._gateway.read(functools.partial(graphview.edge_rows, start=start, stop=stop))
                 writer.write_batch(batch)
                 yield pb.ExportEdgesResponse(arrow_ipc=take())
         tail = take()
@@ -157,7 +159,7 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
     def Dot(self, request: pb.DotRequest, context: grpc.ServicerContext) -> pb.DotResponse:
         if not request.id:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "dot needs a finding id")
-        radius = request.radius if request.HasField("radius") else 1   # type: ignore[arg-type]
+        radius = request.radius if request.HasField("radius") else 1
 
         def read(eng):  # type: ignore[no-untyped-def]
             alert = eng.alert(request.id)
@@ -174,9 +176,7 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
     # -- publications -----------------------------------------------------------------------
 
     def WatchAlerts(self, request: pb.WatchAlertsRequest, context: grpc.ServicerContext) -> Iterator[pb.WatchAlertsResponse]:
-        if self._publishing is None:
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this service does not publish")
-        outbox = self._publishing.outbox
+        outbox = self._need_publishing(context).outbox
         with self._watch_lock:
             if self._watchers >= self._max_watchers:
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -196,8 +196,8 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
 
     def _need_publishing(self, context: grpc.ServicerContext) -> Publishing:
         if self._publishing is None:
-            context.abort(grpc.StatusCode.UNIMPLEMENTED, "this service does not publish")
-        return self._publishing  # type: ignore[return-value]
+            _abort(context, grpc.StatusCode.UNIMPLEMENTED, "this service does not publish")
+        return self._publishing
 
     def Suppress(self, request: pb.SuppressRequest, context: grpc.ServicerContext) -> pb.SuppressResponse:
         pub = self._need_publishing(context)
@@ -224,7 +224,7 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
             if why is not None and why.blessed:
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                               f"{request.id} is suppressed by the {why.reason} of {why.author}; edit that file")
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no suppression recorded for {request.id!r}")
+            _abort(context, grpc.StatusCode.NOT_FOUND, f"no suppression recorded for {request.id!r}")
         known = self._gateway.read(lambda eng: eng.alert(request.id) is not None)
         log.info("unsuppressed %s (was: %s)", s.id, s.reason)
         pub.wake()
@@ -234,6 +234,12 @@ class QueryServicer(pb_grpc.QueryServiceServicer):
         pub = self._need_publishing(context)
         return pb.SuppressionsResponse(suppressions=[suppression_message(s) for s in pub.suppressions.all()],
                                     blessed=pub.blessed.orders())
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    """context.abort, which raises (its type says so here: grpc has no type information)."""
+    context.abort(code, message)
+    raise AssertionError("grpc's context.abort returned")
 
 
 def suppression_message(s: Suppression) -> pb.Suppression:
@@ -252,7 +258,7 @@ def alert_message(alert: Alert, suppression: Suppression | None = None) -> pb.Al
     return msg
 
 
-def publication_message(rec: dict) -> pb.Publication:  # type: ignore[type-arg]
+def publication_message(rec: dict[str, Any]) -> pb.Publication:
     a = rec["alert"]
     alert = pb.Alert(id=a["id"], kind=a["kind"], locks=a["locks"], hosts=a["hosts"], report=rec.get("report", ""),
                      json=json.dumps(a, default=_jsonable), seq=a.get("seq", 0), first_ts_ns=a.get("first_ts_ns", 0))
