@@ -30,9 +30,12 @@ cluster-demo: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
-# The habits `make test` keeps before the suite runs: the wire contract's buf lint and buf breaking
+# The habits `make test` keeps before the suite runs: ruff (package, tests, benchmarks) and mypy
+# (the package), configured in pyproject.toml; the wire contract's buf lint and buf breaking
 # (.ci/proto-check; buf from npm, installed by .ci/install-deps).
-lint: proto-check
+lint: $(STAMP) proto-check
+	$(BIN)/ruff check service tests benchmarks
+	$(BIN)/mypy
 
 proto-check:
 	@command -v buf >/dev/null 2>&1 || bash .ci/install-deps buf

@@ -180,7 +180,6 @@ class PyReference:
         names = lk.dictionary.to_pylist()
         idx = lk.indices.to_pylist()
         stacks, edges = self.stacks, self.edges
-        n = len(idx)
         clock = time.perf_counter
         done = 0
         for tid, op, i in zip(tids, ops, idx):

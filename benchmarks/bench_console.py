@@ -20,11 +20,11 @@ from pathlib import Path
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from browser import Browser  # noqa: E402  (the tests' DevTools-protocol driver)
-from serving import free_port, lockfleet, wait_healthy  # noqa: E402
+from browser import Browser
+from serving import free_port, lockfleet, wait_healthy
 
-from lockfleet.agent import Connection  # noqa: E402
-from lockfleet.agent.push import push_batches  # noqa: E402
+from lockfleet.agent import Connection
+from lockfleet.agent.push import push_batches
 
 
 def nest(outer: str, inner: str, t0: int) -> pa.RecordBatch:

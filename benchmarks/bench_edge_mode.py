@@ -34,9 +34,10 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import workloads  # noqa: E402
-from lockfleet import Engine  # noqa: E402
-from lockfleet.agent.edges import ExportState, export_new  # noqa: E402
+import workloads
+
+from lockfleet import Engine
+from lockfleet.agent.edges import ExportState, export_new
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
 _ZSTD = pa.ipc.IpcWriteOptions(compression="zstd") if pa.Codec.is_available("zstd") else None

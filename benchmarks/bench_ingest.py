@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -84,7 +83,7 @@ def run(fsync: str, streams: int, batches: int, ipcs: list[bytes], rows: int) ->
         def one(i: int) -> None:
             try:
                 push_streams(target, f"bench-{i}", [Stream(f"s{i}", [ipcs[(i + k) % len(ipcs)] for k in range(batches)])])
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 errors.append(exc)
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]

@@ -32,13 +32,13 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
 from serving import free_port, lockfleet, wait_healthy
 
 HERE = Path(__file__).resolve().parent

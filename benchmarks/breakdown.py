@@ -17,9 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-
-import workloads as wk  # noqa: E402
+import numpy as np
+import workloads as wk
 
 
 def breakdown(label: str, batches, eng) -> dict:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchkit import quick_mode  # noqa: E402
+from benchkit import quick_mode
 
 _SESSION: dict = {}
 

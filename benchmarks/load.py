@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -33,8 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serving import free_port, lockfleet, wait_healthy  # noqa: E402
-
+from serving import free_port, lockfleet, wait_healthy
 
 # -- one client process -----------------------------------------------------------------------
 
@@ -50,7 +48,7 @@ def _batch(rows: int, tid: int) -> bytes:
                                    "op": pa.array(ops, pa.uint8()), "lock": pa.array(locks, pa.utf8())}))
 
 
-async def _stream(target_channel, host: str, ipc: bytes, rows: int, until: float, interval: float,  # noqa: ANN001
+async def _stream(target_channel, host: str, ipc: bytes, rows: int, until: float, interval: float,
                   start_at: float, out: dict) -> None:
     from lockfleet.v1 import lockfleet_pb2 as pb
     from lockfleet.v1 import lockfleet_pb2_grpc as pb_grpc
@@ -84,7 +82,7 @@ async def _stream(target_channel, host: str, ipc: bytes, rows: int, until: float
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         await call.done_writing()
         await asyncio.wait_for(task, timeout=120)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         out["errors"].append(f"{host}: {type(exc).__name__}: {exc}"[:300])
     if sent:
         out["errors"].append(f"{host}: {len(sent)} batch(es) never acked")

@@ -368,7 +368,7 @@ def render(doc: dict, source: str = "", other: str = "") -> str:
     mi = doc.get("machine_info") or {}
     lf = doc.get("lockfleet") or {}
     cpu = (mi.get("cpu") or {}).get("brand_raw", "?") if isinstance(mi.get("cpu"), dict) else "?"
-    la = lambda v: " ".join(f"{x:.2f}" for x in v) if v else "?"  # noqa: E731
+    la = lambda v: " ".join(f"{x:.2f}" for x in v) if v else "?"
     commit = ci.get("id", "?")
     quick = lf.get("quick")
     out = [

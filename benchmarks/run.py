@@ -35,9 +35,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import numpy as np  # noqa: E402
-
 import baselines as bl  # noqa: E402
+import numpy as np  # noqa: E402
 import workloads as wk  # noqa: E402
 
 ALL = ["W1", "W2", "W3a", "W3b"]
@@ -107,7 +106,7 @@ def machine() -> dict:
         try:
             m = __import__(mod)
             vers[mod] = getattr(m, "__version__", "?")
-        except Exception as e:  # noqa: BLE001 - report, don't fail
+        except Exception as e:
             vers[mod] = f"unavailable ({type(e).__name__})"
     mem = proc_meminfo_total()
     git = {}
@@ -118,7 +117,7 @@ def machine() -> dict:
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "ext", "service/lockfleet/engine.py", "service/lockfleet/events.py"],
                                capture_output=True, text=True, timeout=10).stdout.split("\n")
         git["dirty_engine_files"] = [ln[3:] for ln in dirty if ln.strip()]
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
     return {
         "git": git,
@@ -187,7 +186,7 @@ def _run_engine(Engine, wl, batches_by_phase, host=HOST):
 def _plain(d):
     try:
         return json.loads(json.dumps(d, default=lambda o: repr(o)))
-    except Exception:  # noqa: BLE001
+    except Exception:
         return {"repr": repr(d)}
 
 
@@ -262,7 +261,7 @@ def engine_child(npz: str, out: str, rows_per_batch: int, dictionary: str, min_t
             res["phases"][i]["median_cpu_s"] = float(np.median(cpus))
         del eng3
         res["ok"] = True
-    except Exception as e:  # noqa: BLE001 - the parent reports it
+    except Exception as e:
         import traceback
         res["error"] = f"{type(e).__name__}: {e}"
         res["traceback"] = traceback.format_exc()
@@ -300,7 +299,7 @@ def run_baselines(wl: wk.Workload, args) -> dict:
     names = wk.class_names(wl.n_classes)
     new = wl.phase("new")
     out: dict[str, list[bl.Result]] = {"new": [], "repeats": []}
-    log = lambda r: args.verbose and print(f"    {r.label()}: {fmt_rate(r.rate)} {r.unit}", flush=True)  # noqa: E731
+    log = lambda r: args.verbose and print(f"    {r.label()}: {fmt_rate(r.rate)} {r.unit}", flush=True)
 
     for f in (lambda: bl.networkx_has_path(new.edges, budget),
               lambda: bl.rustworkx_check_cycle(new.edges, wl.n_classes, budget),

@@ -20,15 +20,15 @@ Nothing here asserts a time.
 
 from __future__ import annotations
 
+import benchkit as bk
 import numpy as np
 import pytest
-
-import benchkit as bk
 import workloads as wk
 from benchkit import engine_new as _engine_new
 from benchkit import networkx_baseline as _networkx
 from benchkit import reference_baseline as _reference
 from benchkit import rustworkx_baseline as _rustworkx
+
 
 class Stream:
     """One workload's new-edge phase, as the engine and the baselines get it."""

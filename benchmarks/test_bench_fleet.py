@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import gc
 
-import pytest
-
 import benchkit as bk
+import pytest
 
 
 @pytest.mark.parametrize("name", ["W2", "W2c"])

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import gc
 
-import pytest
-
 import baselines as bl
 import benchkit as bk
+import pytest
 import workloads as wk
 
 

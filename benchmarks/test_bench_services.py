@@ -19,9 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import pytest
-
 import benchkit as bk
+import pytest
 
 HERE = Path(__file__).resolve().parent
 

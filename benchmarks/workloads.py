@@ -89,7 +89,7 @@ class Workload:
         np.savez(path, names=names, wl_name=np.array(self.name), **arrays)
 
     @classmethod
-    def load(cls, path: str) -> "Workload":
+    def load(cls, path: str) -> Workload:
         z = np.load(path, allow_pickle=False)
         phases = [Phase(str(n), z[f"p{i}_edges"], int(z[f"p{i}_n_new"]), z[f"p{i}_back_pos"])
                   for i, n in enumerate(z["names"])]
@@ -355,7 +355,7 @@ def layered(name: str, n_classes: int, n_layers: int, n_distinct: int, n_repeats
     ks = [k for (*_, k) in backs_new] + [k for (*_, k) in backs_rep]
     wl = Workload(name, N, [ph_new, ph_rep], perm[back] if back.size else back, ks,
                   meta=dict(layers=L, distinct=E, repeats=n_repeats, seed=seed, zipf=zipf_s, insulate=insulate,
-                            moved_for_insulation=int(len(late)) if backs_new else 0,
+                            moved_for_insulation=len(late) if backs_new else 0,
                             gen_s=round(time.perf_counter() - t0, 2)))
     if verbose:
         print(f"  [{name}] generated in {time.perf_counter() - t0:.1f}s", flush=True)
@@ -540,7 +540,6 @@ def verify(wl: Workload, full: bool = False) -> dict:
     keys = new.edges[:, 0] * N + new.edges[:, 1]
     assert np.unique(keys).size == new.edges.shape[0], "new edges are not distinct"
     res = {"distinct": int(new.edges.shape[0]), "back_ok": 0}
-    seen_edges = [new.edges]
     for ph in wl.phases:
         for j, p in enumerate(ph.back_pos):
             b, a = ph.edges[p]

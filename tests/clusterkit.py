@@ -100,7 +100,7 @@ def oracle_order(raw: dict[str, list[pa.RecordBatch]], derived: list[tuple[dict[
     """The raw batches in the order the authority saw their effects: for each derived message in
     LF_DERIVED's order, the raw batches of its source host up to its source seq; the rest at the
     end. (A raw batch that taught its host's engine nothing changes no one else's state.)"""
-    fed = {h: 0 for h in raw}
+    fed = dict.fromkeys(raw, 0)
     order: list[tuple[str, pa.RecordBatch]] = []
     for headers, _data in derived:
         host, _stream, seq = json.loads(headers["Lf-Source"])

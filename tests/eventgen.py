@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import pyarrow as pa
-
 from oracle import Row
 
 ACQUIRE, RELEASE, TRY_ACQUIRE = 0, 1, 2
@@ -121,12 +121,12 @@ def events(rows: Iterable[Any], *, host_column: bool | None = None, minimal: boo
 class Thread:
     """One task: lockdep-selftest-like calls append rows to its stream."""
 
-    def __init__(self, stream: "Stream", tid: int, host: str | None, name: str):
+    def __init__(self, stream: Stream, tid: int, host: str | None, name: str):
         self.stream, self.tid, self.host, self.name = stream, tid, host, name
         self.irq = 0
 
     def _emit(self, op: int, lock: str, mode: int = EXCLUSIVE, subclass: int = 0,
-              instance: int = 0, irq: int | None = None, site: str | None = None) -> "Thread":
+              instance: int = 0, irq: int | None = None, site: str | None = None) -> Thread:
         self.stream.rows.append(Ev(self.tid, op, lock, mode, subclass, instance,
                                    self.irq if irq is None else irq, self.host,
                                    site=site, task=f"{self.name}/{self.tid}"))
@@ -134,32 +134,32 @@ class Thread:
         return self
 
     # acquisitions
-    def lock(self, lock: str, mode: int = EXCLUSIVE, subclass: int = 0, **kw: Any) -> "Thread":
+    def lock(self, lock: str, mode: int = EXCLUSIVE, subclass: int = 0, **kw: Any) -> Thread:
         """spin_lock / mutex_lock / write_lock / down_write (mode 0 unless given)."""
         return self._emit(ACQUIRE, lock, mode, subclass, **kw)
 
-    def lock_nested(self, lock: str, subclass: int, **kw: Any) -> "Thread":
+    def lock_nested(self, lock: str, subclass: int, **kw: Any) -> Thread:
         return self._emit(ACQUIRE, lock, EXCLUSIVE, subclass, **kw)
 
-    def read_lock(self, lock: str, **kw: Any) -> "Thread":
+    def read_lock(self, lock: str, **kw: Any) -> Thread:
         """rwlock read_lock: a recursive read (mode 2)."""
         return self._emit(ACQUIRE, lock, RECURSIVE_READ, **kw)
 
-    def down_read(self, lock: str, **kw: Any) -> "Thread":
+    def down_read(self, lock: str, **kw: Any) -> Thread:
         """rwsem down_read: a non-recursive read (mode 1)."""
         return self._emit(ACQUIRE, lock, SHARED, **kw)
 
     write_lock = lock
     down_write = lock
 
-    def trylock(self, lock: str, mode: int = EXCLUSIVE, subclass: int = 0, **kw: Any) -> "Thread":
+    def trylock(self, lock: str, mode: int = EXCLUSIVE, subclass: int = 0, **kw: Any) -> Thread:
         """A trylock that succeeded (op 2)."""
         return self._emit(TRY_ACQUIRE, lock, mode, subclass, **kw)
 
-    def unlock(self, lock: str, instance: int = 0, **kw: Any) -> "Thread":
+    def unlock(self, lock: str, instance: int = 0, **kw: Any) -> Thread:
         return self._emit(RELEASE, lock, EXCLUSIVE, 0, instance, **kw)
 
-    def lock_unlock(self, *locks: str, mode: int = EXCLUSIVE) -> "Thread":
+    def lock_unlock(self, *locks: str, mode: int = EXCLUSIVE) -> Thread:
         """LOCK(a); LOCK(b); ...; UNLOCK in reverse (the selftests' LOCK_UNLOCK_2)."""
         for lk in locks:
             self.lock(lk, mode)
@@ -169,7 +169,7 @@ class Thread:
 
     # irq state, as context managers
     @contextlib.contextmanager
-    def _irq(self, bits: int) -> Iterator["Thread"]:
+    def _irq(self, bits: int) -> Iterator[Thread]:
         saved = self.irq
         self.irq |= bits
         try:

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 ACQUIRE, RELEASE, TRY_ACQUIRE = 0, 1, 2
 EXCLUSIVE, SHARED, RECURSIVE_READ = 0, 1, 2
@@ -220,7 +221,7 @@ class Oracle:
 
     # -- feeding ------------------------------------------------------------------------------
 
-    def feed(self, rows: Iterable[Any]) -> "Oracle":
+    def feed(self, rows: Iterable[Any]) -> Oracle:
         for r in rows:
             self.feed_row(r)
         return self

@@ -57,7 +57,7 @@ def _get(url: str, timeout: float = 5.0) -> bytes:
         return resp.read()
 
 
-def wait_for(predicate, timeout: float = 30.0, what: str = "the condition", every: float = 0.05):  # noqa: ANN001
+def wait_for(predicate, timeout: float = 30.0, what: str = "the condition", every: float = 0.05):
     """Poll until predicate() is truthy; returns its value, or fails naming `what`."""
     deadline = time.monotonic() + timeout
     last = None
@@ -165,7 +165,7 @@ class WebhookReceiver:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if owner.failing:
                     owner.refused += 1
@@ -212,7 +212,7 @@ class WebhookReceiver:
 # ---- events made on purpose ----------------------------------------------------------------------------
 
 
-def events(rows: list[tuple], start_ns: int = 1_700_000_000_000_000_000):  # noqa: ANN201
+def events(rows: list[tuple], start_ns: int = 1_700_000_000_000_000_000):
     """A table of events from (tid, op, lock[, mode]) rows, with sites `lock@fn` and tasks `t/<tid>`."""
     import pyarrow as pa
 
@@ -237,14 +237,14 @@ def nest(tid: int, outer: str, inner: str, mode: int = 0) -> list[tuple]:
     return [(tid, 0, outer, mode), (tid, 0, inner), (tid, 1, inner), (tid, 1, outer)]
 
 
-def write(table, path: Path) -> Path:  # noqa: ANN001
+def write(table, path: Path) -> Path:
     import pyarrow.parquet as pq
 
     pq.write_table(table, path)
     return path
 
 
-def background_table(seed: int, n: int):  # noqa: ANN201
+def background_table(seed: int, n: int):
     """Ordinary traffic (the demo's background: always one lock order, no findings) for one host."""
     import random
 

@@ -9,13 +9,12 @@ import random
 
 import pyarrow as pa
 import pytest
-
 from conftest import run_lockfleet
+from eventgen import HARDIRQS_OFF, IN_HARDIRQ, IN_SOFTIRQ, SOFTIRQS_OFF, Stream, events
+
 from lockfleet import Engine
 from lockfleet.agent.edges import EDGE_SCHEMA, SYNTHETIC_TID_BASE, EdgeAgent, ExportState, export_new
 from lockfleet.demo import seed_scenario
-
-from eventgen import HARDIRQS_OFF, IN_HARDIRQ, IN_SOFTIRQ, SOFTIRQS_OFF, Stream, events
 
 SEED_LOCKS = ("tracepoints_mutex", "cpu_hotplug_lock.rw_sem", "pmus_lock", "&cpuctx_mutex", "bpf_event_mutex")
 SEED_HOSTS = ("boot-0", "bpf-3", "perf-1", "perf-2")
@@ -154,11 +153,11 @@ def test_random_workload_through_edge_exports_matches_raw(seed):
     assert [a for a in ra if a[1] in fixed] == [a for a in ca if a[1] in fixed]
     # irq_inversion: the same ids (class and irq) and unsafe class; the path shown is the first
     # found, which depends on the order dependencies and usages arrive in
-    inv = lambda keys: [(a[0], a[2][-1]) for a in keys if a[1] == "irq_inversion"]  # noqa: E731
+    inv = lambda keys: [(a[0], a[2][-1]) for a in keys if a[1] == "irq_inversion"]
     assert inv(ra) == inv(ca)
     # cycles: whether any exists is the same; which cycle each closing edge finds depends on the
     # order new kinds and dependencies arrive in within one shipment (module doc)
-    cyc = lambda keys: [a for a in keys if a[1] == "circular"]  # noqa: E731
+    cyc = lambda keys: [a for a in keys if a[1] == "circular"]
     assert bool(cyc(ra)) == bool(cyc(ca))
     for c in range(direct.stats()["locks"]):
         name = direct.class_name(c)
@@ -223,7 +222,7 @@ def test_random_workload_exported_after_every_event_gives_the_same_alerts(seed):
     assert sorted(direct.edges()) == sorted(central.edges())
     assert [a[0] for a in alert_keys(direct)] == [a[0] for a in alert_keys(central)]
     assert any(a[1] == "circular" for a in alert_keys(direct))
-    cyc = lambda eng: sorted(a[:3] for a in alert_keys(eng) if a[1] == "circular")  # noqa: E731
+    cyc = lambda eng: sorted(a[:3] for a in alert_keys(eng) if a[1] == "circular")
     assert cyc(direct) == cyc(central)
 
 

@@ -11,8 +11,8 @@ import time
 
 import pyarrow as pa
 import pytest
-
 from conftest import ServeProcess, free_port
+
 from lockfleet.agent import Agent, AgentClosed, Connection, Refused, Stream, fetch_stats, push_streams
 from lockfleet.agent.sdk import WIRE_SCHEMA
 from lockfleet.events import EventError
@@ -289,7 +289,7 @@ def test_sigkill_and_restart_mid_stream_loses_no_acked_event_and_duplicates_none
                 i += 1
                 if i % 200 == 0:
                     time.sleep(0.005)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             failures.append(exc)
 
     t = threading.Thread(target=writer)

@@ -11,16 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require
+from receivers import events, nest, wait_for
 
 from lockfleet import Engine
-from conftest import require
 from lockfleet.alerts.dot import dot_available, finding_dot, svg
 from lockfleet.alerts.outbox import Cursors, Outbox, link_kinds
 from lockfleet.alerts.publisher import Publisher
-from lockfleet.alerts.sinks import (AlertmanagerSink, JsonlSink, Sink, SinkError, alertmanager_alert, signature)
-from lockfleet.alerts.suppress import Blessed, Suppressions, SuppressionError, effective
+from lockfleet.alerts.sinks import AlertmanagerSink, JsonlSink, Sink, SinkError, alertmanager_alert, signature
+from lockfleet.alerts.suppress import Blessed, SuppressionError, Suppressions, effective
 from lockfleet.store.jsonfiles import JsonLines, JsonLinesCorrupt, read_json, write_json_atomic
-from receivers import events, nest, wait_for
 
 
 class Recording(Sink):
@@ -48,11 +48,11 @@ class Fleet:
         self.engine.ingest(events(rows), host=host)
         self.batches += 1
 
-    def alerts(self):  # noqa: ANN201
+    def alerts(self):
         return self.engine.alerts()
 
 
-def _publisher(tmp: Path, fleet: Fleet, sinks, **kw) -> Publisher:  # noqa: ANN001
+def _publisher(tmp: Path, fleet: Fleet, sinks, **kw) -> Publisher:
     outbox = Outbox(tmp / "publish" / "outbox.jsonl").open()
     cursors = Cursors(tmp / "publish" / "cursors.json").load()
     kw.setdefault("republish_interval", 0.0)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 
 import pyarrow as pa
 import pytest
-
 from clusterkit import FailoverAgent, oracle_order, require_nats, workload
+
 from lockfleet import Engine
 from lockfleet.agent import AgentError, Refused, Stream, fetch_alerts, push_streams
 from lockfleet.cluster import bus

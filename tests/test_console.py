@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from browser import Browser
 from conftest import free_port
 
-from browser import Browser
 from lockfleet.agent import Connection
 from lockfleet.agent.push import push_batches
 from lockfleet.demo import CYCLE, seed_scenario

@@ -15,8 +15,8 @@ import gc
 import random
 
 import pytest
-
 from eventgen import IN_HARDIRQ, Stream, events
+
 from lockfleet import Engine
 from lockfleet._core import Core, live_blocks
 

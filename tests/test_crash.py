@@ -16,8 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import mount_tmpfs, require, umount
+
 from lockfleet import Engine
 from lockfleet.agent import Connection, Refused, Stream, fetch_alerts, fetch_stats, push_streams, to_ipc
 from lockfleet.server.query import _jsonable
@@ -102,7 +102,7 @@ def test_sigkill_at_random_points_loses_no_acknowledged_event(tmp_path, serve_fa
         try:
             for host in HOSTS:   # one host after another: the log's order is the reference's order
                 push_streams(server.target, host, [Stream(host, ipcs[host])], retry_for=90, on_ack=on_ack)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             failures.append(exc)
 
     rng = random.Random(1234)
@@ -175,7 +175,7 @@ def test_sigterm_drains_every_admitted_batch(serve_factory):
     def pusher() -> None:
         try:
             push_streams(server.target, "web-0", [Stream("s", ipcs)], on_ack=lambda _s, seq, _a: acked.append(seq))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             outcome.append(exc)
 
     thread = threading.Thread(target=pusher)

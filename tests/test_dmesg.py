@@ -14,21 +14,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DIR, needs_shared
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lockfleet import Engine
-from lockfleet.agent.dmesg import (Log, add_dmesg_parser, circular_edges, findings, main_dmesg, parse_text,
-                                   read_log, split_line, to_batch)
+from lockfleet.agent.dmesg import (
+    Log,
+    add_dmesg_parser,
+    circular_edges,
+    findings,
+    main_dmesg,
+    parse_text,
+    read_log,
+    split_line,
+    to_batch,
+)
 from lockfleet.agent.names import DEFAULT_RULES, Normalizer, RulesError, parse_rules, split_subclass
 
-from conftest import SHARED_DIR, needs_shared  # noqa: E402  (fails under CI=true when missing)
 SEED = SHARED_DIR / "seed" / "lkml-bpf-deadlock-report.txt"
 CORPUS = SHARED_DIR / "corpus" / "lockdep-reports"
 

@@ -15,12 +15,20 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import free_port, run_lockfleet
+from receivers import (
+    Alertmanager,
+    WebhookReceiver,
+    background_table,
+    events,
+    nest,
+    require_alertmanager,
+    wait_for,
+    write,
+)
+
 from lockfleet import Engine
 from lockfleet.demo import CYCLE, HOSTS
-from receivers import (Alertmanager, WebhookReceiver, background_table, events, nest, require_alertmanager, wait_for,
-                       write)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -65,17 +73,17 @@ def _push_all(target: str, jobs: list[list[tuple[Path, str]]]) -> None:
     assert not errors, errors
 
 
-def _jsonl(server) -> list[dict]:  # noqa: ANN001
+def _jsonl(server) -> list[dict]:
     path = server.data_dir / "alerts.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
-def _stats(server) -> dict:  # noqa: ANN001
+def _stats(server) -> dict:
     return json.loads(_ok(run_lockfleet("stats", "--json", "--target", server.target)))
 
 
 @pytest.fixture
-def alertmanager(tmp_path):  # noqa: ANN201
+def alertmanager(tmp_path):
     am = Alertmanager(require_alertmanager(), tmp_path / "am", free_port())
     am.start()
     try:
@@ -85,7 +93,7 @@ def alertmanager(tmp_path):  # noqa: ANN201
 
 
 @pytest.fixture
-def webhook():  # noqa: ANN201
+def webhook():
     hook = WebhookReceiver(secret=SECRET)
     try:
         yield hook
@@ -255,6 +263,7 @@ def test_sigkill_at_random_points_each_sink_gets_each_publication_once(tmp_path,
     import random
 
     from conftest import lockfleet_command
+
     from lockfleet.agent import Stream, push_streams, to_ipc
 
     rounds = 5

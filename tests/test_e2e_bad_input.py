@@ -157,7 +157,7 @@ def test_each_bad_input_is_refused_clearly_while_a_good_stream_loses_nothing(sec
         try:
             push_streams(conn(secured, certs), "h1", [Stream("well-behaved", good)],
                          on_ack=lambda _s, seq, _a: (acked.append(seq), time.sleep(0.01)))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=agent)

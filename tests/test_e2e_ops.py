@@ -13,8 +13,8 @@ import urllib.request
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import free_port
+
 from lockfleet.agent import Stream, fetch_stats, push_streams, to_ipc
 from lockfleet.v1 import lockfleet_pb2 as pb
 from lockfleet.v1 import lockfleet_pb2_grpc as pb_grpc
@@ -93,7 +93,7 @@ def test_back_pressure_keeps_its_bounds_slows_acks_and_loses_nothing(serve_facto
     def agent(i: int) -> None:
         try:
             push_streams(server.target, f"h{i}", [Stream("s", [payload] * 12)], window=8)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     small = to_ipc(batch.slice(0, 400))     # small batches: only the per-stream window holds these back
@@ -101,7 +101,7 @@ def test_back_pressure_keeps_its_bounds_slows_acks_and_loses_nothing(serve_facto
     def small_agent(i: int) -> None:
         try:
             push_streams(server.target, f"s{i}", [Stream("s", [small] * 40)], window=8)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=agent, args=(i,)) for i in range(6)]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import ServeProcess, run_lockfleet
+
 from lockfleet.demo import CYCLE, HOSTS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]

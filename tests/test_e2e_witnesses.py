@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import ServeProcess
+
 from lockfleet.demo import HOSTS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from conftest import require
+from eventgen import Stream, events
 
 from lockfleet import Engine
 from lockfleet.demo import seed_scenario
-
-from conftest import require
-from eventgen import Stream, events
 
 SEED_LOCKS = ("tracepoints_mutex", "cpu_hotplug_lock.rw_sem", "pmus_lock", "&cpuctx_mutex", "bpf_event_mutex")
 

@@ -15,10 +15,10 @@ import pyarrow as pa
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from oracle import OracleEngine
 
 from lockfleet import Engine
 from lockfleet.alerts.suppress import Blessed, Suppressions, effective
-from oracle import OracleEngine
 
 LOCKS = ["A", "B", "C", "D"]
 row = st.tuples(st.integers(1, 3), st.sampled_from([0, 0, 0, 1, 1, 2]), st.sampled_from(LOCKS),
@@ -38,7 +38,7 @@ def findings(eng: Engine) -> dict[str, tuple]:
     return {a.id: (a.kind, tuple(a.locks), tuple(a.hosts)) for a in eng.alerts()}
 
 
-def deps(pairs) -> dict[tuple[str, str], tuple[str, ...]]:  # noqa: ANN001
+def deps(pairs) -> dict[tuple[str, str], tuple[str, ...]]:
     return {(a, b): tuple(sorted(k)) for a, b, k in pairs}
 
 
@@ -59,7 +59,7 @@ class EngineLife(RuleBasedStateMachine):
         self.dir.cleanup()
 
     @rule(b=batches)
-    def ingest(self, b) -> None:  # noqa: ANN001
+    def ingest(self, b) -> None:
         host, rows = b
         t = table(rows)
         self.engine.ingest(t, host=host)
@@ -82,14 +82,14 @@ class EngineLife(RuleBasedStateMachine):
 
     @precondition(lambda self: bool(self.reference.alerts()))
     @rule(data=st.data())
-    def suppress(self, data) -> None:  # noqa: ANN001
+    def suppress(self, data) -> None:
         fid = data.draw(st.sampled_from(sorted(findings(self.reference))))
         self.suppressions.add(fid, "reviewed", "stateful")
         self.suppressed.add(fid)
 
     @precondition(lambda self: bool(self.suppressed))
     @rule(data=st.data())
-    def unsuppress(self, data) -> None:  # noqa: ANN001
+    def unsuppress(self, data) -> None:
         fid = data.draw(st.sampled_from(sorted(self.suppressed)))
         self.suppressions.remove(fid)
         self.suppressed.discard(fid)

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import free_port, mount_tmpfs, require, require_program, run_lockfleet, umount
+from receivers import WebhookReceiver, events, nest, wait_for
+
 from lockfleet import Engine
 from lockfleet.agent import Stream, fetch_stats, push_streams, to_ipc
 from lockfleet.alerts.outbox import Outbox
-from receivers import WebhookReceiver, events, nest, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 HERE = Path(__file__).resolve().parent
@@ -201,7 +200,7 @@ def test_a_full_outbox_directory_holds_publications_back_not_ingest(tmp_path, se
 
 
 @pytest.fixture(scope="module")
-def slow_fsync(tmp_path_factory) -> Path:  # noqa: ANN001
+def slow_fsync(tmp_path_factory) -> Path:
     cc = require_program("cc", "gcc")
     out = tmp_path_factory.mktemp("shim") / "slowfsync.so"
     subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(out), str(HERE / "faults" / "slowfsync.c"), "-ldl"],
@@ -226,7 +225,7 @@ def test_a_slow_disk_slows_acks_group_commit_amortizes_it_and_nothing_is_lost(se
     def agent(i: int) -> None:
         try:
             push_streams(server.target, f"slow-{i}", [Stream("s", [batch] * 20)], window=8)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=agent, args=(i,)) for i in range(4)]

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import require
 
 FUZZ = Path(__file__).resolve().parent / "fuzz"
@@ -35,7 +34,7 @@ def test_saved_crashes_and_seeds_replay_cleanly(target):
     for name, data in inputs:
         try:
             targets.TARGETS[target](data)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             pytest.fail(f"{target} input {name} fails again: {type(exc).__name__}: {exc}")
 
 
@@ -48,7 +47,7 @@ def test_the_saved_crashes_are_there():
 @pytest.mark.parametrize("target", sorted(targets.TARGETS))
 def test_a_short_fuzzing_run_finds_no_crash(target, tmp_path, request):
     try:
-        import atheris  # noqa: F401
+        import atheris
     except ImportError:
         atheris = None
     require(atheris, "atheris is not installed (it is in the test extras: pip install -e '.[test]')")

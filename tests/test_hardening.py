@@ -18,16 +18,16 @@ from pathlib import Path
 
 import grpc
 import pytest
+from receivers import events, nest, wait_for
 
 from lockfleet.agent import Connection, Refused, Stream, fetch_stats, push_streams, to_ipc
 from lockfleet.v1 import lockfleet_pb2 as pb
 from lockfleet.v1 import lockfleet_pb2_grpc as pb_grpc
-from receivers import events, nest, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
-def handshake(target: str, ca: Path, **kw) -> ssl.SSLSocket | Exception:  # noqa: ANN003
+def handshake(target: str, ca: Path, **kw) -> ssl.SSLSocket | Exception:
     """A TLS handshake as a gRPC client makes it (ALPN h2), with the given versions and ciphers."""
     host, port = target.rsplit(":", 1)
     ctx = ssl.create_default_context(cafile=str(ca))
@@ -58,10 +58,10 @@ def der_fingerprint(pem: Path) -> str:
     return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem.read_text())).hexdigest()
 
 
-def new_server_cert(certs, out: Path) -> None:  # noqa: ANN001
+def new_server_cert(certs, out: Path) -> None:
     """Another certificate for localhost from the test CA, with a new key."""
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
-    run = lambda *a: subprocess.run(["openssl", *a], cwd=out.parent, check=True, capture_output=True, timeout=60)  # noqa: E731
+    run = lambda *a: subprocess.run(["openssl", *a], cwd=out.parent, check=True, capture_output=True, timeout=60)
     run("req", *ec, "-keyout", "next.key", "-out", "next.csr", "-subj", "/CN=localhost")
     (out.parent / "next.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
     run("x509", "-req", "-in", "next.csr", "-CA", str(certs.path("ca.pem")), "-CAkey", str(certs.path("ca.key")),
@@ -84,7 +84,7 @@ def test_sighup_rotates_certificate_and_tokens_without_a_restart(certs, serve_fa
     server = serve_factory("--tls-cert", cert, "--tls-key", key, "--token-file", tokens, credentials=certs.client())
     ca = certs.path("ca.pem")
     pid = server.proc.pid
-    as_ = lambda token: Connection(server.target, token=token, tls_ca=ca)  # noqa: E731
+    as_ = lambda token: Connection(server.target, token=token, tls_ca=ca)
     push_streams(as_(old_i), "rot-1", [Stream("s", one_batch("rot1"))])
     assert fingerprint(server.target, ca) == der_fingerprint(certs.path("server.pem"))
 
@@ -154,7 +154,7 @@ def test_a_client_that_never_reads_its_acks_is_cut_off_and_others_go_on(serve_fa
     # so the unread acks fill the connection's flow-control window quickly
     host, stream = "deaf-" + "h" * 240, "s" * 250
 
-    def flood():  # noqa: ANN202
+    def flood():
         for i in range(200_000):
             yield pb.PushRequest(host=host, stream_id=stream, seq=i + 2, arrow_ipc=b"")
 

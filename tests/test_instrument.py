@@ -28,8 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lockfleet.agent
-from lockfleet.agent import Agent, fetch_alerts, fetch_stats
-from lockfleet.agent import lock_class, nested
+from lockfleet.agent import Agent, fetch_alerts, fetch_stats, lock_class, nested
 from lockfleet.agent.instrument import TracedLock, TracedRLock, signal_classes, uninstrument
 from lockfleet.agent.run import build_parser, split_argv
 
@@ -259,7 +258,7 @@ def _mask(text: str) -> str:
 def _error(fn, *args, **kwargs):
     try:
         fn(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return type(exc), str(exc)
     return None
 

@@ -13,9 +13,10 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from conftest import run_lockfleet  # noqa: E402
-from eventgen import Stream, events  # noqa: E402
-from lockfleet import Engine  # noqa: E402
+from conftest import run_lockfleet
+from eventgen import Stream, events
+
+from lockfleet import Engine
 
 
 def read_recursion3() -> Stream:

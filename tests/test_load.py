@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from load import ok, run  # noqa: E402
+from load import ok, run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

@@ -8,17 +8,15 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from conftest import run_lockfleet
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lockfleet import Engine
-
-from conftest import run_lockfleet
 
 NATIVE = Path(__file__).parent / "native"
 ACQUIRE, RELEASE, TRY = 0, 1, 2

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import lockfleet_command, require
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -30,7 +29,7 @@ def _ip(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def netns():  # noqa: ANN201
+def netns():
     require(os.geteuid() == 0 and shutil.which("ip"), "network namespaces need root and iproute2's ip")
     name = f"lf-test-{os.getpid()}-{random.randrange(1 << 20)}"
     made = _ip("netns", "add", name)

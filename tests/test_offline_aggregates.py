@@ -12,10 +12,10 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from test_offline_fixtures import T0, Rec, archive_table, service_run, workload, write_archive  # noqa: E402
+from eventgen import Ev, events
+from test_offline_fixtures import T0, Rec, archive_table, service_run, workload, write_archive
 
-from eventgen import Ev, events  # noqa: E402
-from lockfleet.offline import Selection, analyze  # noqa: E402
+from lockfleet.offline import Selection, analyze
 
 
 def rows_of(recs: list[Rec]) -> list[dict]:

@@ -16,13 +16,23 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from test_offline_fixtures import (T0, Rec, alert_ids, compact, compact_by_day, ipc,  # noqa: E402
-                                   service_run, workload, write_archive, write_log)
+from test_offline_fixtures import (
+    T0,
+    Rec,
+    alert_ids,
+    compact,
+    compact_by_day,
+    ipc,
+    service_run,
+    workload,
+    write_archive,
+    write_log,
+)
 
-from lockfleet import Engine  # noqa: E402
-from lockfleet.offline import ScanError, Selection, analyze, main  # noqa: E402
-from lockfleet.offline.progress import Progress  # noqa: E402
-from lockfleet.offline.scan import parse_time, plan  # noqa: E402
+from lockfleet import Engine
+from lockfleet.offline import ScanError, Selection, analyze, main
+from lockfleet.offline.progress import Progress
+from lockfleet.offline.scan import parse_time, plan
 
 SEEDS = range(6)
 

@@ -18,11 +18,11 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from conftest import run_lockfleet  # noqa: E402
-from test_offline_fixtures import workload  # noqa: E402
+from conftest import run_lockfleet
+from test_offline_fixtures import workload
 
-from lockfleet.demo import HOSTS  # noqa: E402
-from lockfleet.offline import analyze  # noqa: E402
+from lockfleet.demo import HOSTS
+from lockfleet.offline import analyze
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 COMPACTION_WAIT = 60.0

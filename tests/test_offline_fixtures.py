@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.compute
 import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from eventgen import SCHEMA, Ev, events  # noqa: E402
+from eventgen import SCHEMA, Ev, events
 
 DAY_NS = 86_400 * 10**9
 T0 = 1_735_689_600 * 10**9          # 2025-01-01T00:00:00Z

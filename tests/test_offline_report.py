@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import subprocess
 import sys
 from contextlib import redirect_stdout
@@ -17,10 +16,10 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from conftest import require_program  # noqa: E402
-from test_offline_fixtures import service_run, workload, write_archive  # noqa: E402
+from conftest import require_program
+from test_offline_fixtures import service_run, workload, write_archive
 
-from lockfleet.offline import main  # noqa: E402
+from lockfleet.offline import main
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync")

@@ -9,12 +9,10 @@ import os
 import random
 import sys
 
-import pytest
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from conftest import require  # noqa: E402
-from oracle import (  # noqa: E402
+from conftest import require
+from oracle import (
     HARDIRQ,
     SOFTIRQ,
     Oracle,

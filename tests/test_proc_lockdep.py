@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from lockdep_dumps import Machine, background, chains_text, lockdep_text, seed_links, write_machine
+
 from lockfleet.agent.lockdep_proc import parse_chains, parse_lockdep, parse_stats, read_dumps
 from lockfleet.agent.names import Normalizer
 from lockfleet.agent.proc_events import dump_graph, usage_bits
@@ -215,7 +215,7 @@ def test_lockdep_chains_show_the_dependency_past_a_trylock(tmp_path, cli):
     p1 = write_machine(tmp_path, m1, rng)
     p2 = write_machine(tmp_path, m2, rng)
     assert json.loads(_ok(cli("proc-lockdep", p1, p2, "--json")))["alerts"] == []
-    (tmp_path / "m1.lockdep_chains").write_text(chains_text(m1, {n: "ffffffff00000000" for n in m1.classes}))
+    (tmp_path / "m1.lockdep_chains").write_text(chains_text(m1, dict.fromkeys(m1.classes, "ffffffff00000000")))
     doc = json.loads(_ok(cli("proc-lockdep", p1, p2, "--json")))
     got = sorted(tuple(sorted(_edges(a))) for a in doc["alerts"])
     # A -> C from the first chain; D held under A (its own chain exists), so D -> C but not A -> C again
@@ -329,7 +329,7 @@ def test_merged_findings_against_a_union_graph_oracle(data):
         order = data.draw(st.permutations(names))          # each machine acyclic: edges follow its order
         rank = {n: i for i, n in enumerate(order)}
         pairs = data.draw(st.lists(st.tuples(st.sampled_from(names), st.sampled_from(names)), max_size=12))
-        m = Machine(f"h{k}", classes={n: "+.+." for n in names})
+        m = Machine(f"h{k}", classes=dict.fromkeys(names, "+.+."))
         m.deps = sorted({(a, b) if rank[a] < rank[b] else (b, a) for a, b in pairs if a != b})
         machines.append(m)
     dumps = [parse_lockdep(lockdep_text(m, random.Random(0))[0], m.name, m.name) for m in machines]

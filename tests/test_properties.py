@@ -44,13 +44,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import event as _event
 from hypothesis import note as _note
-from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from eventgen import Ev, events, memory_guard  # noqa: E402
-from oracle import Oracle, OracleEngine, Row, alert_identity, edge_set  # noqa: E402
+from eventgen import Ev, events, memory_guard
+from oracle import Oracle, OracleEngine, Row, alert_identity
 
 NAMES = ["A", "B", "C", "D", "E", "F"]
 IRQ_CHOICES = [0, 0, 0, 0, 4, 1 | 4, 8, 2 | 8, 2 | 4 | 8]
@@ -120,7 +120,7 @@ class Scenario:
     def oracle_rows(self) -> list[Row]:
         return [e.oracle_row("unused") for e in self.rows]
 
-    def respread(self, thread_host: dict[int, str], cuts: list[int], style: list[tuple[bool, bool, int]]) -> "Scenario":
+    def respread(self, thread_host: dict[int, str], cuts: list[int], style: list[tuple[bool, bool, int]]) -> Scenario:
         rows = [Ev(**{**e.__dict__, "host": thread_host[e.tid]}) for e in self.rows]
         return Scenario(rows, thread_host, cuts, style)
 
@@ -368,7 +368,7 @@ def test_independent_of_hosts_and_batches(sc: Scenario, data: st.DataObject) -> 
     cuts = sorted(data.draw(st.lists(st.integers(0, len(sc.rows)), min_size=n - 1, max_size=n - 1)))
     style = [data.draw(st.tuples(st.booleans(), st.booleans(), st.integers(0, 5))) for _ in range(n)]
     second = run_and_check(sc.respread(other_hosts, cuts, style))
-    one = run_and_check(sc.respread({t: "solo" for t in tids}, [], [(False, False, 0)]))
+    one = run_and_check(sc.respread(dict.fromkeys(tids, "solo"), [], [(False, False, 0)]))
     def same(o: Outcome) -> tuple:
         # Rows apply in the same order whatever the cuts and hosts, and only row order may decide
         # which strong cycle through an arriving pair is reported: so every finding, cycles

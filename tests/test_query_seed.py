@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-
 from conftest import ServeProcess, needs_shared, require, run_lockfleet
+from receivers import events, nest, write
+
 from lockfleet.alerts.dot import dot_available
 from lockfleet.demo import CYCLE, HOSTS
-from receivers import events, nest, write
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -26,7 +26,7 @@ FIRST_HOST = ["perf-1", "boot-0", "boot-0", "perf-2"]    # who first took CYCLE[
 QUERY, ADMIN, INGEST = "q" * 24, "a" * 24, "i" * 24
 
 
-def _ok(proc) -> str:  # noqa: ANN001
+def _ok(proc) -> str:
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc.stdout
 
@@ -57,7 +57,7 @@ def seed_entries() -> dict[str, list[str]]:
 
 
 @pytest.fixture(scope="module")
-def seed_server(tmp_path_factory, scenario_files):  # noqa: ANN001, ANN201
+def seed_server(tmp_path_factory, scenario_files):
     tmp = tmp_path_factory.mktemp("query")
     server = ServeProcess(tmp / "data", tmp / "serve.log")
     server.start()
@@ -70,13 +70,13 @@ def seed_server(tmp_path_factory, scenario_files):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture(scope="module")
-def cycle_id(seed_server) -> str:  # noqa: ANN001
+def cycle_id(seed_server) -> str:
     (alert,) = _json("alerts", "--json", "--target", seed_server.target)["alerts"]
     return str(alert["id"])
 
 
 @needs_shared
-def test_chain_and_alerts_show_the_seed_reports_links_sites_and_hosts(seed_server):  # noqa: ANN001
+def test_chain_and_alerts_show_the_seed_reports_links_sites_and_hosts(seed_server):
     entries = seed_entries()
     assert list(entries) == ["bpf_event_mutex", "&cpuctx_mutex", "pmus_lock", "cpu_hotplug_lock.rw_sem",
                              "tracepoints_mutex"]
@@ -108,7 +108,7 @@ def test_chain_and_alerts_show_the_seed_reports_links_sites_and_hosts(seed_serve
     assert "test_progs/246 is trying to acquire lock:" in body
 
 
-def test_alert_filters_by_kind_lock_host_time_and_id(seed_server, cycle_id):  # noqa: ANN001
+def test_alert_filters_by_kind_lock_host_time_and_id(seed_server, cycle_id):
     target = seed_server.target
 
     def n(*args: str) -> int:
@@ -129,7 +129,7 @@ def test_alert_filters_by_kind_lock_host_time_and_id(seed_server, cycle_id):  # 
     assert proc.returncode == 2 and "not a time" in proc.stderr
 
 
-def test_lock_shows_edges_counts_hosts_times_and_irq_usage(seed_server, cycle_id):  # noqa: ANN001
+def test_lock_shows_edges_counts_hosts_times_and_irq_usage(seed_server, cycle_id):
     target = seed_server.target
     doc = _json("lock", "pmus_lock", "--json", "--target", target)
     assert doc["found"] and doc["name"] == "pmus_lock" and doc["usage"] == "+.+."
@@ -151,7 +151,7 @@ def test_lock_shows_edges_counts_hosts_times_and_irq_usage(seed_server, cycle_id
     assert _json("lock", "no_such_lock", "--json", "--target", target)["found"] is False
 
 
-def test_hosts_and_stats(seed_server, scenario_files, cycle_id):  # noqa: ANN001
+def test_hosts_and_stats(seed_server, scenario_files, cycle_id):
     import pyarrow.parquet as pq
 
     target = seed_server.target
@@ -177,7 +177,7 @@ def test_hosts_and_stats(seed_server, scenario_files, cycle_id):  # noqa: ANN001
     assert re.search(r"^events\s+\d+$", _ok(run_lockfleet("stats", "--target", target)), re.M)
 
 
-def test_export_is_an_arrow_stream_of_every_edge(seed_server, tmp_path):  # noqa: ANN001
+def test_export_is_an_arrow_stream_of_every_edge(seed_server, tmp_path):
     target = seed_server.target
     out = tmp_path / "edges.arrow"
     line = _ok(run_lockfleet("export", "--target", target, "-o", out, "--rows-per-batch", "7"))
@@ -202,7 +202,7 @@ def test_export_is_an_arrow_stream_of_every_edge(seed_server, tmp_path):  # noqa
     assert pl.read_ipc_stream(out).height == table.num_rows
 
 
-def test_dot_of_the_finding(seed_server, cycle_id, tmp_path):  # noqa: ANN001
+def test_dot_of_the_finding(seed_server, cycle_id, tmp_path):
     target = seed_server.target
     dot = _ok(run_lockfleet("dot", cycle_id, "--target", target))
     assert dot.startswith(f'digraph "{cycle_id}"')
@@ -222,7 +222,7 @@ def test_dot_of_the_finding(seed_server, cycle_id, tmp_path):  # noqa: ANN001
     require(dot_available(), "Graphviz's dot is not on PATH (Debian: apt-get install graphviz): SVG not checked")
 
 
-def test_suppress_needs_an_admin_token_and_is_listed_and_kept(serve_factory, tmp_path):  # noqa: ANN001
+def test_suppress_needs_an_admin_token_and_is_listed_and_kept(serve_factory, tmp_path):
     tokens = tmp_path / "tokens"
     tokens.write_text(f"ingest {INGEST}\nquery {QUERY}\nadmin {ADMIN}\n")
     server = serve_factory("--token-file", tokens)
@@ -263,7 +263,7 @@ def test_suppress_needs_an_admin_token_and_is_listed_and_kept(serve_factory, tmp
     assert "no recorded suppressions" not in _ok(run_lockfleet("suppressions", "--target", t, "--token", QUERY))
 
 
-def test_watch_and_suppressions_on_the_seed(seed_server, cycle_id):  # noqa: ANN001
+def test_watch_and_suppressions_on_the_seed(seed_server, cycle_id):
     from lockfleet.agent.query import watch_alerts
 
     target = seed_server.target

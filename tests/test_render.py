@@ -6,17 +6,16 @@ the rendering with the kernel's own text; the others build small alerts by hand.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DIR, needs_shared, require
 
-from lockfleet.alerts.model import EXCLUSIVE, RECURSIVE_READ, SHARED, KINDS, Alert, Link, Occurrence, Usage
+from lockfleet.alerts.model import EXCLUSIVE, KINDS, RECURSIVE_READ, SHARED, Alert, Link, Occurrence, Usage
 from lockfleet.alerts.render import render
 
-from conftest import SHARED_DIR, needs_shared, require  # noqa: E402
 SEED = SHARED_DIR / "seed" / "lkml-bpf-deadlock-report.txt"
 CORPUS = SHARED_DIR / "corpus" / "lockdep-reports"
 

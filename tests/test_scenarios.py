@@ -31,8 +31,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from eventgen import Stream, events, memory_guard, oracle_rows  # noqa: E402
-from oracle import HARDIRQ, SOFTIRQ, Oracle, OracleEngine, alert_identity, edge_set  # noqa: E402
+from eventgen import Stream, events, memory_guard, oracle_rows
+from oracle import HARDIRQ, SOFTIRQ, Oracle, OracleEngine, alert_identity, edge_set
 
 MODES = ("one_host", "host_column", "segments")
 

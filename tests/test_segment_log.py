@@ -20,8 +20,18 @@ from lockfleet import Engine
 from lockfleet.agent import to_ipc
 from lockfleet.server.config import Limits
 from lockfleet.server.gateway import Gateway
-from lockfleet.store import (Archiver, LogCorrupt, LogUnavailable, Record, SegmentLog, load_newest, prune_snapshots,
-                             read_snapshot, snapshot_files, write_snapshot)
+from lockfleet.store import (
+    Archiver,
+    LogCorrupt,
+    LogUnavailable,
+    Record,
+    SegmentLog,
+    load_newest,
+    prune_snapshots,
+    read_snapshot,
+    snapshot_files,
+    write_snapshot,
+)
 from lockfleet.store import segment_log as seglog_module
 
 pytestmark = pytest.mark.timeout(60)

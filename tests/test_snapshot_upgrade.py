@@ -15,8 +15,9 @@ from pathlib import Path
 import grpc
 import pyarrow as pa
 import pytest
-
 from conftest import run_lockfleet
+from receivers import events, nest
+
 from lockfleet import Engine
 from lockfleet.agent import Stream, fetch_alerts, fetch_stats, push_streams, to_ipc
 from lockfleet.agent.query import fetch_hosts
@@ -25,7 +26,6 @@ from lockfleet.store import SegmentLog, read_snapshot, snapshot_files, write_sna
 from lockfleet.store.snapshot import section_format
 from lockfleet.v1 import lockfleet_pb2 as pb
 from lockfleet.v1 import lockfleet_pb2_grpc as pb_grpc
-from receivers import events, nest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -65,7 +65,7 @@ def resend(target: str, host: str, stream: str, seq: int, ipc: bytes = b"") -> p
     return ack
 
 
-def assert_whole_state(server, data: Path) -> int:  # noqa: ANN001
+def assert_whole_state(server, data: Path) -> int:
     """Checks the service holds the fixture's whole state; then applies one more batch (returns its rows)."""
     events_in_log, alerts, firsts = from_the_log(data)
     assert events_in_log == MANIFEST["events"]

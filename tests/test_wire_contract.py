@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
-
 from conftest import require
+
 from lockfleet import Engine
 from lockfleet.v1 import lockfleet_pb2 as pb
 from lockfleet.wirestats import COUNTERS, stats_from_message, stats_to_message

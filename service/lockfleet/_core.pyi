@@ -1,6 +1,6 @@
-# Type stub of the compiled module lockfleet._core (ext/_core.pyx, ext/graph.pxi): the fleet's lock
-# state. Keep in step with the `def` methods and `cdef public` counters of ext/_core.pyx (the
-# Python surface; everything else there is C).
+# Type stub of the compiled module lockfleet._core (ext/lockfleet/_core.pyx, _core.pxd, graph.pxi):
+# the fleet's lock state. Keep in step with the `def` functions and methods and the `cdef public`
+# counters there (the Python surface; everything else is C).
 
 
 import numpy as np
@@ -18,6 +18,9 @@ Occurrence = tuple[int, int, int, int, int, int, int, int, int, int]
 # (src, dst, kinds bits, first host, task, ts, held site, taken site, held instance, taken instance,
 #  taken mode, held trylock, held mode, count, last ts, [host ids])
 EdgeInfo = tuple[int, int, int, int, int, int, int, int, int, int, int, int, int, int, int, list[int]]
+
+def live_blocks() -> int:
+    """Blocks the core's allocator has handed out and not yet had back, over every Core."""
 
 class Core:
     """One fleet's lock state."""
@@ -69,6 +72,8 @@ class Core:
     def shortest_path(self, a: int, b: int) -> list[int] | None: ...
     def memory_bytes(self) -> int: ...
     def memory_breakdown(self) -> dict[str, int]: ...
+    def array_table(self) -> list[tuple[int, int, bool, bool]]:
+        """(family, element bytes, in snapshots, allocated) per array, in declaration order."""
     def dump(self) -> bytes: ...
     @staticmethod
     def load(data: bytes | bytearray | memoryview) -> Core:

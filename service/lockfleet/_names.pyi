@@ -1,5 +1,5 @@
-# Type stub of the compiled module lockfleet._names (ext/_names.pyx): interning of names straight
-# from Arrow string buffers. Keep in step with the `def` methods of ext/_names.pyx.
+# Type stub of the compiled module lockfleet._names (ext/lockfleet/_names.pyx): interning of names straight
+# from Arrow string buffers. Keep in step with the `def` methods of ext/lockfleet/_names.pyx.
 from collections.abc import Sequence
 
 import numpy as np

@@ -15,7 +15,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +43,14 @@ def parse_time(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a time: give ISO 8601 (2019-02-28T15:07:40Z), "
                                          "ns since the epoch, or a duration ago (30m, 2h, 7d)") from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
+        when = when.replace(tzinfo=UTC)
     return int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
 
 
 def when(ts_ns: int) -> str:
     if not ts_ns:
         return "-"
-    return datetime.fromtimestamp(ts_ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(ts_ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def table(rows: Sequence[Sequence[Any]], header: Sequence[str], indent: str = "") -> str:

@@ -41,7 +41,7 @@ class _Interner:
     """Names <-> dense ids for one kind of name. Interning runs in C over the Arrow dictionary's
     buffers (`_names.Names`); a dictionary seen before (same buffers) is not even re-read."""
 
-    __slots__ = ("table", "_cache")
+    __slots__ = ("_cache", "table")
 
     def __init__(self) -> None:
         self.table = Names()
@@ -328,7 +328,7 @@ class Engine:
         return _SNAPSHOT_MAGIC + struct.pack("<Q", len(blob)) + blob + self._core.dump()
 
     @classmethod
-    def restore(cls, data: bytes) -> "Engine":
+    def restore(cls, data: bytes) -> Engine:
         """An Engine from snapshot()'s bytes; ValueError if they are not a valid snapshot."""
         if not data.startswith(_SNAPSHOT_MAGIC) or len(data) < len(_SNAPSHOT_MAGIC) + 8:
             raise ValueError("not a lockfleet engine snapshot")
@@ -451,7 +451,7 @@ class Engine:
 
     def stats(self) -> dict[str, int]:
         core = self._core
-        by_kind = {k: 0 for k in _F_KIND.values()}
+        by_kind = dict.fromkeys(_F_KIND.values(), 0)
         for r in self._records.values():
             by_kind[r.kind] += 1
         return {

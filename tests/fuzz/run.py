@@ -22,9 +22,9 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 with atheris.instrument_imports(include=["lockfleet"]):
-    import targets  # noqa: E402
+    import targets
 
-import seeds  # noqa: E402
+import seeds
 
 
 def main(argv: list[str]) -> int:

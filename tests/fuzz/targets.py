@@ -14,6 +14,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
+
 from lockfleet import Engine
 from lockfleet.agent.dmesg import parse_text, to_batch
 from lockfleet.agent.lockdep_proc import DumpError, parse_lockdep
@@ -23,8 +25,6 @@ from lockfleet.events import EventError, normalize
 from lockfleet.server.gateway import Gateway, Refusal, check_strings, decode
 from lockfleet.store import SegmentLog
 from lockfleet.v1 import lockfleet_pb2 as pb
-
-from google.protobuf.message import DecodeError
 
 MAX_ROWS = 100_000
 

@@ -408,11 +408,11 @@ class EdgeAgent:
         while not self._stop.wait(interval):
             try:
                 self.ship()
-            except Exception:  # noqa: BLE001 - the inner Agent's error surfaces at flush/close
+            except Exception:
                 if self.agent.error is not None:
                     return
 
-    def __enter__(self) -> "EdgeAgent":
+    def __enter__(self) -> EdgeAgent:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -73,7 +73,7 @@ class LockClass:
     one of its locks is seen used as a signal (released by a thread other than the one that took
     it, or waited on by its own holder); from then on none of its locks is recorded."""
 
-    __slots__ = ("name", "subclass", "signal")
+    __slots__ = ("name", "signal", "subclass")
 
     def __init__(self, name: str, subclass: int = 0) -> None:
         self.name = name
@@ -258,7 +258,7 @@ class TracedLock:
     same object as `_thread.lock` to the program: methods, arguments, errors, repr, isinstance
     (through `__class__`), pickling refusal, `_at_fork_reinit`."""
 
-    __slots__ = ("_lf_lock", "_lf_class", "_lf_holder", "__weakref__")
+    __slots__ = ("__weakref__", "_lf_class", "_lf_holder", "_lf_lock")
     __new__ = _refuse_instantiation
     _lf_lock: Any       # the real lock
     _lf_class: LockClass
@@ -382,7 +382,7 @@ def _forget(lock: Any) -> None:
         lock._lf_holder = None
         try:
             _emit(RELEASE, lock._lf_class, 0, lock, h, None)
-        except Exception:  # noqa: BLE001  (at interpreter shutdown)
+        except Exception:
             pass
 
 
@@ -395,7 +395,7 @@ class TracedRLock:
     """threading.RLock, traced: only the owner's outermost acquire and release are events. The
     state (owner, count) is the real RLock's, so repr and Condition's helpers are the originals'."""
 
-    __slots__ = ("_lf_lock", "_lf_class", "_lf_holder", "__weakref__")
+    __slots__ = ("__weakref__", "_lf_class", "_lf_holder", "_lf_lock")
     __new__ = _refuse_instantiation
     _lf_lock: Any       # the real lock
     _lf_class: LockClass

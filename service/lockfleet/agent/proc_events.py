@@ -257,7 +257,6 @@ def graph_events(g: Graph, ts_ns: int, *, deps: np.ndarray | None = None,
     h, t, sel = h[order], t[order], sel[order]
     nd = len(h)
     used = np.unique(np.concatenate([u_lock, h, t]))
-    local = {int(i): k for k, i in enumerate(used.tolist())}
     names = g.table.names
     base, subs = _split([names[i] for i in used.tolist()])
     ro = g.read_only_ids()

@@ -85,7 +85,7 @@ class Shipped:
         write_atomic(path, [json.dumps(doc, separators=(",", ":")).encode()])
 
     @classmethod
-    def load(cls, path: Path, host: str) -> "Shipped":
+    def load(cls, path: Path, host: str) -> Shipped:
         s = cls()
         if not path.exists():
             return s

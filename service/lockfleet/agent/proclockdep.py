@@ -237,7 +237,7 @@ def run(args: argparse.Namespace, connection: Callable[[argparse.Namespace, str]
             print(render(f))
         print(summary(m, len(found) - hidden, hidden, args.all, sum(1 for f in found if f.cross_witnesses)))
         return EXIT_OK
-    except Exception as exc:  # noqa: BLE001 - the contract: any other failure is status 1, one line
+    except Exception as exc:
         from .channel import AgentError, Refused
 
         status = EXIT_USAGE if isinstance(exc, Refused) and exc.code == "INVALID_ARGUMENT" else EXIT_FAILURE

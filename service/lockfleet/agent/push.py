@@ -90,4 +90,4 @@ def push_streams(target: str | Connection, host: str, streams: Iterable[Stream],
     return result
 
 
-__all__ = ["AgentError", "PushResult", "Stream", "WINDOW", "push_batches", "push_streams"]
+__all__ = ["WINDOW", "AgentError", "PushResult", "Stream", "push_batches", "push_streams"]

@@ -650,7 +650,7 @@ class Agent:
                         self._update_room_locked()
                         self._room_cond.notify_all()
                     self._send_cond.notify_all()
-        except BaseException as exc:  # noqa: BLE001 - a bug here must not hang the writers
+        except BaseException as exc:
             log.exception("lockfleet agent %s: the batcher failed", self.stream_id)
             self._fail(AgentError(f"the agent's batcher failed: {type(exc).__name__}: {exc}"))
 
@@ -731,7 +731,7 @@ class Agent:
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 with self._lock:
                     self._reconnects += 1
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             log.exception("lockfleet agent %s: the sender failed", self.stream_id)
             self._fail(AgentError(f"the agent's sender failed: {type(exc).__name__}: {exc}"))
 

@@ -168,7 +168,7 @@ class HostWorkload:
         self.planted = plan.edges_of(self.host)
         self.planted_task = f"{_COMMS[index % len(_COMMS)]}/{PLANTED_TID}"
         times = []
-        for e, edge in enumerate(self.planted):
+        for e, _edge in enumerate(self.planted):
             for k in range(cfg.planted_repeats):
                 lo = cfg.duration * (0.1 + 0.8 * k / cfg.planted_repeats)
                 hi = cfg.duration * (0.1 + 0.8 * (k + 1) / cfg.planted_repeats)

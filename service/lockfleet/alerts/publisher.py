@@ -34,8 +34,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import Alert
 from ..store.jsonfiles import JsonLines
+from .model import Alert
 from .outbox import GREW, NEW, Cursors, Outbox
 from .sinks import Sink, SinkRejected
 from .suppress import Blessed, Suppressions, effective

@@ -23,7 +23,7 @@ out: the service has none of them. The kernel's version line names lockfleet ins
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 
 from .model import EXCLUSIVE, Alert, Link, Occurrence, Printed
@@ -371,7 +371,7 @@ _KINDS = {
 def _time(ts_ns: int) -> str:
     sec, ns = divmod(ts_ns, 1_000_000_000)
     try:
-        stamp = datetime.fromtimestamp(sec, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        stamp = datetime.fromtimestamp(sec, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
     except (OverflowError, ValueError, OSError):
         return f"{ts_ns} ns"
     return f"{stamp}.{ns:09d}Z"

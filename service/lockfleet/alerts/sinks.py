@@ -27,7 +27,7 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,7 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int
 
 
 def _rfc3339(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def alertmanager_alert(pub: dict[str, Any], extra_labels: dict[str, str] | None = None,
@@ -158,7 +158,7 @@ def alertmanager_alert(pub: dict[str, Any], extra_labels: dict[str, str] | None 
     single = alert.get("single_host")
     annotations["single_host"] = single or "none: no single host took the whole finding"
     starts = int(pub.get("first_published_ns") or pub["published_ns"])
-    ends = datetime.fromtimestamp(pub["published_ns"] / 1e9, tz=timezone.utc) + timedelta(seconds=ttl_seconds)
+    ends = datetime.fromtimestamp(pub["published_ns"] / 1e9, tz=UTC) + timedelta(seconds=ttl_seconds)
     out = {"labels": labels, "annotations": annotations, "startsAt": _rfc3339(starts),
            "endsAt": ends.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
     if generator_url:

@@ -90,14 +90,14 @@ class BusArchiver:
                     while len(batch) < ROUND and time.monotonic() < deadline and not self.stopping.is_set():
                         try:
                             batch += await sub.fetch(min(512, ROUND - len(batch)), timeout=0.5)
-                        except (NatsTimeout, asyncio.TimeoutError):
+                        except (TimeoutError, NatsTimeout):
                             pass
                     if batch:
                         await asyncio.to_thread(self._archive, batch)
                         await batch[-1].ack()   # AckAll: every message up to it
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - the bus fails over; the round is redone
+            except Exception as exc:
                 log.warning("archiving from the bus failed: %s; again", exc or type(exc).__name__)
                 await asyncio.sleep(0.5)
         await nc.close()

@@ -71,7 +71,7 @@ class Authority:
             if self.leader:   # hand over at once instead of after a lease
                 try:
                     await self.kv.delete("authority", last=self.lease_rev)
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
             await nc.close()
 
@@ -83,7 +83,7 @@ class Authority:
                 await self._consume()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - the bus is failing over
+            except Exception as exc:
                 log.warning("authority %s: following LF_DERIVED failed: %r; again", self.name, exc, exc_info=True)
                 await asyncio.sleep(0.5)
 
@@ -112,7 +112,7 @@ class Authority:
             while not self.stopping.is_set():
                 try:
                     msgs = await sub.fetch(FETCH, timeout=0.5)
-                except (NatsTimeout, asyncio.TimeoutError):
+                except (TimeoutError, NatsTimeout):
                     continue
                 items = [(dict(m.headers or {}), m.data) for m in msgs]
                 await asyncio.to_thread(self._apply, items)
@@ -121,7 +121,7 @@ class Authority:
         finally:
             try:
                 await sub.unsubscribe()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
     def _apply(self, items: list[tuple[dict[str, str], bytes]]) -> None:
@@ -171,7 +171,7 @@ class Authority:
                         pass
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - the bus is failing over
+            except Exception as exc:
                 log.info("authority %s: lease round failed: %s", self.name, exc or type(exc).__name__)
             await asyncio.sleep(self.cfg.lease / 4)
 
@@ -185,7 +185,7 @@ class Authority:
                     await self._publish_new()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.info("authority %s: publishing failed: %s; again", self.name, exc or type(exc).__name__)
             await asyncio.sleep(0.2)
 

@@ -94,7 +94,7 @@ class BusConfig:
     name: str = "lockfleet"     # the client connection's name (shows in NATS monitoring)
 
     @staticmethod
-    def parse(urls: str, **kw: Any) -> "BusConfig":
+    def parse(urls: str, **kw: Any) -> BusConfig:
         """`nats://h1:4222,nats://h2:4222` -> BusConfig; raises ValueError naming a bad URL."""
         servers = tuple(u.strip() for u in urls.split(",") if u.strip())
         if not servers:
@@ -116,7 +116,7 @@ async def connect(cfg: BusConfig, name: str = "") -> Any:
         return await nats.connect(servers=list(cfg.servers), name=name or cfg.name, max_reconnect_attempts=-1,
                                   reconnect_time_wait=0.25, connect_timeout=2, allow_reconnect=True,
                                   error_cb=quiet, ping_interval=5, max_outstanding_pings=3)
-    except Exception as exc:  # noqa: BLE001 - nats raises several unrelated types here
+    except Exception as exc:
         raise BusError(f"cannot connect to the bus at {', '.join(cfg.servers)}: {exc or type(exc).__name__}") from None
 
 
@@ -134,7 +134,7 @@ async def ensure(js: Any, cfg: BusConfig) -> Any:
         sc = StreamConfig(name=name, subjects=subjects, retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
                           num_replicas=cfg.replicas, duplicate_window=DUPLICATE_WINDOW, max_age=max_age or None,
                           discard=DiscardPolicy.OLD)
-        for attempt in range(40):
+        for _attempt in range(40):
             try:
                 await js.stream_info(name)
                 break
@@ -147,18 +147,18 @@ async def ensure(js: Any, cfg: BusConfig) -> Any:
                 if "already in use" in str(exc):
                     break
                 raise BusError(f"cannot create stream {name}: {exc}") from None
-            except Exception:  # noqa: BLE001 - no JetStream leader yet, just after a cluster start
+            except Exception:
                 await asyncio.sleep(0.25)
         else:
             raise BusError(f"cannot create or find stream {name} on the bus")
-    for attempt in range(40):
+    for _attempt in range(40):
         try:
             return await js.key_value(LEASES)
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         try:
             return await js.create_key_value(bucket=LEASES, ttl=cfg.lease, history=1, replicas=cfg.replicas)
-        except Exception:  # noqa: BLE001
+        except Exception:
             await asyncio.sleep(0.25)
     raise BusError(f"cannot create or find the key-value bucket {LEASES} on the bus")
 
@@ -175,7 +175,7 @@ class Loop:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
-    def submit(self, coro: Coroutine[Any, Any, T]) -> "Future[T]":
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:

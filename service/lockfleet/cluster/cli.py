@@ -42,7 +42,7 @@ def _bus_config(args: argparse.Namespace, error: Any) -> bus.BusConfig:
         raise error(str(exc), EXIT_USAGE) from None
 
 
-def serve_gateway(args: argparse.Namespace, limits: Any, CliError: Any) -> int:  # noqa: N803 - the cli's class
+def serve_gateway(args: argparse.Namespace, limits: Any, CliError: Any) -> int:
     from ..server.config import ServeConfig
     from .roles import UsageError, run_gateway
 

@@ -45,7 +45,7 @@ def _push_all(plan: dict[str, tuple[str, list[pa.RecordBatch], int]]) -> None:
         target, batches, first = plan[host]
         try:
             _push(target, host, batches, first)
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(f"{host}: {exc}")
 
     threads = [threading.Thread(target=one, args=(h,)) for h in plan]

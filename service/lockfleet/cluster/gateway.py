@@ -35,8 +35,20 @@ from typing import Any
 
 from ..events import EventError, normalize
 from ..server.config import Limits
-from ..server.gateway import (ANYONE, MAX_NAME_BYTES, Outcome, Peer, Refusal, Ticket, batch_host_rows, check_strings,
-                              decode, event_reason, fingerprint, schema_change)
+from ..server.gateway import (
+    ANYONE,
+    MAX_NAME_BYTES,
+    Outcome,
+    Peer,
+    Refusal,
+    Ticket,
+    batch_host_rows,
+    check_strings,
+    decode,
+    event_reason,
+    fingerprint,
+    schema_change,
+)
 from . import bus
 
 log = logging.getLogger("lockfleet.cluster.gateway")
@@ -45,7 +57,7 @@ PUBLISH_TIMEOUT = 5.0
 
 @dataclass
 class BusTicket(Ticket):
-    future: "Future[Outcome] | None" = None
+    future: Future[Outcome] | None = None
 
 
 @dataclass
@@ -71,7 +83,7 @@ class BusGateway:
                          "lookups": 0, "push_calls": 0, "stalled_calls": 0, "window_peak": 0}
         self.drops: dict[tuple[str, str], int] = {}     # (host, stream) -> the agent's dropped events
 
-    def start(self, timeout: float = 30.0) -> "BusGateway":
+    def start(self, timeout: float = 30.0) -> BusGateway:
         async def go() -> None:
             self._nc = await bus.connect(self.cfg, "lockfleet-gateway")
             self._js = self._nc.jetstream(timeout=PUBLISH_TIMEOUT)
@@ -181,7 +193,7 @@ class BusGateway:
             mark = await self._mark(key, fresh=False)
             if seq > mark.seq + 1 or (seq == mark.seq + 1 and mark.schema and mark.schema != schema):
                 mark = await self._mark(key, fresh=True)   # another gateway may have moved it on
-        except Exception as exc:  # noqa: BLE001 - the bus is unreachable or electing a leader
+        except Exception as exc:
             self.counters["bus_failures"] += 1
             raise Refusal("UNAVAILABLE", "bus_unavailable",
                           f"batch seq {seq}: cannot read the stream's position from the bus ({exc or type(exc).__name__}); "
@@ -202,7 +214,7 @@ class BusGateway:
         subject = bus.event_subject(host, stream_id, self.cfg.partitions)
         try:
             ack = await self._js.publish(subject, ipc, timeout=PUBLISH_TIMEOUT, stream=bus.EVENTS, headers=headers)
-        except Exception as exc:  # noqa: BLE001 - timeout, no responders, a node going away
+        except Exception as exc:
             self._marks.pop(key, None)   # unknown whether it landed: ask the bus next time
             self.counters["bus_failures"] += 1
             raise Refusal("UNAVAILABLE", "bus_unavailable",
@@ -260,11 +272,11 @@ class BusGateway:
             if self._nc is not None:
                 try:
                     await self._nc.drain()
-                except Exception:  # noqa: BLE001
+                except Exception:
                     pass
 
         try:
             self._loop.run(go(), 10)
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         self._loop.stop()

@@ -40,7 +40,7 @@ class Role:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def start(self) -> "Role":
+    def start(self) -> Role:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "ab") as err, open(self.workdir / f"{self.name}.out", "ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "lockfleet.cli", *self.args], stdout=out, stderr=err,
@@ -166,13 +166,13 @@ async def _read_stream(cfg: bus.BusConfig, stream: str, subject: str) -> list[tu
     nc = await bus.connect(cfg, "lockfleet-reader")
     try:
         js = nc.jetstream(timeout=5.0)
-        for attempt in range(20):
+        for _attempt in range(20):
             try:
                 info = await js.stream_info(stream)
                 break
             except NotFoundError:
                 return []
-            except Exception:  # noqa: BLE001 - no stream leader at the moment
+            except Exception:
                 await asyncio.sleep(0.5)
         else:
             raise HarnessError(f"cannot read stream {stream}")
@@ -187,7 +187,7 @@ async def _read_stream(cfg: bus.BusConfig, stream: str, subject: str) -> list[tu
             except NotFoundError:
                 seq += 1
                 continue
-            except Exception as exc:  # noqa: BLE001 - no stream leader for a moment
+            except Exception as exc:
                 failures += 1
                 if failures > 40:
                     raise HarnessError(f"cannot read {stream} seq {seq}: {exc!r}") from None

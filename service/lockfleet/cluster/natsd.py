@@ -69,7 +69,7 @@ class NatsCluster:
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def start(self, i: int | None = None, timeout: float = 30.0) -> "NatsCluster":
+    def start(self, i: int | None = None, timeout: float = 30.0) -> NatsCluster:
         which = range(self.n) if i is None else [i]
         for j in which:
             conf = self._config(j)
@@ -114,7 +114,7 @@ class NatsCluster:
                     proc.wait(5)
                 self.procs[i] = None
 
-    def __enter__(self) -> "NatsCluster":
+    def __enter__(self) -> NatsCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

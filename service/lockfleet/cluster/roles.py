@@ -45,7 +45,7 @@ class HealthServer:
         self._health: Any = None
         self._stop = threading.Event()
 
-    def start(self) -> "HealthServer":
+    def start(self) -> HealthServer:
         import grpc
         from grpc_health.v1 import health, health_pb2_grpc
 
@@ -119,15 +119,14 @@ class GatewayServer:
     def address(self) -> str:
         return join_hostport(self.host, self.port)
 
-    def start(self) -> "GatewayServer":
+    def start(self) -> GatewayServer:
         import grpc
         from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+        from ..server.auth import TokenInterceptor
         from ..server.ingest import IngestServicer
         from ..v1 import lockfleet_pb2_grpc as pb_grpc
         from .gateway import BusGateway
-
-        from ..server.auth import TokenInterceptor
 
         self.gateway = BusGateway(self.cfg, self.limits).start()
         lim = self.limits

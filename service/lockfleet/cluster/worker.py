@@ -60,18 +60,18 @@ class Worker:
             while not self.stopping.is_set():
                 try:
                     await self._tick()
-                except Exception as exc:  # noqa: BLE001 - the bus is failing over; keep trying
+                except Exception as exc:
                     log.warning("worker %s: lease round failed: %r", self.id, exc)
                 try:
                     await asyncio.wait_for(self.stopping.wait(), self.cfg.lease / 4)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             for p in list(self.tasks):
                 await self._release(p)
             try:
                 await self.kv.delete(f"member.{self.id}")
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
             await self.nc.close()
 
@@ -126,13 +126,13 @@ class Worker:
             task.cancel()
             try:
                 await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+            except (asyncio.CancelledError, Exception):
                 pass
         self.partitions.pop(p, None)
         if delete and rev is not None:
             try:
                 await self.kv.delete(f"partition.{p}", last=rev)
-            except Exception:  # noqa: BLE001 - lapsed meanwhile: the lease is free anyway
+            except Exception:
                 pass
 
     # -- one partition -----------------------------------------------------------------------
@@ -144,7 +144,7 @@ class Worker:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a node went away mid-way: start the partition again
+            except Exception as exc:
                 log.warning("worker %s: partition %d: %r; starting it again", self.id, p, exc)
                 await asyncio.sleep(0.5)
 
@@ -179,7 +179,7 @@ class Worker:
             while self._holds(p) and not self.stopping.is_set():
                 try:
                     msgs = await sub.fetch(FETCH, timeout=0.5)
-                except (NatsTimeout, asyncio.TimeoutError):
+                except (TimeoutError, NatsTimeout):
                     continue
                 for m in msgs:
                     if not self._holds(p):
@@ -192,7 +192,7 @@ class Worker:
         finally:
             try:
                 await sub.unsubscribe()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
     async def _replay(self, p: int, state: Partition, through: int) -> None:
@@ -207,7 +207,7 @@ class Worker:
             while True:
                 try:
                     msgs = await sub.fetch(256, timeout=2.0)
-                except (NatsTimeout, asyncio.TimeoutError):
+                except (TimeoutError, NatsTimeout):
                     return   # nothing more
                 for m in msgs:
                     if m.metadata.sequence.stream > through:
@@ -218,7 +218,7 @@ class Worker:
         finally:
             try:
                 await sub.unsubscribe()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
     async def _publish(self, p: int, d: Derived) -> None:
@@ -228,7 +228,7 @@ class Worker:
                 await self.js.publish(d.subject, d.payload, timeout=5.0, stream=bus.DERIVED, headers=d.headers)
                 self.published += 1
                 return
-            except Exception as exc:  # noqa: BLE001 - a node going away: the next try goes elsewhere
+            except Exception as exc:
                 if not self._holds(p):
                     raise asyncio.CancelledError() from None
                 log.info("worker %s: partition %d: publish failed (%s); retrying", self.id, p,

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .scan import Selection
 
-Command = Callable[[argparse.Namespace], int]
-
 from ..options import add_irq_rule_option
+
+Command = Callable[[argparse.Namespace], int]
 
 __all__ = ["Analysis", "Diff", "ScanError", "Selection", "add_offline_parsers", "analyze", "diff", "main"]
 

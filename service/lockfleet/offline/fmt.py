@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
@@ -24,7 +24,7 @@ def duration(ns: float | None) -> str:
 def when(ts_ns: int | None, seconds: bool = True) -> str:
     if ts_ns is None:
         return ""
-    dt = datetime.fromtimestamp(int(ts_ns) // 10**9, tz=timezone.utc)
+    dt = datetime.fromtimestamp(int(ts_ns) // 10**9, tz=UTC)
     return dt.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 

@@ -33,7 +33,7 @@ import re
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -67,15 +67,15 @@ def parse_time(text: str, option: str = "time") -> int:
     s = text.strip()
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", s):
-            dt = datetime.combine(date.fromisoformat(s), datetime.min.time(), tzinfo=timezone.utc)
+            dt = datetime.combine(date.fromisoformat(s), datetime.min.time(), tzinfo=UTC)
         else:
             dt = datetime.fromisoformat(s[:-1] + "+00:00" if s.endswith(("Z", "z")) else s)
             if dt.tzinfo is None:
-                dt = dt.replace(tzinfo=timezone.utc)
+                dt = dt.replace(tzinfo=UTC)
     except ValueError:
         raise ScanError(f"{option} {text!r} is not an ISO date or time (e.g. 2025-01-31 or "
                         "2025-01-31T12:00:00Z)") from None
-    delta = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
 
 

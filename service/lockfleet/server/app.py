@@ -32,13 +32,22 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ..address import is_loopback, join_hostport, parse_hostport
 from ..alerts.model import KINDS
 from ..engine import Engine
-from ..store import (Archiver, DataDirLocked, LogCorrupt, SegmentLog, load_newest, lock_data_dir, prune_snapshots,
-                     snapshot_files, write_snapshot)
+from ..store import (
+    Archiver,
+    DataDirLocked,
+    LogCorrupt,
+    SegmentLog,
+    load_newest,
+    lock_data_dir,
+    prune_snapshots,
+    snapshot_files,
+    write_snapshot,
+)
 from ..v1 import lockfleet_pb2 as pb
 from ..v1 import lockfleet_pb2_grpc as pb_grpc
-from ..address import is_loopback, join_hostport, parse_hostport
 from .auth import TokenFileError, TokenInterceptor, load_tokens
 from .config import ServeConfig
 from .console import ConsoleServer, ConsoleViews

@@ -22,7 +22,7 @@ import os
 import shutil
 import threading
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +173,7 @@ class Archiver:
                 self._archive(part)
                 self._write_state(part.seq)
                 done += 1
-            self._retain(today or datetime.now(timezone.utc).date())
+            self._retain(today or datetime.now(UTC).date())
         if done and self.on_archived is not None:
             self.on_archived()
         return done

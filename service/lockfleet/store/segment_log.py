@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .eventlog import EventLog, LogCorrupt, LogUnavailable, Record, SealedPart
 from .atomic import fsync_dir
+from .eventlog import EventLog, LogCorrupt, LogUnavailable, Record, SealedPart
 
 log = logging.getLogger("lockfleet.store")
 
