@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import workloads  # noqa: E402
 from lockfleet import Engine  # noqa: E402
-from lockfleet.agent.edges import ExportState, export_new  # noqa: E402
+from lockfleet.agent.edgemode import ExportState, export_new  # noqa: E402
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
 _ZSTD = pa.ipc.IpcWriteOptions(compression="zstd") if pa.Codec.is_available("zstd") else None

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ServeProcess, free_port
 from lockfleet.agent import Agent, AgentClosed, Connection, Refused, Stream, fetch_stats, push_streams
-from lockfleet.agent.sdk import WIRE_SCHEMA
+from lockfleet.agent.client.sdk import WIRE_SCHEMA
 from lockfleet.events import EventError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]

@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lockfleet import Engine
-from lockfleet.agent.dmesg import (Log, add_dmesg_parser, circular_edges, findings, main_dmesg, parse_text,
+from lockfleet.agent.kernel.dmesg import (Log, add_dmesg_parser, circular_edges, findings, main_dmesg, parse_text,
                                    read_log, split_line, to_batch)
-from lockfleet.agent.names import DEFAULT_RULES, Normalizer, RulesError, parse_rules, split_subclass
+from lockfleet.agent.kernel.class_names import DEFAULT_RULES, Normalizer, RulesError, parse_rules, split_subclass
 
 from conftest import SHARED_DIR, needs_shared  # noqa: E402  (fails under CI=true when missing)
 SEED = SHARED_DIR / "seed" / "lkml-bpf-deadlock-report.txt"

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from .agent.files import BATCH_ROWS
-from .alerts.model import KINDS
+from .agent.client.event_files import BATCH_ROWS
+from .findings.model import KINDS
 from .server.config import Limits, ServeConfig
 from .store.segment_log import FSYNC_MODES
 
@@ -282,13 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", type=int, default=3000, metavar="N",
                    help="background lock events per host (default: 3000)")
 
-    from .agent.dmesg import add_dmesg_parser
+    from .agent.kernel.dmesg import add_dmesg_parser
     add_dmesg_parser(sub)
-    from .agent.proclockdep import add_proc_lockdep_parser
+    from .agent.kernel.procdump_merge import add_proc_lockdep_parser
     add_proc_lockdep_parser(sub, _target_option, _connection)
-    from .agent.simulate import add_simulate_parser
+    from .agent.simulator import add_simulate_parser
     add_simulate_parser(sub, _target_option, _connection)
-    from .agent.trace import add_trace_parser
+    from .agent.native.trace import add_trace_parser
     add_trace_parser(sub, _target_option, _connection)
     from .cli_query import add_query_parsers
     add_query_parsers(sub)
@@ -379,7 +379,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _publishing_settings(args: argparse.Namespace) -> dict[str, Any]:
-    from .alerts.sinks import check_url
+    from .publishing.sinks import check_url
 
     labels = []
     for item in args.alertmanager_label or ():
@@ -420,7 +420,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 @_agent_errors
 def cmd_alerts(args: argparse.Namespace) -> int:
-    from .agent.query import fetch_alerts, fetch_witnesses
+    from .agent.client.fetch import fetch_alerts, fetch_witnesses
     from .cli_query import alerts_table, print_witnesses, suppression_line
 
     if args.witnesses:

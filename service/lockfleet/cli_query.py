@@ -145,7 +145,7 @@ def suppression_line(data: dict[str, Any]) -> str:
 
 @_agent_errors
 def cmd_lock(args: argparse.Namespace) -> int:
-    from .agent.query import fetch_lock
+    from .agent.client.fetch import fetch_lock
 
     info = fetch_lock(_connection(args, "query"), args.name)
     if args.json:
@@ -181,7 +181,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 @_agent_errors
 def cmd_hosts(args: argparse.Namespace) -> int:
-    from .agent.query import fetch_hosts
+    from .agent.client.fetch import fetch_hosts
 
     hosts = fetch_hosts(_connection(args, "query"))
     if args.json:
@@ -204,7 +204,7 @@ def cmd_hosts(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import pyarrow as pa
 
-    from .agent.query import export_edges
+    from .agent.client.fetch import export_edges
 
     out = Path(args.output)
     if out.parent and not out.parent.is_dir():
@@ -224,8 +224,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 @_agent_errors
 def cmd_dot(args: argparse.Namespace) -> int:
-    from .agent.query import fetch_dot
-    from .alerts.dot import dot_available, svg
+    from .agent.client.fetch import fetch_dot
+    from .findings.dot import dot_available, svg
 
     dot = fetch_dot(_connection(args, "query"), args.id, args.radius, args.max_edges)
     if dot is None:
@@ -271,7 +271,7 @@ def _watch_line(cells: Sequence[str]) -> str:
 @_agent_errors
 def cmd_watch(args: argparse.Namespace) -> int:
     from .agent import AgentError
-    from .agent.query import watch_alerts
+    from .agent.client.fetch import watch_alerts
 
     conn = _connection(args, "query")
     seen = 0
@@ -317,7 +317,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 @_agent_errors
 def cmd_suppress(args: argparse.Namespace) -> int:
-    from .agent.query import suppress
+    from .agent.client.fetch import suppress
 
     author = args.author or os.environ.get("LOCKFLEET_AUTHOR") or _user()
     s, known = suppress(_connection(args, "admin"), args.id, args.reason, author)
@@ -333,7 +333,7 @@ def cmd_suppress(args: argparse.Namespace) -> int:
 
 @_agent_errors
 def cmd_unsuppress(args: argparse.Namespace) -> int:
-    from .agent.query import unsuppress
+    from .agent.client.fetch import unsuppress
 
     s = unsuppress(_connection(args, "admin"), args.id)
     if args.json:
@@ -345,7 +345,7 @@ def cmd_unsuppress(args: argparse.Namespace) -> int:
 
 @_agent_errors
 def cmd_suppressions(args: argparse.Namespace) -> int:
-    from .agent.query import fetch_suppressions
+    from .agent.client.fetch import fetch_suppressions
 
     recorded, blessed = fetch_suppressions(_connection(args, "query"))
     if args.json:

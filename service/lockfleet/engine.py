@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from ._core import Core
 from ._names import Names
-from .alerts.model import Alert, Link, Occurrence, Usage, Witness
+from .findings.model import Alert, Link, Occurrence, Usage, Witness
 from .events import Events, dictionary_key, normalize
 
 log = logging.getLogger("lockfleet.engine")

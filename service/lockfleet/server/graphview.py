@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..alerts.model import Alert, Link, Occurrence, Usage
+from ..findings.model import Alert, Link, Occurrence, Usage
 from ..engine import Engine
 
 EDGE_SCHEMA = pa.schema([

@@ -1,7 +1,7 @@
 """Run a Python program with its threading locks traced into lockfleet:
 
-    python -m lockfleet.agent.run [--target HOST:PORT] [--host NAME] [options] script.py [args...]
-    python -m lockfleet.agent.run [options] -m package.module [args...]
+    python -m lockfleet.agent.pylocks.run [--target HOST:PORT] [--host NAME] [options] script.py [args...]
+    python -m lockfleet.agent.pylocks.run [options] -m package.module [args...]
 
 Every argument after the script, or after `-m MODULE`, is the program's, options included, as
 with `python`. The script runs as `__main__` with `sys.argv` = [script, args...] and its directory first on
@@ -20,14 +20,14 @@ import runpy
 import sys
 from typing import Any
 
-from .channel import AgentError
+from ..client.channel import AgentError
 from .instrument import instrument
-from .sdk import BATCH_INTERVAL, BATCH_ROWS, DEFAULT_TARGET, MAX_BUFFERED, Agent
+from ..client.sdk import BATCH_INTERVAL, BATCH_ROWS, DEFAULT_TARGET, MAX_BUFFERED, Agent
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m lockfleet.agent.run",
+        prog="python -m lockfleet.agent.pylocks.run",
         usage="%(prog)s [options] (script.py | -m MODULE) [args...]",
         description="Run a Python program with threading.Lock, RLock, Condition, Semaphore and BoundedSemaphore "
                     "traced (a lock's class is the file:line that created it), streaming its lock events to a "
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.module is not None and args.script is not None:
         program_args = [args.script, *program_args]   # -m MODULE -- ARGS: the "--" is passed on as python would
     if args.module is None and args.script is None:
-        print("python -m lockfleet.agent.run: give a script (or -m MODULE) to run", file=sys.stderr)
+        print("python -m lockfleet.agent.pylocks.run: give a script (or -m MODULE) to run", file=sys.stderr)
         return 2
     try:
         agent = Agent(args.target, args.host, stream_id=args.stream_id, token=args.token,
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                       max_buffered_events=args.max_buffered, batch_rows=args.batch_rows,
                       batch_interval=args.batch_interval)
     except (AgentError, ValueError) as exc:
-        print(f"python -m lockfleet.agent.run: {exc}", file=sys.stderr)
+        print(f"python -m lockfleet.agent.pylocks.run: {exc}", file=sys.stderr)
         return 2
     instrument(agent=agent, sites=not args.no_sites, prefix=args.prefix, include_stdlib=args.include_stdlib,
                close_at_exit=False)
@@ -159,7 +159,7 @@ def _without_grpc_fork_handlers() -> None:
     gRPC, skipping fork() handlers") each time the traced program forks while the Agent's threads
     are in gRPC: output the program did not write. The child never uses the Agent (tracing stops
     in a forked child), so the handlers are not needed. gRPC reads GRPC_ENABLE_FORK_SUPPORT when it
-    is imported, which `python -m lockfleet.agent.run` has done by now; so run executes itself
+    is imported, which `python -m lockfleet.agent.pylocks.run` has done by now; so run executes itself
     again, once, with it set to 0, and then takes it out of the environment again, so that the
     program and its children see the environment they were given. A value the user set is kept."""
     if os.environ.pop(_REEXEC, None) == "1":

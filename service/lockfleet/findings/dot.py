@@ -13,8 +13,7 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 
-from .model import Alert, Link
-from .suppress import dependencies
+from .model import Alert, Link, dependencies
 
 
 def _q(text: str) -> str:

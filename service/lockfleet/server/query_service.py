@@ -20,9 +20,9 @@ from collections.abc import Iterator
 import grpc
 import pyarrow as pa
 
-from ..alerts.dot import finding_dot
-from ..alerts.model import KINDS, Alert, Link, matches
-from ..alerts.suppress import Suppression, SuppressionError
+from ..findings.dot import finding_dot
+from ..findings.model import KINDS, Alert, Link, matches
+from ..publishing.suppress import Suppression, SuppressionError
 from ..v1 import lockfleet_pb2 as pb
 from ..v1 import lockfleet_pb2_grpc as pb_grpc
 from . import graphview

@@ -1,5 +1,5 @@
 """The finding as users see it: plain, immutable values built by the engine from the core's
-evidence, rendered by `render.py`, serialised by `to_dict()`.
+evidence, rendered by `render.py`, made of the evidence in `evidence.py`, serialised by `to_dict()`.
 
 Nothing here knows how findings are found; the engine fills these in.
 """
@@ -10,106 +10,20 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from .evidence import EXCLUSIVE, RECURSIVE_READ, SHARED, Link, Occurrence, Printed, Usage, Witness
+from .render import render
+
 # held_lock_freed comes only from kernel logs (`lockfleet dmesg`): lockdep's print_freed_lock_bug
 KINDS = ("circular", "recursive", "bad_unlock", "irq_inversion", "inconsistent_state", "held_lock_freed")
 
-# Lock modes, as in the `mode` column.
-EXCLUSIVE, SHARED, RECURSIVE_READ = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class Occurrence:
-    """One acquisition (or release) of a lock, as first seen: enough to print a lockdep line."""
-
-    lock: str                 # class name as printed: `name` or `name/subclass`
-    mode: int = EXCLUSIVE     # 0 exclusive, 1 shared, 2 recursive read
-    trylock: bool = False
-    instance: int = 0         # lock address, 0 when unknown
-    site: str = ""            # a frame or a stack, frames joined by "\n"; "" when unknown
-    host: str = ""
-    task: str = ""            # as a report shows it, e.g. "test_progs/246"; may be ""
-    tid: int = 0
-    ts_ns: int = 0
-    irq: int = 0              # the `irq` column's bit mask at that moment
-
-
-@dataclass(frozen=True)
-class Link:
-    """One lock-order dependency `held -> taken` with its first evidence and its counters."""
-
-    held: str
-    taken: str
-    kinds: tuple[str, ...]    # lockdep's edge kinds seen on this pair: "EN", "ER", "SN", "SR"
-    first_held: Occurrence    # the held lock, as held when the dependency was first made
-    first_taken: Occurrence   # the acquisition that made the dependency (host, task, time, site)
-    count: int = 1            # times the dependency was taken
-    hosts: tuple[str, ...] = ()  # sorted names of every host that took it
-    last_ts_ns: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "held": self.held,
-            "taken": self.taken,
-            "kinds": list(self.kinds),
-            "host": self.first_taken.host,
-            "task": self.first_taken.task,
-            "ts_ns": self.first_taken.ts_ns,
-            "held_site": self.first_held.site,
-            "taken_site": self.first_taken.site,
-            "count": self.count,
-            "hosts": list(self.hosts),
-            "last_ts_ns": self.last_ts_ns,
-        }
-
-
-@dataclass(frozen=True)
-class Usage:
-    """A lock class's irq usage bit, lockdep style (e.g. `IN-HARDIRQ-W`, `HARDIRQ-ON-W`), with
-    the first acquisition that set it."""
-
-    lock: str
-    usage: str
-    first: Occurrence
+__all__ = ["EXCLUSIVE", "KINDS", "RECURSIVE_READ", "SHARED", "Alert", "Link", "Occurrence", "Printed", "Usage",
+           "Witness", "dependencies", "finding_id", "matches"]
 
 
 def finding_id(kind: str, ident: str) -> str:
     """`<kind>-<16 hex digits>`: a SHA-1 over the kind and the finding's identity (docs/semantics.md;
     the engine's records use the same formula)."""
     return kind + "-" + hashlib.sha1(f"{kind}\n{ident}".encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Printed:
-    """A lockdep report as a kernel log printed it, for a finding read from a log: its own lines
-    (prefixes removed, other tasks' interleaved lines left out) in the kernel's sections, so that
-    it is printed again exactly, never rebuilt from a graph.
-
-    `sections` holds (section, lines) in printed order; `missing` names the sections the kernel
-    prints for this kind that the log does not hold (printed as unknown); `incomplete` says why
-    the report is not whole ("" when it is); `sources` are the `file:line` of every report that
-    showed this finding."""
-
-    kind: str
-    sections: tuple[tuple[str, tuple[str, ...]], ...]
-    missing: tuple[str, ...] = ()
-    incomplete: str = ""
-    sources: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Witness:
-    """One cycle that closed through a circular finding's inversion (the first is the cycle the
-    inversion itself closed): `locks` as in Alert.locks, `links` its dependencies in that order,
-    the last the arrival that closed it."""
-
-    locks: tuple[str, ...]
-    links: tuple[Link, ...]
-    hosts: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"locks": list(self.locks), "hosts": list(self.hosts),
-                "closing": self.links[-1].to_dict() if self.links else None,
-                "links": [link.to_dict() for link in self.links]}
 
 
 @dataclass(frozen=True)
@@ -148,8 +62,6 @@ class Alert:
     printed: Printed | None = None  # read from a kernel log: the report as it was printed
 
     def render(self) -> str:
-        from .render import render
-
         return render(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -202,6 +114,17 @@ def matches(alert: Alert, kind: str = "", host: str = "", lock: str = "", since_
                 or (host and host not in alert.hosts)
                 or (since_ns and alert.first_ts_ns < since_ns)
                 or (until_ns and alert.first_ts_ns >= until_ns))
+
+
+def dependencies(alert: Alert) -> list[tuple[str, str]]:
+    """The (held, taken) dependencies a finding rests on: its links, or for a cycle given only by
+    its locks, each lock to the next and the last to the first."""
+    if alert.links:
+        return [(link.held, link.taken) for link in alert.links]
+    if alert.kind == "circular" and len(alert.locks) > 1:
+        locks = list(alert.locks)
+        return list(zip(locks, locks[1:] + locks[:1]))
+    return []
 
 
 def _occ_dict(o: Occurrence) -> dict[str, Any]:

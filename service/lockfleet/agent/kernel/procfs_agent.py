@@ -1,6 +1,6 @@
 """A small agent for kernel test machines: ship what lockdep learnt since the last look.
 
-    python -m lockfleet.agent.procfs --target HOST:PORT [--host NAME] [--every 60s] [--state FILE]
+    python -m lockfleet.agent.kernel.procfs_agent --target HOST:PORT [--host NAME] [--every 60s] [--state FILE]
 
 Every `--every` it reads `/proc/lockdep` (and `/proc/lockdep_chains` when it exists; `--proc DIR`
 reads another directory, e.g. a copy), and sends to the service, as this host's events on one
@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from ..store.atomic import write_atomic
-from .lockdep_proc import Dump, parse_chains, parse_lockdep
-from .names import Normalizer, RulesError
-from .proc_events import USAGE_BITS, Graph, dump_graph, graph_events, mask_bits
+from ...store.atomic import write_atomic
+from .procdump import Dump, parse_chains, parse_lockdep
+from .class_names import Normalizer, RulesError
+from .procdump_events import USAGE_BITS, Graph, dump_graph, graph_events, mask_bits
 
 log = logging.getLogger("lockfleet.procfs")
 DEFAULT_TARGET = "127.0.0.1:50551"
@@ -158,7 +158,7 @@ class ProcAgent:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m lockfleet.agent.procfs",
+        prog="python -m lockfleet.agent.kernel.procfs_agent",
         description="Ship this kernel's lockdep graph to a lockfleet service: every --every, read /proc/lockdep "
                     "(and /proc/lockdep_chains) and send, as this host's events, the dependencies and irq usage "
                     "bits that are new since the last dump (the first dump whole); each round waits for the "
@@ -194,9 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from ..address import hostport_arg
-    from .channel import AgentError
-    from .sdk import Agent
+    from ...address import hostport_arg
+    from ..client.channel import AgentError
+    from ..client.sdk import Agent
 
     def fail(text: str, status: int) -> int:
         print(f"lockfleet procfs: {text}", file=sys.stderr)

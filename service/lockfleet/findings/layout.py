@@ -17,8 +17,7 @@ from collections.abc import Iterable
 from html import escape
 
 from .dot import edge_label, hosts_text
-from .model import Alert, Link
-from .suppress import dependencies
+from .model import Alert, Link, dependencies
 
 CHAR_W, LINE_H, PAD = 7.0, 14.0, 6.0
 RED, GREY = "#c62828", "#8a8a8a"

@@ -35,7 +35,7 @@ from typing import Any
 
 from ..store.atomic import write_atomic
 from ..store.jsonfiles import JsonLines, read_json, write_json_atomic
-from .model import Alert
+from ..findings.model import Alert
 
 NEW, GREW = "new", "grew"
 

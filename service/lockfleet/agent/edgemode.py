@@ -66,7 +66,7 @@ import pyarrow as pa
 
 from ..engine import Engine
 from ..events import EventError
-from .sdk import Agent
+from .client.sdk import Agent
 
 ACQUIRE, RELEASE, TRY_ACQUIRE = 0, 1, 2
 HARDIRQ, SOFTIRQ, HARDIRQS_OFF, SOFTIRQS_OFF = 1, 2, 4, 8

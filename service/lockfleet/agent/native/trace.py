@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .channel import AgentError
+from ..client.channel import AgentError
 from .preload import CLASS_MODES, CLOCKS, RING_EVENTS, RINGS, SCHEMA, PreloadError, TraceBuffer
-from .sdk import Agent
+from ..client.sdk import Agent
 
 EXIT_FAILURE, EXIT_USAGE = 1, 2
 POLL_MS = 20.0

@@ -75,7 +75,7 @@ def library_path() -> Path:
     """The interposer, built with the package (setup.py) next to this package's modules;
     $LOCKFLEET_PRELOAD overrides it."""
     override = os.environ.get("LOCKFLEET_PRELOAD")
-    path = Path(override) if override else Path(__file__).resolve().parent.parent / LIBRARY_NAME
+    path = Path(override) if override else Path(__file__).resolve().parents[2] / LIBRARY_NAME  # lockfleet/
     if not path.is_file():
         raise PreloadError(f"the pthread interposer {path} is missing: reinstall lockfleet (pip install .) with a "
                            "C compiler present")

@@ -55,11 +55,11 @@ import grpc
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..events import EventError, normalize
-from ..v1 import lockfleet_pb2 as pb
-from ..v1 import lockfleet_pb2_grpc as pb_grpc
+from ...events import EventError, normalize
+from ...v1 import lockfleet_pb2 as pb
+from ...v1 import lockfleet_pb2_grpc as pb_grpc
 from .channel import AgentError, Connection, Refused, Unreachable, from_rpc_error, open_channel, read_token
-from .files import to_ipc
+from .event_files import to_ipc
 
 log = logging.getLogger("lockfleet.agent")
 

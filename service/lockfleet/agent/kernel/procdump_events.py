@@ -38,9 +38,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .edges import USAGE_IRQ
-from .lockdep_proc import Dump
-from .names import Normalizer, split_subclass
+from ..edgemode import USAGE_IRQ
+from .procdump import Dump
+from .class_names import Normalizer, split_subclass
 
 ACQUIRE, RELEASE = 0, 1
 IRQS_OFF = 4 | 8

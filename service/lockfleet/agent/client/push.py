@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from ..v1 import lockfleet_pb2 as pb
+from ...v1 import lockfleet_pb2 as pb
 from .channel import AgentError, Connection, Refused, as_connection
 from .sdk import Agent
 

@@ -6,7 +6,7 @@ acquisitions and releases go to an `Agent`, and that otherwise behave exactly as
     agent = lockfleet.agent.instrument("127.0.0.1:50551", host="web-1")
     ...                                  # the program; its locks are traced from here on
 
-or, without changing the program: `python -m lockfleet.agent.run [--target ...] script.py args...`.
+or, without changing the program: `python -m lockfleet.agent.pylocks.run [--target ...] script.py args...`.
 docs/python-agent.md is the user's guide: what is recorded and why, how a lock used as a signal is
 told from a mutex, the annotations (`lock_class`, `nested`), compatibility, and the overhead.
 
@@ -48,8 +48,8 @@ import threading
 from time import time_ns as _time_ns
 from typing import Any
 
-from .channel import AgentError
-from .sdk import THREAD_PREFIX, Agent
+from ..client.channel import AgentError
+from ..client.sdk import THREAD_PREFIX, Agent
 
 log = logging.getLogger("lockfleet.agent")
 
@@ -99,7 +99,7 @@ class _Tracer:
         self._by_name: dict[tuple[str, int], LockClass] = {}
         self._short: dict[str, str] = {}
         self._excluded: dict[str, bool] = {}
-        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))       # the lockfleet package
+        here = os.path.dirname(os.path.abspath(sys.modules[__name__.partition('.')[0]].__file__ or ''))  # the lockfleet package
         prefixes = [here + os.sep]
         for mod in ("grpc", "google.protobuf", "pyarrow", "numpy"):
             m = sys.modules.get(mod)

@@ -25,8 +25,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib import metadata
+from typing import TYPE_CHECKING
 
-from .model import EXCLUSIVE, Alert, Link, Occurrence, Printed
+from .evidence import EXCLUSIVE, Link, Occurrence, Printed
+
+if TYPE_CHECKING:  # the model imports this module to give Alert its render()
+    from .model import Alert
 
 try:
     _VERSION = metadata.version("lockfleet")

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from ..v1 import lockfleet_pb2 as pb
-from ..v1 import lockfleet_pb2_grpc as pb_grpc
+from ...v1 import lockfleet_pb2 as pb
+from ...v1 import lockfleet_pb2_grpc as pb_grpc
 from .channel import Connection, as_connection, from_rpc_error, open_channel
 
 TIMEOUT = 30.0

@@ -38,10 +38,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..alerts.model import Alert, Link, Occurrence, Printed, Usage, finding_id
-from ..engine import IRQ_RULE_DEFAULT, Engine
-from ..options import add_irq_rule_option
-from .names import Normalizer, RulesError
+from ...findings.model import Alert, Link, Occurrence, Printed, Usage, finding_id
+from ...engine import IRQ_RULE_DEFAULT, Engine
+from ...options import add_irq_rule_option
+from .class_names import Normalizer, RulesError
 
 DEFAULT_TARGET = "127.0.0.1:50551"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -569,7 +569,7 @@ def _incomplete(r: Report) -> str:
         why.append("its header was not printed and its blocks do not tell which kind of report it is")
     missing = missing_sections(r)
     if missing:
-        from ..alerts.render import SECTIONS
+        from ...findings.render import SECTIONS
 
         why.append("the log does not hold " + ", ".join(SECTIONS.get(m, m) for m in missing))
     if r.kind == "circular" and r.entries:
@@ -1126,7 +1126,7 @@ def main_dmesg(paths: list[str], json_out: bool, push_target: str | None = None,
         print(_summary(logs, alerts, len(incomplete)))
         return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - the contract: any other failure is status 1, one line
-        from .channel import AgentError, Refused
+        from ..client.channel import AgentError, Refused
 
         status = EXIT_USAGE if isinstance(exc, Refused) and exc.code == "INVALID_ARGUMENT" else EXIT_FAILURE
         text = " ".join(str(exc).split()) if isinstance(exc, AgentError) else f"{type(exc).__name__}: {exc}"
@@ -1146,7 +1146,7 @@ def _summary(logs: list[Log], alerts: list[Alert], incomplete: int = 0) -> str:
 
 
 def _push(logs: list[Log], norm: Normalizer, target: str, host: str | None, json_out: bool) -> int:
-    from .push import push_batches
+    from ..client.push import push_batches
 
     pushed = []
     for log in logs:
@@ -1166,7 +1166,7 @@ def _push(logs: list[Log], norm: Normalizer, target: str, host: str | None, json
 
 
 def _hostport(text: str) -> str:
-    from ..address import hostport_arg
+    from ...address import hostport_arg
 
     return hostport_arg(text)
 

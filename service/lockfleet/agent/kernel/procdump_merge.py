@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..alerts.model import Alert
-from ..engine import Engine
-from .lockdep_proc import Dump, DumpError, read_dumps
-from .names import Normalizer, RulesError
-from .proc_events import ClassTable, Graph, conflicts, dump_graph, graph_events
+from ...findings.model import Alert
+from ...engine import Engine
+from .procdump import Dump, DumpError, read_dumps
+from .class_names import Normalizer, RulesError
+from .procdump_events import ClassTable, Graph, conflicts, dump_graph, graph_events
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 PUSH_DEPS_PER_BATCH = 16384        # 4 rows each: batches of at most 64k rows
@@ -183,7 +183,7 @@ def stream_id(d: Dump, norm: Normalizer) -> str:
 
 
 def push(dumps: list[Dump], norm: Normalizer, conn: Any, target: str, json_out: bool) -> int:
-    from .push import Stream, push_streams
+    from ..client.push import Stream, push_streams
 
     pushed = []
     for d in dumps:
@@ -238,7 +238,7 @@ def run(args: argparse.Namespace, connection: Callable[[argparse.Namespace, str]
         print(summary(m, len(found) - hidden, hidden, args.all, sum(1 for f in found if f.cross_witnesses)))
         return EXIT_OK
     except Exception as exc:  # noqa: BLE001 - the contract: any other failure is status 1, one line
-        from .channel import AgentError, Refused
+        from ..client.channel import AgentError, Refused
 
         status = EXIT_USAGE if isinstance(exc, Refused) and exc.code == "INVALID_ARGUMENT" else EXIT_FAILURE
         text = " ".join(str(exc).split()) if isinstance(exc, AgentError) else f"{type(exc).__name__}: {exc}"

@@ -15,7 +15,7 @@ The lock graph (the same for every host, from `--seed`):
   Y then Z, a third Z then X, each a few times during the run. No host sees a whole cycle; the
   service finds each as one circular alert (with a single host, the cycle is that host's own).
 
-Each host is a separate process (`python -m lockfleet.agent.simulate --worker`, configured as JSON
+Each host is a separate process (`python -m lockfleet.agent.simulator --worker`, configured as JSON
 on stdin) running an `Agent` with overflow "block", sending `--rate` events per second for
 `--duration` seconds, then closing the Agent (every event acked). The command prints the plan,
 each host's counts, the totals, and with `--check` which planted cycles came back as alerts.
@@ -241,7 +241,7 @@ class HostWorkload:
 
 def run_host(cfg: SimConfig, index: int, connection: Any) -> dict[str, Any]:
     """Run one simulated host for cfg.duration seconds; its Agent's counts."""
-    from .sdk import Agent
+    from .client.sdk import Agent
 
     plan = make_plan(cfg)
     work = HostWorkload(cfg, plan, index)
@@ -275,8 +275,8 @@ def run_host(cfg: SimConfig, index: int, connection: Any) -> dict[str, Any]:
 
 
 def _worker() -> int:
-    """`python -m lockfleet.agent.simulate --worker`: one host; JSON config on stdin, result on stdout."""
-    from .channel import AgentError, Connection
+    """`python -m lockfleet.agent.simulator --worker`: one host; JSON config on stdin, result on stdout."""
+    from .client.channel import AgentError, Connection
 
     spec = json.loads(sys.stdin.read())
     cfg = SimConfig(**spec["config"])
@@ -344,7 +344,7 @@ def run_fleet(cfg: SimConfig, connection: Any, check: Any = None, out: TextIO | 
     procs = []
     try:
         for i in range(cfg.hosts):
-            p = subprocess.Popen([python, "-m", "lockfleet.agent.simulate", "--worker"], stdin=subprocess.PIPE,
+            p = subprocess.Popen([python, "-m", "lockfleet.agent.simulator", "--worker"], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True)
             assert p.stdin is not None
             p.stdin.write(json.dumps({**spec, "index": i}))
@@ -376,7 +376,7 @@ def run_fleet(cfg: SimConfig, connection: Any, check: Any = None, out: TextIO | 
     say(f"  sent {d['events']} events from {cfg.hosts} host(s) in {result.seconds:.1f} s "
         f"({d['events'] / max(result.seconds, 1e-9):.0f} events/s)")
     if check is not None and plan.planted:
-        from .query import fetch_alerts
+        from .client.fetch import fetch_alerts
 
         alerts = [a.data for a in fetch_alerts(check, kind="circular")]
         result.found = []
@@ -439,7 +439,7 @@ def add_simulate_parser(subparsers: Any, target_option: Callable[[argparse.Argum
             return EXIT_USAGE
         conn = connection(args, "ingest")
         check = connection(args, "query") if args.check else None
-        from .channel import AgentError
+        from .client.channel import AgentError
 
         try:
             result = run_fleet(cfg, conn, check, out=None if args.json else sys.stdout)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..events import EventError, normalize
+from ...events import EventError, normalize
 
 BATCH_ROWS = 65536
 _PARQUET_MAGIC = b"PAR1"

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..store.jsonfiles import read_json, write_json_atomic
-from .model import Alert
+from ..findings.model import Alert, dependencies
 
 FILE_VERSION = 1
 MAX_REASON = 2000
@@ -150,17 +150,6 @@ class Blessed:
 
     def orders(self) -> list[str]:
         return [f"{a} -> {b}" for a, b in sorted(self.pairs)]
-
-
-def dependencies(alert: Alert) -> list[tuple[str, str]]:
-    """The (held, taken) dependencies a finding rests on: its links, or for a cycle given only by
-    its locks, each lock to the next and the last to the first."""
-    if alert.links:
-        return [(link.held, link.taken) for link in alert.links]
-    if alert.kind == "circular" and len(alert.locks) > 1:
-        locks = list(alert.locks)
-        return list(zip(locks, locks[1:] + locks[:1]))
-    return []
 
 
 def effective(alert: Alert, suppressions: Suppressions | None, blessed: Blessed | None) -> Suppression | None:

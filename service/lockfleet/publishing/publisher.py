@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .model import Alert
+from ..findings.model import Alert
 from ..store.jsonfiles import JsonLines
 from .outbox import GREW, NEW, Cursors, Outbox
 from .sinks import Sink, SinkRejected
