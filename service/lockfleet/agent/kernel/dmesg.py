@@ -26,9 +26,7 @@ bits. All reports of all files go into one engine, so cycles that no single repo
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import re
 import sys
 from dataclasses import dataclass, field, replace
@@ -40,11 +38,8 @@ import pyarrow as pa
 
 from ...findings.model import Alert, Link, Occurrence, Printed, Usage, finding_id
 from ...engine import IRQ_RULE_DEFAULT, Engine
-from ...options import add_irq_rule_option
-from .class_names import Normalizer, RulesError
+from .class_names import Normalizer
 
-DEFAULT_TARGET = "127.0.0.1:50551"
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 ACQUIRE, RELEASE, TRY_ACQUIRE = 0, 1, 2
 HARDIRQ, SOFTIRQ, HARDIRQS_OFF, SOFTIRQS_OFF = 1, 2, 4, 8
 IRQS_OFF = HARDIRQS_OFF | SOFTIRQS_OFF  # marks no irq usage: dependencies only
@@ -1028,7 +1023,7 @@ def findings(logs: list[Log], normalizer: Normalizer | None = None, irq_rule: st
             if a is not None:
                 own[a.id] = _merge(own[a.id], a) if a.id in own else a
     alerts = [replace(a, seq=i + 1) for i, a in enumerate(own.values())]
-    where = _sources(logs, norm)
+    where = report_sources(logs, norm)
     printed_usage = _printed_usages(logs, norm)
     own_irq = {(a.irq_state, a.locks[-1]) for a in alerts if a.kind == "irq_inversion"}
     own_cycles = {_cycle_key(a) for a in alerts if a.kind == "circular"}
@@ -1049,7 +1044,7 @@ def _cycle_key(a: Alert) -> frozenset[tuple[str, str]]:
     return frozenset((link.held, link.taken) for link in a.links)
 
 
-def _sources(logs: list[Log], norm: Normalizer) -> dict[tuple[str, str], set[str]]:
+def report_sources(logs: list[Log], norm: Normalizer) -> dict[tuple[str, str], set[str]]:
     """Each dependency the reports show, with its reports (`path:line`)."""
     where: dict[tuple[str, str], set[str]] = {}
     for log in logs:
@@ -1093,48 +1088,7 @@ def incomplete_reports(logs: list[Log], alerts: list[Alert]) -> list[dict[str, A
     return out
 
 
-def main_dmesg(paths: list[str], json_out: bool, push_target: str | None = None, host: str | None = None,
-               *, rules: str | None = None, normalize: bool = True, irq_rule: str = IRQ_RULE_DEFAULT) -> int:
-    """`lockfleet dmesg FILE... [--json] [--push --target HOST:PORT] [--host NAME] [--rules FILE]
-    [--no-normalize]`: print (or push) what the logs' lockdep reports make; returns the exit status."""
-    try:
-        norm = Normalizer.from_options(rules, defaults=normalize)
-        logs = [read_log(p, host) for p in paths]
-    except (DmesgError, RulesError) as exc:
-        print(f"lockfleet dmesg: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        if push_target is not None:
-            return _push(logs, norm, push_target, host, json_out)
-        alerts = findings(logs, norm, irq_rule)
-        incomplete = incomplete_reports(logs, alerts)
-        for inc in incomplete:
-            print(f"lockfleet dmesg: {inc['file']}:{inc['line']}: incomplete {inc['kind']} report: {inc['reason']}; "
-                  + (f"its finding {inc['finding']} is printed as far as the log holds it" if inc["finding"]
-                     else "no finding from it"), file=sys.stderr)
-        if json_out:
-            print(json.dumps({"alerts": [a.to_dict() for a in alerts], "incomplete": incomplete}, indent=2))
-            return EXIT_OK
-        where = _sources(logs, norm)
-        for a in alerts:
-            if a.printed is None:
-                seen = sorted({s for link in a.links for s in where.get((link.held, link.taken), ())})
-                what = "cycle" if a.kind == "circular" else "finding"
-                print(f"lockfleet: no single report shows this {what}; its dependencies come from "
-                      f"{', '.join(seen) or 'the reports'}")
-            print(a.render())
-        print(_summary(logs, alerts, len(incomplete)))
-        return EXIT_OK
-    except Exception as exc:  # noqa: BLE001 - the contract: any other failure is status 1, one line
-        from ..client.channel import AgentError, Refused
-
-        status = EXIT_USAGE if isinstance(exc, Refused) and exc.code == "INVALID_ARGUMENT" else EXIT_FAILURE
-        text = " ".join(str(exc).split()) if isinstance(exc, AgentError) else f"{type(exc).__name__}: {exc}"
-        print(f"lockfleet dmesg: {text}", file=sys.stderr)
-        return status
-
-
-def _summary(logs: list[Log], alerts: list[Alert], incomplete: int = 0) -> str:
+def summary(logs: list[Log], alerts: list[Alert], incomplete: int = 0) -> str:
     kinds: dict[str, int] = {}
     for log in logs:
         for r in log.reports:
@@ -1145,67 +1099,3 @@ def _summary(logs: list[Log], alerts: list[Alert], incomplete: int = 0) -> str:
             + f"; {len(alerts)} finding(s)" + (f"; {incomplete} incomplete report(s)" if incomplete else ""))
 
 
-def _push(logs: list[Log], norm: Normalizer, target: str, host: str | None, json_out: bool) -> int:
-    from ..client.push import push_batches
-
-    pushed = []
-    for log in logs:
-        batch = to_batch(log.reports, norm, log.host)
-        # the same log, host and rules are the same stream: pushing again applies nothing twice
-        stream_id = hashlib.sha256(f"dmesg\0{log.host}\0{norm.fingerprint()}\0{log.sha256}".encode()).hexdigest()[:32]
-        result = push_batches(target, log.host, stream_id, [batch] if batch.num_rows else [])
-        pushed.append({"file": log.path, "host": log.host, "reports": len(log.reports), "events": batch.num_rows,
-                       "duplicates": result.duplicates, "new_alerts": list(result.new_alerts)})
-    if json_out:
-        print(json.dumps({"pushed": pushed}, indent=2))
-    else:
-        for p in pushed:
-            print(f"pushed {p['events']} events from {p['reports']} report(s) in {p['file']} for host {p['host']} "
-                  f"to {target}" + (f"; new alerts: {', '.join(p['new_alerts'])}" if p["new_alerts"] else ""))
-    return EXIT_OK
-
-
-def _hostport(text: str) -> str:
-    from ...address import hostport_arg
-
-    return hostport_arg(text)
-
-
-def add_dmesg_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register `lockfleet dmesg` on the `lockfleet` sub-parsers; its `func` runs it."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "dmesg", help="read lockdep reports from kernel logs and print the cycles of their merged graph",
-        description="Read kernel logs (dmesg, console or syslog, with or without timestamps) holding lockdep "
-                    "reports. Each report's own finding is printed as the kernel printed it (its lines, in "
-                    "order, without other tasks' output interleaved with them; a section the log lost is "
-                    "said to be unknown, never made up): circular locking, recursive locking, irq lock "
-                    "inversion / safe -> unsafe order, inconsistent lock state (any usage names, IN-NMI "
-                    "too), bad unlock balance, held lock freed. Reports that show the same finding are one "
-                    "finding; every report's own finding is kept whatever the order of the files. Then the "
-                    "dependency chains of all reports are merged into one graph and what only that graph "
-                    "shows is printed in addition: cycles (and irq findings) that no single report shows.",
-        epilog="A report the log holds only in part (cut, or its header lost) is named on stderr, and in "
-               "--json under \"incomplete\" (file, line, kind, reason, and the finding it still gave or null). "
-               "`count` in --json is, for every kind, the number of reports a finding was read from (for a "
-               "merged-graph finding: the number of reports its dependencies come from).")
-    p.add_argument("files", nargs="+", metavar="FILE", help="kernel logs to read ('-' for stdin)")
-    p.add_argument("--json", action="store_true",
-                   help='print {"alerts": [alert.to_dict(), ...], "incomplete": [...]} instead')
-    p.add_argument("--host", default=None, metavar="NAME",
-                   help="the host the logs come from (default: a syslog line's host, else the file's name)")
-    p.add_argument("--rules", default=None, metavar="FILE",
-                   help="more name rules, one `regex<TAB>replacement` a line, applied after the built-in ones")
-    p.add_argument("--no-normalize", action="store_true",
-                   help="keep class names as printed (no built-in rules: `#N` per-boot suffixes stay)")
-    p.add_argument("--push", action="store_true", help="send the events to the service instead of printing")
-    p.add_argument("--target", metavar="HOST:PORT", type=_hostport, default=None,
-                   help=f"with --push: address of the lockfleet service (default: {DEFAULT_TARGET})")
-    add_irq_rule_option(p)
-    p.set_defaults(func=_run)
-    return p
-
-
-def _run(args: argparse.Namespace) -> int:
-    target = (args.target or DEFAULT_TARGET) if args.push else None
-    return main_dmesg(args.files, args.json, target, args.host, rules=args.rules, normalize=not args.no_normalize,
-                      irq_rule=args.irq_rule)

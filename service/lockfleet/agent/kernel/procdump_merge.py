@@ -12,7 +12,6 @@ With `--push` the events go to a service instead, as events of their hosts.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import sys
@@ -25,8 +24,8 @@ import pyarrow as pa
 
 from ...findings.model import Alert
 from ...engine import Engine
-from .procdump import Dump, DumpError, read_dumps
-from .class_names import Normalizer, RulesError
+from .procdump import Dump
+from .class_names import Normalizer
 from .procdump_events import ClassTable, Graph, conflicts, dump_graph, graph_events
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -207,80 +206,7 @@ def push(dumps: list[Dump], norm: Normalizer, conn: Any, target: str, json_out: 
 # ------------------------------------------------------------------------------ the command
 
 
-def _warn(text: str) -> None:
+def warn(text: str) -> None:
     print(f"{_PROG}: {text}", file=sys.stderr, flush=True)
 
 
-def run(args: argparse.Namespace, connection: Callable[[argparse.Namespace, str], Any]) -> int:
-    try:
-        norm = Normalizer.from_options(args.rules, defaults=not args.no_normalize)
-        dumps = read_dumps(args.dumps, args.host or None)
-    except (DumpError, RulesError) as exc:
-        _warn(str(exc))
-        return EXIT_USAGE
-    for d in dumps:
-        for p in d.problems:
-            _warn(f"warning: {p}")
-    conn = connection(args, "ingest") if args.push else None   # its usage errors are the cli's
-    try:
-        if conn is not None:
-            return push(dumps, norm, conn, args.target, args.json)
-        progress = _warn if args.progress or (len(dumps) >= 20 and sys.stderr.isatty()) else None
-        m = merge(dumps, norm, progress)
-        found = findings(m)
-        hidden = sum(1 for f in found if f.closed_by is not None)
-        shown = [f for f in found if args.all or f.closed_by is None]
-        if args.json:
-            print(json.dumps({"alerts": [f.to_dict() for f in shown]}, indent=2))
-            return EXIT_OK
-        for f in shown:
-            print(render(f))
-        print(summary(m, len(found) - hidden, hidden, args.all, sum(1 for f in found if f.cross_witnesses)))
-        return EXIT_OK
-    except Exception as exc:  # noqa: BLE001 - the contract: any other failure is status 1, one line
-        from ..client.channel import AgentError, Refused
-
-        status = EXIT_USAGE if isinstance(exc, Refused) and exc.code == "INVALID_ARGUMENT" else EXIT_FAILURE
-        text = " ".join(str(exc).split()) if isinstance(exc, AgentError) else f"{type(exc).__name__}: {exc}"
-        _warn(text)
-        return status
-
-
-def add_proc_lockdep_parser(subparsers: Any, target_option: Callable[[argparse.ArgumentParser, str], None],
-                            connection: Callable[[argparse.Namespace, str], Any]) -> argparse.ArgumentParser:
-    """Register `lockfleet proc-lockdep` (cli.py passes its --target/TLS/token options and the
-    function that turns them into a Connection); its `func` runs it."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "proc-lockdep", help="merge /proc/lockdep dumps of many machines and print the findings no machine closed",
-        description="Read /proc/lockdep dumps of several kernel test machines (one per machine; the host is the "
-                    "file's stem, or the directory's name for a directory holding a copy of lockdep, "
-                    "lockdep_chains and lockdep_stats), merge them into one lock graph and print, in lockdep's "
-                    "format, the findings that no single machine closed (circular dependencies, irq-safe -> "
-                    "irq-unsafe paths, inconsistent irq usage across machines), each with the machines that "
-                    "hold each link. lockdep_chains and lockdep_stats beside a dump (<file>_chains, "
-                    "<file>_stats, or <stem>.lockdep_chains, <stem>.lockdep_stats) or given as arguments are "
-                    "read too: the chains add the dependencies /proc/lockdep hides (those past a trylock), the "
-                    "stats say when a dump is incomplete. /proc/lockdep prints no read/write kind for a "
-                    "dependency: classes whose usage shows only reads are taken as non-recursive readers, "
-                    "the rest as exclusive, and each finding says so. A dump cut in the middle is said on "
-                    "stderr and what it holds before the cut is used.",
-        epilog="Exit status: 0 success (findings or not), 2 bad usage or a file that is not a dump, 1 any other "
-               "failure. With --push, the events go to the service as events of each dump's host "
-               "(pushing the same dump again applies nothing twice).")
-    p.add_argument("dumps", nargs="+", metavar="DUMP",
-                   help="a copy of /proc/lockdep (or a directory holding one), one per machine")
-    p.add_argument("--host", action="append", default=None, metavar="NAME",
-                   help="the machine of each DUMP, once per DUMP in order (default: the file's stem)")
-    p.add_argument("--json", action="store_true", help='print {"alerts": [alert.to_dict(), ...]} instead')
-    p.add_argument("--all", action="store_true",
-                   help="also print the findings one machine held whole by itself (its lockdep reported them)")
-    p.add_argument("--rules", default=None, metavar="FILE",
-                   help="more class name rules, one `regex<TAB>replacement` a line (as lockfleet dmesg)")
-    p.add_argument("--no-normalize", action="store_true",
-                   help="keep class names as printed (by default the per-boot `#N` name versions are dropped)")
-    p.add_argument("--progress", action="store_true", help="say on stderr as each dump is merged")
-    p.add_argument("--push", action="store_true",
-                   help="send each dump's dependencies and irq usage to the service (--target) as events of its host")
-    target_option(p, "ingest")
-    p.set_defaults(func=lambda args: run(args, connection))
-    return p

@@ -1,5 +1,5 @@
-"""Command-line parts of the cluster: `serve --bus`, `worker`, `authority`, `bus-archive`,
-`cluster-demo`."""
+"""The cluster's roles on the command line: `serve --bus` (a stateless gateway), `worker`,
+`authority`, `bus-archive`, `cluster-demo` and `health` (`lockfleet.cluster`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import bus
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+from ..cluster import bus
+from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, DefaultsFormatter, hostport
 
 
 def add_bus_options(g: Any, gateway: bool = False) -> None:
@@ -29,24 +28,25 @@ def add_bus_options(g: Any, gateway: bool = False) -> None:
                         "speak TLS, such as Kubernetes' grpc probes)")
 
 
-def _bus_config(args: argparse.Namespace, error: Any) -> bus.BusConfig:
+def _bus_config(args: argparse.Namespace) -> bus.BusConfig:
     if args.partitions < 1 or args.partitions > 4096:
-        raise error("--partitions must be between 1 and 4096", EXIT_USAGE)
+        raise CliError("--partitions must be between 1 and 4096", EXIT_USAGE)
     if args.replicas < 1 or args.replicas > 5:
-        raise error("--replicas must be between 1 and 5", EXIT_USAGE)
+        raise CliError("--replicas must be between 1 and 5", EXIT_USAGE)
     if args.lease <= 0.2:
-        raise error("--lease must be more than 0.2 seconds", EXIT_USAGE)
+        raise CliError("--lease must be more than 0.2 seconds", EXIT_USAGE)
     try:
         return bus.BusConfig.parse(args.bus, partitions=args.partitions, replicas=args.replicas, lease=args.lease)
     except ValueError as exc:
-        raise error(str(exc), EXIT_USAGE) from None
+        raise CliError(str(exc), EXIT_USAGE) from None
 
 
-def serve_gateway(args: argparse.Namespace, limits: Any, CliError: Any) -> int:  # noqa: N803 - the cli's class
+def serve_gateway(args: argparse.Namespace, limits: Any) -> int:
+    """`lockfleet serve --bus ...`: a stateless gateway in front of the bus."""
+    from ..cluster.roles import UsageError, run_gateway
     from ..server.config import ServeConfig
-    from .roles import UsageError, run_gateway
 
-    cfg = _bus_config(args, CliError)
+    cfg = _bus_config(args)
     path = ServeConfig.path
     serve = ServeConfig(data_dir=Path("."), listen=args.listen, tls_cert=path(args.tls_cert),
                         tls_key=path(args.tls_key), client_ca=path(args.client_ca), token_file=path(args.token_file))
@@ -59,9 +59,9 @@ def serve_gateway(args: argparse.Namespace, limits: Any, CliError: Any) -> int: 
     return EXIT_OK
 
 
-def add_cluster_parsers(sub: Any, formatter: Any, error: Any) -> dict[str, Any]:
-    from ..cli import _hostport
-
+def register(sub: Any) -> None:
+    """`worker`, `authority`, `bus-archive`, `cluster-demo`, `health`; each sets `func`."""
+    formatter = DefaultsFormatter
     p = sub.add_parser("worker", help="a derivation worker of a cluster (consumes partitions of the bus)",
                        formatter_class=formatter,
                        description="Take a share of the event stream's partitions (leases in the bus's key-value "
@@ -81,7 +81,7 @@ def add_cluster_parsers(sub: Any, formatter: Any, error: Any) -> dict[str, Any]:
     add_bus_options(p)
     p.add_argument("--name", required=True, help="this authority's name (its durable consumer and lease value)")
     p.add_argument("--data-dir", metavar="DIR", required=True, help="its log and snapshots")
-    p.add_argument("--listen", metavar="HOST:PORT", type=_hostport, default="127.0.0.1:50552",
+    p.add_argument("--listen", metavar="HOST:PORT", type=hostport, default="127.0.0.1:50552",
                    help="Query service and health")
     p.add_argument("--tls-cert", metavar="PEM", help="server certificate for the Query service (with --tls-key)")
     p.add_argument("--tls-key", metavar="PEM", help="its private key")
@@ -115,7 +115,7 @@ def add_cluster_parsers(sub: Any, formatter: Any, error: Any) -> dict[str, Any]:
                        description="Ask the gRPC health service at --target (plain text: a --health-listen port, "
                                    "or a service without TLS) whether it is SERVING; exit 0 if so, 1 if not or "
                                    "unreachable. For container health checks.")
-    p.add_argument("--target", metavar="HOST:PORT", type=_hostport, required=True,
+    p.add_argument("--target", metavar="HOST:PORT", type=hostport, required=True,
                    help="the process's plain gRPC health port (required)")
     p.add_argument("--timeout", type=float, default=2.0, metavar="S", help="give up after this many seconds")
 
@@ -127,29 +127,29 @@ def add_cluster_parsers(sub: Any, formatter: Any, error: Any) -> dict[str, Any]:
             with grpc.insecure_channel(args.target) as ch:
                 reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
         except grpc.RpcError as exc:
-            raise error(f"{args.target}: {exc.code().name}") from None
+            raise CliError(f"{args.target}: {exc.code().name}") from None
         name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
         print(name)
         return EXIT_OK if reply.status == health_pb2.HealthCheckResponse.SERVING else EXIT_FAILURE
 
     def cmd_worker(args: argparse.Namespace) -> int:
-        from .roles import UsageError, run_worker
+        from ..cluster.roles import UsageError, run_worker
 
-        cfg = _bus_config(args, error)
+        cfg = _bus_config(args)
         try:
             run_worker(cfg, args.id, args.health_listen)
         except UsageError as exc:
-            raise error(str(exc), EXIT_USAGE) from None
+            raise CliError(str(exc), EXIT_USAGE) from None
         except bus.BusError as exc:
-            raise error(str(exc)) from None
+            raise CliError(str(exc)) from None
         return EXIT_OK
 
     def cmd_authority(args: argparse.Namespace) -> int:
         from ..server import ServeConfig, ServiceError, UsageError
-        from .roles import UsageError as RoleUsage
-        from .roles import run_authority
+        from ..cluster.roles import UsageError as RoleUsage
+        from ..cluster.roles import run_authority
 
-        cfg = _bus_config(args, error)
+        cfg = _bus_config(args)
         path = ServeConfig.path
         serve = ServeConfig(data_dir=Path(args.data_dir), listen=args.listen, tls_cert=path(args.tls_cert),
                             tls_key=path(args.tls_key), client_ca=path(args.client_ca),
@@ -161,30 +161,31 @@ def add_cluster_parsers(sub: Any, formatter: Any, error: Any) -> dict[str, Any]:
         try:
             run_authority(cfg, serve, args.name, show if args.print_alerts else None, args.health_listen)
         except (UsageError, RoleUsage) as exc:
-            raise error(str(exc), EXIT_USAGE) from None
+            raise CliError(str(exc), EXIT_USAGE) from None
         except (ServiceError, bus.BusError) as exc:
-            raise error(str(exc)) from None
+            raise CliError(str(exc)) from None
         return EXIT_OK
 
     def cmd_archive(args: argparse.Namespace) -> int:
-        from .roles import UsageError, run_archiver
+        from ..cluster.roles import UsageError, run_archiver
 
-        cfg = _bus_config(args, error)
+        cfg = _bus_config(args)
         try:
             run_archiver(cfg, Path(args.data_dir), args.interval, args.health_listen)
         except UsageError as exc:
-            raise error(str(exc), EXIT_USAGE) from None
+            raise CliError(str(exc), EXIT_USAGE) from None
         except bus.BusError as exc:
-            raise error(str(exc)) from None
+            raise CliError(str(exc)) from None
         return EXIT_OK
 
     def cmd_demo(args: argparse.Namespace) -> int:
-        from .demo import DemoError, run_cluster_demo
+        from ..cluster.demo import DemoError, run_cluster_demo
 
         try:
             return run_cluster_demo(args.workdir or None, out=sys.stdout)
         except DemoError as exc:
-            raise error(str(exc)) from None
+            raise CliError(str(exc)) from None
 
-    return {"health": cmd_health, "worker": cmd_worker, "authority": cmd_authority, "bus-archive": cmd_archive,
-            "cluster-demo": cmd_demo}
+    for name, func in (("health", cmd_health), ("worker", cmd_worker), ("authority", cmd_authority),
+                       ("bus-archive", cmd_archive), ("cluster-demo", cmd_demo)):
+        sub.choices[name].set_defaults(func=func)
