@@ -50,7 +50,7 @@ def ipc_bytes(batch: pa.RecordBatch, options: pa.ipc.IpcWriteOptions | None = No
 
 
 def agent_wire(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """The 4-column workload batch in the Agent's wire schema (sdk.WIRE_SCHEMA)."""
+    """The 4-column workload batch in the Agent's wire schema (encoding.WIRE_SCHEMA)."""
     n = batch.num_rows
     lock = batch.column("lock")
     zeros8 = pa.array(np.zeros(n, np.uint8))

@@ -161,8 +161,8 @@ def overhead(target: str, pairs: int, repeats: int) -> list[dict]:
 
         def flush() -> tuple[float, float]:
             if not streaming:
-                with agent._lock:      # forget the buffered events between runs (never sent)
-                    del agent._rows[:]
+                with agent.state.lock:      # forget the buffered events between runs (never sent)
+                    del agent.batcher.rows[:]
                 return 0.0, 0.0
             c0, t0 = time.process_time_ns(), time.perf_counter_ns()
             agent.flush()

@@ -47,8 +47,9 @@ def traced(unused_target):
     assert returned is agent
 
     def events(full: bool = False):
-        with agent._lock:
-            rows, agent._rows = agent._rows, []
+        with agent.state.lock:
+            rows = agent.batcher.rows[:]
+            del agent.batcher.rows[:]
         return rows if full else [(r[2], r[3], r[1]) for r in rows]
 
     try:

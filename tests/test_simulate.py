@@ -11,7 +11,7 @@ import pytest
 
 from lockfleet import Engine
 from lockfleet.agent import fetch_alerts, fetch_stats
-from lockfleet.agent.client.sdk import _rows_to_table
+from lockfleet.agent.client.encoding import rows_to_table as _rows_to_table
 from lockfleet.agent.simulator import HostWorkload, SimConfig, make_plan
 
 

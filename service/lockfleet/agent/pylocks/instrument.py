@@ -49,7 +49,8 @@ from time import time_ns as _time_ns
 from typing import Any
 
 from ..client.channel import AgentError
-from ..client.sdk import THREAD_PREFIX, Agent
+from ..client.sdk import Agent
+from ..client.state import THREAD_PREFIX
 
 log = logging.getLogger("lockfleet.agent")
 
@@ -90,7 +91,8 @@ class _Tracer:
     def __init__(self, agent: Agent, sites: bool, prefix: str, include_stdlib: bool,
                  exclude: tuple[str, ...], owns_agent: bool) -> None:
         self.agent = agent
-        self.put = agent._offer
+        self.buffer = agent.batcher              # the hot path appends to its rows
+        self.put = agent.batcher.offer
         self.sites = sites
         self.prefix = prefix
         self.owns_agent = owns_agent
@@ -243,7 +245,7 @@ def _to_signal(k: LockClass) -> None:
 
 # -- the traced primitives ---------------------------------------------------------------------
 # Events are rows in the Agent's column order: (ts_ns, tid, op, lock, mode, subclass, instance,
-# irq, site, task). `tr.put` is Agent._offer: None when the Agent is gone. `_lf_holder` is the
+# irq, site, task). `tr.put` is the Agent's Batcher.offer: None when the Agent is gone. `_lf_holder` is the
 # (tid, task) of the thread whose acquisition was recorded and not yet released: it is set after
 # the real acquire and cleared before the real release, so a release is recorded exactly when an
 # acquisition was.
@@ -297,13 +299,13 @@ class TracedLock:
                 site = _site(f)
         else:
             site = None
-        # Agent._offer inlined (this is the hot path): append while there is room
-        agent = tr.agent
-        rows = agent._rows
+        # Batcher.offer inlined (this is the hot path): append while there is room
+        buf = tr.buffer
+        rows = buf.rows
         row = (_time_ns(), info[0], ACQUIRE, k.name, 0, k.subclass, id(self), 0, site, info[1])
-        if len(rows) < agent._room:
+        if len(rows) < buf.room:
             rows.append(row)
-        elif agent._offer(row) is None:
+        elif buf.offer(row) is None:
             _dead()
             return self._lf_lock.acquire(blocking, timeout)  # type: ignore[no-any-return]
         try:
@@ -332,12 +334,12 @@ class TracedLock:
             info = _thread_info()
         if info is None or info[0] != h[0]:
             _to_signal(self._lf_class)     # released by another thread: a signal
-        agent = tr.agent
-        rows = agent._rows
+        buf = tr.buffer
+        rows = buf.rows
         row = (_time_ns(), h[0], RELEASE, self._lf_class.name, 0, 0, id(self), 0, None, h[1])
-        if len(rows) < agent._room:
+        if len(rows) < buf.room:
             rows.append(row)
-        elif agent._offer(row) is None:
+        elif buf.offer(row) is None:
             _dead()
 
     def __exit__(self, t: object, v: object, tb: object) -> None:
@@ -421,12 +423,12 @@ class TracedRLock:
                 site = _site(f)
         else:
             site = None
-        agent = tr.agent
-        rows = agent._rows
+        buf = tr.buffer
+        rows = buf.rows
         row = (_time_ns(), info[0], ACQUIRE, k.name, 0, k.subclass, id(self), 0, site, info[1])
-        if len(rows) < agent._room:
+        if len(rows) < buf.room:
             rows.append(row)
-        elif agent._offer(row) is None:
+        elif buf.offer(row) is None:
             _dead()
             return lock.acquire(blocking, timeout)  # type: ignore[no-any-return]
         try:
@@ -449,12 +451,12 @@ class TracedRLock:
         lock.release()
         tr = _tracer
         if tr is not None:
-            agent = tr.agent
-            rows = agent._rows
+            buf = tr.buffer
+            rows = buf.rows
             row = (_time_ns(), h[0], RELEASE, self._lf_class.name, 0, 0, id(self), 0, None, h[1])
-            if len(rows) < agent._room:
+            if len(rows) < buf.room:
                 rows.append(row)
-            elif agent._offer(row) is None:
+            elif buf.offer(row) is None:
                 _dead()
 
     def __exit__(self, t: object, v: object, tb: object) -> None:

@@ -22,7 +22,8 @@ from typing import Any
 
 from ..client.channel import AgentError
 from .instrument import instrument
-from ..client.sdk import BATCH_INTERVAL, BATCH_ROWS, DEFAULT_TARGET, MAX_BUFFERED, Agent
+from ..client.options import BATCH_INTERVAL, BATCH_ROWS, DEFAULT_TARGET, MAX_BUFFERED
+from ..client.sdk import Agent
 
 
 def build_parser() -> argparse.ArgumentParser:
