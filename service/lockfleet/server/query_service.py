@@ -140,7 +140,7 @@ class QueryServicer(pb_grpc.QueryServicer):
             buf.truncate()
             return data
 
-        with pa.ipc.new_stream(buf, graphview.EDGE_SCHEMA) as writer:
+        with pa.ipc.new_stream(buf, graphview.EXPORT_EDGE_SCHEMA) as writer:
             yield pb.ExportChunk(arrow_ipc=take())
             for start in range(0, total, rows):
                 if not context.is_active():
