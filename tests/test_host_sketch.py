@@ -1,8 +1,8 @@
 """Memory that tracks the fleet, not hosts x dependencies (docs/semantics.md, "Hosts of a
 dependency" and "Bounded tables"), against the oracle (tests/oracle.py):
 
-  - a dependency names its first HOST_EXACT (4) hosts exactly (the first four by row order);
-    past them its host count is 4 plus a HyperLogLog estimate, within the documented bound;
+  - a dependency names its first HOST_EXACT (8) hosts exactly (the first eight by row order);
+    past them its host count is 8 plus a HyperLogLog estimate, within the documented bound;
   - the chain cache is bounded: with a tiny bound (emptied over and over) the dependencies,
     their kinds, their counts and the findings are those of an unbounded cache and the oracle's;
   - threads whose held stack is empty are dropped (swept after every batch here): nothing
@@ -30,7 +30,7 @@ from oracle import Oracle  # noqa: E402
 from lockfleet import Engine  # noqa: E402
 from lockfleet._core import Core  # noqa: E402
 
-HOST_EXACT = 4
+HOST_EXACT = 8
 HLL_M = 128
 SIGMA = 1.04 / math.sqrt(HLL_M)       # the sketch's standard error (docs/semantics.md)
 EXAMPLES = int(os.environ.get("LOCKFLEET_PROPERTY_EXAMPLES", "0")) or 60
@@ -127,7 +127,7 @@ def test_hosts_counts_and_findings_hold_with_a_tiny_chain_cache_and_swept_thread
         assert link.count == orc.times[pair], pair
         if true <= HOST_EXACT:
             assert link.hosts == tuple(sorted(h for h, _ in by_row)) and link.host_count == true
-        else:      # the first four by row order, named; the rest estimated
+        else:      # the first eight by row order, named; the rest estimated
             assert link.hosts == tuple(sorted(h for h, _ in by_row[:HOST_EXACT]))
             assert within_bound(link.host_count, true), (pair, link.host_count, true)
     assert small.stats()["threads"] <= sum(1 for s in orc.stacks.values() if s)

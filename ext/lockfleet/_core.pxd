@@ -81,7 +81,7 @@ cdef enum Bound:
 # registers (FAM_SK), allocated only for a dependency that passes them (standard error
 # 1.04 / sqrt(HLL_M) = 9.2%). Offline merges of a few machines' files name more.
 cdef enum HostSketch:
-    HOST_EXACT = 4
+    HOST_EXACT = 8
     HLL_BITS = 7                # the low bits of a host's hash pick the register
     HLL_M = 128                 # 1 << HLL_BITS registers
 

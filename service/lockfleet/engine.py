@@ -106,7 +106,7 @@ class Engine:
                  max_chains: int | None = None, exact_hosts: int | None = None) -> None:
         """`max_chains`: the bound of the core's chain cache (lockdep's MAX_LOCKDEP_CHAINS; the
         core's default when None); a full cache is emptied and its chains validated again.
-        `exact_hosts`: how many hosts of a dependency are named (default 4); the rest are counted
+        `exact_hosts`: how many hosts of a dependency are named (default 8); the rest are counted
         by a sketch (docs/semantics.md, "Hosts of a dependency")."""
         if irq_rule not in IRQ_RULES:
             raise ValueError(f"irq_rule must be one of {', '.join(IRQ_RULES)}, not {irq_rule!r}")
