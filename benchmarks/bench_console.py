@@ -24,7 +24,7 @@ from browser import Browser
 from serving import free_port, lockfleet, wait_healthy
 
 from lockfleet.agent import Connection
-from lockfleet.agent.push import push_batches
+from lockfleet.agent.client.push import push_batches
 
 
 def nest(outer: str, inner: str, t0: int) -> pa.RecordBatch:

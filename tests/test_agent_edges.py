@@ -13,7 +13,7 @@ from conftest import run_lockfleet
 from eventgen import HARDIRQS_OFF, IN_HARDIRQ, IN_SOFTIRQ, SOFTIRQS_OFF, Stream, events
 
 from lockfleet import Engine
-from lockfleet.agent.edges import EDGE_SCHEMA, SYNTHETIC_TID_BASE, EdgeAgent, ExportState, export_new
+from lockfleet.agent.edgemode import EDGE_SCHEMA, SYNTHETIC_TID_BASE, EdgeAgent, ExportState, export_new
 from lockfleet.demo import seed_scenario
 
 SEED_LOCKS = ("tracepoints_mutex", "cpu_hotplug_lock.rw_sem", "pmus_lock", "&cpuctx_mutex", "bpf_event_mutex")
@@ -230,7 +230,7 @@ def test_counts_merge_exactly_through_the_count_column():
     """The service's engine reads the shipments' `count` column: every dependency's count on the
     central engine equals the raw run's, though the edge-mode hosts shipped far fewer rows."""
     from lockfleet import Engine
-    from lockfleet.agent.edges import ExportState, export_new
+    from lockfleet.agent.edgemode import ExportState, export_new
     from lockfleet.demo import seed_scenario
 
     raw, central = Engine(), Engine()

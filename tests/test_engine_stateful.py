@@ -18,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from oracle import OracleEngine
 
 from lockfleet import Engine
-from lockfleet.alerts.suppress import Blessed, Suppressions, effective
+from lockfleet.publishing.suppress import Blessed, Suppressions, effective
 
 LOCKS = ["A", "B", "C", "D"]
 row = st.tuples(st.integers(1, 3), st.sampled_from([0, 0, 0, 1, 1, 2]), st.sampled_from(LOCKS),

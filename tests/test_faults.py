@@ -18,7 +18,7 @@ from receivers import WebhookReceiver, events, nest, wait_for
 
 from lockfleet import Engine
 from lockfleet.agent import Stream, fetch_stats, push_streams, to_ipc
-from lockfleet.alerts.outbox import Outbox
+from lockfleet.publishing.outbox import Outbox
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 HERE = Path(__file__).resolve().parent

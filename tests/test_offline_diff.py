@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from eventgen import Ev, events
 from test_offline_fixtures import DAY_NS, T0, Rec, service_run, write_archive
 
-from lockfleet.offline import main
+from lockfleet.cli import main
 
 NAMES = [f"N{i}" for i in range(8)]
 

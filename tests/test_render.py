@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import SHARED_DIR, needs_shared, require
 
-from lockfleet.alerts.model import EXCLUSIVE, KINDS, RECURSIVE_READ, SHARED, Alert, Link, Occurrence, Usage
-from lockfleet.alerts.render import render
+from lockfleet.findings.model import EXCLUSIVE, KINDS, RECURSIVE_READ, SHARED, Alert, Link, Occurrence, Usage
+from lockfleet.findings.render import render
 
 SEED = SHARED_DIR / "seed" / "lkml-bpf-deadlock-report.txt"
 CORPUS = SHARED_DIR / "corpus" / "lockdep-reports"

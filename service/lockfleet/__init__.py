@@ -5,9 +5,9 @@
     >>> eng.ingest(batch, host="web-1")   # -> the Alerts this batch raised
 """
 
-from .alerts.model import Alert, Link, Occurrence, Usage
 from .engine import Engine
 from .events import EventError
+from .findings.model import Alert, Link, Occurrence, Usage
 
 __all__ = ["Alert", "Engine", "EventError", "Link", "Occurrence", "Usage"]
 __version__ = "0.1.0"

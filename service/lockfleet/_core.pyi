@@ -2,6 +2,7 @@
 # the fleet's lock state. Keep in step with the `def` functions and methods and the `cdef public`
 # counters there (the Python surface; everything else is C).
 
+from collections.abc import Iterable
 
 import numpy as np
 import numpy.typing as npt
@@ -41,8 +42,10 @@ class Core:
     inversions_untracked: int
     search_steps: int
     spread_steps: int
+    chain_flushes: int
+    threads_dropped: int
 
-    def __init__(self, max_depth: int = 48) -> None: ...
+    def __init__(self, max_depth: int = 48, max_chains: int = 1 << 20, exact_hosts: int = 8) -> None: ...
     def ingest(self, ts: _I64, tid: _I64, op: _U8, lock: _I32, lock_map: _I32,
                mode: _U8 | None = None, subclass: _U8 | None = None, instance: _U64 | None = None,
                irq: _U8 | None = None, site: _I32 | None = None, site_map: _I32 | None = None,
@@ -69,6 +72,20 @@ class Core:
     def edge_info(self, e: int) -> EdgeInfo: ...
     def edges(self) -> tuple[_I32, _I32, _U8]:
         """(src, dst, kinds) arrays of every dependency."""
+    def edge_counts(self) -> tuple[_U64, _I64]:
+        """(count, last ts) arrays of every dependency, current."""
+    def class_usages(self) -> _U8:
+        """The irq usage bits of every class."""
+    def sweep_threads(self) -> None:
+        """Drop the threads with an empty held stack now."""
+    def edge_hosts(self, e: int) -> tuple[list[int], int]:
+        """(named host ids, estimate of the hosts past them) of dependency e."""
+    def edge_host_count(self, e: int) -> int: ...
+    def host_union(self, edges: Iterable[int], extra_hosts: Iterable[int] = ()) -> tuple[int, bool]:
+        """(hosts, exact): distinct hosts that took any of `edges` or are in `extra_hosts`."""
+    def sketch_count(self) -> int: ...
+    @staticmethod
+    def hll_estimate_of(host_ids: Iterable[int]) -> int: ...
     def shortest_path(self, a: int, b: int) -> list[int] | None: ...
     def memory_bytes(self) -> int: ...
     def memory_breakdown(self) -> dict[str, int]: ...

@@ -43,8 +43,8 @@ from typing import Any, ClassVar
 import polars as pl
 import pyarrow as pa
 
-from ..alerts.model import Link
 from ..engine import Engine
+from ..findings.model import Link
 from .scan import Plan, Selection, Source, read_log_segment
 
 LOCK = pl.Categorical

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..alerts.model import Alert
 from ..engine import IRQ_RULE_DEFAULT, Engine
 from ..events import EventError
+from ..findings.model import Alert
 from .aggregates import Aggregates, compute
 from .progress import Progress
 from .scan import CHUNK_ROWS, Plan, ScanError, Selection, Source, chunks, plan

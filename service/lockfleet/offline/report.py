@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from ..alerts.model import Alert
+from ..findings.model import Alert
 from . import fmt, svg
 from .aggregates import Aggregates
 from .analysis import Analysis

@@ -33,8 +33,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..address import is_loopback, join_hostport, parse_hostport
-from ..alerts.model import KINDS
 from ..engine import Engine
+from ..findings.model import KINDS
 from ..store import (
     Archiver,
     DataDirLocked,
@@ -55,7 +55,7 @@ from .gateway import Gateway, decode
 from .ingest import IngestServicer
 from .metrics import DELAY_BUCKETS, MetricsServer, Registry
 from .publishing import Publishing
-from .query import QueryServicer
+from .query_service import QueryServicer
 
 log = logging.getLogger("lockfleet.server")
 
