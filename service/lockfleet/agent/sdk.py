@@ -59,6 +59,7 @@ from ..events import EventError, normalize
 from ..v1 import lockfleet_pb2 as pb
 from ..v1 import lockfleet_pb2_grpc as pb_grpc
 from .channel import AgentError, Connection, Refused, Unreachable, from_rpc_error, open_channel, read_token
+from ..wire import CODECS_METADATA, COMPRESSION_CHOICES, choose_codec, encode, parse_codecs, reencode
 from .files import to_ipc
 
 log = logging.getLogger("lockfleet.agent")
@@ -107,6 +108,7 @@ class _Batch:
     rows: int
     prebuilt: bool = False        # given whole to send_batch
     placeholder: bool = False     # the empty stand-in for a refused batch
+    codec: str = ""               # the Arrow IPC compression `ipc` is written with ("" none)
 
 
 @dataclass
@@ -115,6 +117,7 @@ class _Prebuilt:
 
     ipc: bytes
     rows: int
+    codec: str = ""
 
 
 class _Call:
@@ -123,6 +126,7 @@ class _Call:
     def __init__(self) -> None:
         self.ended = False
         self.grpc_call: Any = None
+        self.headers = False      # the service's initial metadata (its codecs) was read
 
 
 class Agent:
@@ -140,6 +144,8 @@ class Agent:
     gives them may resume a stream: the service acks what it already has as duplicates).
     `on_ack(seq, ack)` sees each acked batch (on the Agent's sender thread). `quiet` logs
     outages and failures at DEBUG (for callers that report the raised errors themselves).
+    `compression` ("auto", "none", "lz4", "zstd"; see `lockfleet.wire`): batches go out with
+    Arrow IPC compression when the service says it reads it (auto: LZ4 if offered).
     """
 
     def __init__(self, target: str | Connection | None = None, host: str | None = None, *,
@@ -148,7 +154,7 @@ class Agent:
                  tls_cert: str | Path | None = None, tls_key: str | Path | None = None, server_name: str = "",
                  batch_rows: int = BATCH_ROWS, batch_interval: float = BATCH_INTERVAL,
                  max_buffered_events: int = MAX_BUFFERED, overflow: str = "block", window: int = WINDOW,
-                 retry_for: float | None = None, on_refused: str = "skip",
+                 retry_for: float | None = None, on_refused: str = "skip", compression: str = "auto",
                  on_ack: Callable[[int, pb.PushAck], None] | None = None, quiet: bool = False) -> None:
         if overflow not in OVERFLOW:
             raise ValueError(f"overflow must be one of {', '.join(OVERFLOW)}, not {overflow!r}")
@@ -180,6 +186,11 @@ class Agent:
         self.window = int(window)
         self.retry_for = retry_for
         self.on_refused = on_refused
+        if compression not in COMPRESSION_CHOICES:
+            raise ValueError(f"compression must be one of {', '.join(COMPRESSION_CHOICES)}, not {compression!r}")
+        self.compression = compression
+        self._codec = ""                            # what the service last offered and we chose
+        self._offers_codecs = True                  # False: it sent no codec list (an older service)
         self._on_ack = on_ack
         # outages and failures are logged (WARNING, ERROR) unless the caller reports them itself
         self._log_outage = logging.DEBUG if quiet else logging.WARNING
@@ -299,8 +310,9 @@ class Agent:
             rows = batch.num_rows
             if isinstance(batch, pa.Table):
                 batch = pa.RecordBatch.from_arrays([c.combine_chunks() for c in batch.columns], schema=batch.schema)
-            ipc = to_ipc(batch)
-        self._put_many(_Prebuilt(ipc, rows), rows, kind="batches")
+            codec = self._codec       # known once a call has read the service's codecs (see connect)
+            ipc = encode(batch, codec)
+        self._put_many(_Prebuilt(ipc, rows, "" if isinstance(batch, bytes) else codec), rows, kind="batches")
 
     # -- the buffer -------------------------------------------------------------------------
 
@@ -473,6 +485,14 @@ class Agent:
                         break
                     self._send_cond.wait(left)
                 made = self._call is not None and not self._open_early
+                # and its headers (the codecs the service reads), so that batches given next are
+                # encoded for them; an older service sends none before its first ack
+                headers_by = min(deadline, _monotonic() + 0.25)
+                while made and self._call is not None and not self._call.headers and self._offers_codecs:
+                    left = headers_by - _monotonic()
+                    if left <= 0:
+                        break
+                    self._send_cond.wait(left)
         finally:
             if saved_counter is not None:
                 threading._counter = saved_counter  # type: ignore[attr-defined]
@@ -639,8 +659,8 @@ class Agent:
                     first_seen = now if rows else None
                 batches, lost = self._build(chunks)
                 with self._lock:
-                    for ipc, count, prebuilt in batches:
-                        self._unacked.append(_Batch(self._next_seq, ipc, count, prebuilt))
+                    for ipc, count, prebuilt, codec in batches:
+                        self._unacked.append(_Batch(self._next_seq, ipc, count, prebuilt, codec=codec))
                         self._next_seq += 1
                         self._batches_cut += 1
                     if lost:
@@ -654,11 +674,12 @@ class Agent:
             log.exception("lockfleet agent %s: the batcher failed", self.stream_id)
             self._fail(AgentError(f"the agent's batcher failed: {type(exc).__name__}: {exc}"))
 
-    def _build(self, chunks: list[Any]) -> tuple[list[tuple[bytes, int, bool]], int]:
-        """Chunks -> ((ipc, rows, pre-built?) batches of at most batch_rows rows, pre-built
+    def _build(self, chunks: list[Any]) -> tuple[list[tuple[bytes, int, bool, str]], int]:
+        """Chunks -> ((ipc, rows, pre-built?, codec) batches of at most batch_rows rows, pre-built
         batches whole; the number of events that could not be encoded)."""
-        out: list[tuple[bytes, int, bool]] = []
+        out: list[tuple[bytes, int, bool, str]] = []
         group: list[pa.Table] = []
+        codec = self._codec
         lost = 0
 
         def emit() -> None:
@@ -668,12 +689,12 @@ class Agent:
             group.clear()
             for off in range(0, table.num_rows, self.batch_rows):
                 part = table.slice(off, self.batch_rows)
-                out.append((to_ipc(_encode(part)), part.num_rows, False))
+                out.append((encode(_encode(part), codec), part.num_rows, False, codec))
 
         for c in chunks:
             if isinstance(c, _Prebuilt):
                 emit()
-                out.append((c.ipc, c.rows, True))
+                out.append((c.ipc, c.rows, True, c.codec))
             elif isinstance(c, pa.Table):
                 group.append(c)
             elif c:
@@ -753,6 +774,7 @@ class Agent:
                 self._calls += 1
             call = pb_grpc.IngestStub(channel).Push(self._requests(state, start), metadata=self.connection.metadata)
             state.grpc_call = call
+            self._read_codecs(state, call)
             with self._lock:
                 self._open_early = False
                 self._send_cond.notify_all()
@@ -796,6 +818,7 @@ class Agent:
     def _requests(self, state: _Call, seq: int) -> Iterator[pb.PushBatch]:
         """The request stream of one call: unacked batches from `seq` on, at most `window` of
         them unacknowledged; runs on a thread of gRPC's."""
+        waited_headers = 0.0
         while True:
             with self._lock:
                 while True:
@@ -810,11 +833,42 @@ class Agent:
                             seq, i = first, 0
                         if i < len(self._unacked) and i < self.window:
                             b = self._unacked[i]
-                            break
+                            if state.headers or not self._offers_codecs or self.compression == "none":
+                                break
+                            # the call's headers name the codecs: wait briefly for them
+                            if waited_headers >= 0.25:
+                                break
+                            waited_headers += 0.05
+                            self._send_cond.wait(0.05)
+                            continue
                     self._send_cond.wait(0.5)
+            codec = self._codec
+            if codec != b.codec and b.rows and not b.placeholder:
+                ipc = reencode(b.ipc, codec) if codec else b.ipc
+                b.ipc, b.codec = ipc, codec      # kept so: a resend does not compress it again
             yield pb.PushBatch(host=self.host, stream_id=self.stream_id, seq=b.seq, arrow_ipc=b.ipc,
                                dropped_events=self._dropped)
             seq += 1
+
+    def _read_codecs(self, state: _Call, call: Any) -> None:
+        """Read the call's initial metadata (the codecs the service reads) on a thread of its own:
+        an older service sends its headers only with its first ack."""
+        def read() -> None:
+            try:
+                offered = parse_codecs(call.initial_metadata())
+                known = any(k == CODECS_METADATA for k, _v in call.initial_metadata() or ())
+            except Exception:  # noqa: BLE001 - the call failed: the ack loop reports it
+                return
+            with self._lock:
+                self._offers_codecs = known
+                self._codec = choose_codec(self.compression, offered)
+                state.headers = True
+                self._send_cond.notify_all()
+
+        if self.compression == "none":
+            state.headers = True
+            return
+        _Thread(target=read, name=f"{THREAD_PREFIX}-headers", daemon=True).start()
 
     def _take_ack(self, ack: pb.PushAck) -> tuple[AgentError, bool, bool] | None:
         """Apply one ack; None when it was a success, else (error, fatal, reconnect at once)."""

@@ -37,6 +37,7 @@ from ..engine import Engine
 from ..events import EventError, Events, normalize
 from ..store import EventLog, LogUnavailable, Record, SnapshotIncompatible
 from ..store.snapshot import section_format
+from ..wire import available_codecs
 from .config import Limits
 from .ratelimit import HostRates
 
@@ -619,9 +620,18 @@ def decode(ipc: bytes, max_rows: int, seq: int = 0) -> pa.Table:
             table = pa.Table.from_batches(batches, schema=reader.schema)
         table.validate(full=True)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise Refusal("INVALID_ARGUMENT", "malformed_ipc",
-                      f"{where}arrow_ipc is damaged or truncated ({_one_line(exc)})") from None
+        text = _one_line(exc)
+        if any(k in text.lower() for k in _CODEC_ERRORS):
+            raise Refusal("INVALID_ARGUMENT", "bad_compression",
+                          f"{where}arrow_ipc is compressed with a codec this service does not read, or its "
+                          f"compressed body does not decompress ({text}); it reads uncompressed batches and "
+                          f"Arrow IPC compression {' or '.join(available_codecs()) or '(none)'}") from None
+        raise Refusal("INVALID_ARGUMENT", "malformed_ipc", f"{where}arrow_ipc is damaged or truncated ({text})") from None
     return table
+
+
+# how pyarrow words a compression it cannot undo (an unknown codec, one not built in, a bad body)
+_CODEC_ERRORS = ("codec", "decompress", "compression")
 
 
 def fingerprint(schema: pa.Schema) -> str:

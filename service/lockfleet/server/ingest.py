@@ -5,7 +5,9 @@ the log) and queues their tickets; the call's own thread sends the acks in order
 the batches durable. At most `max_inflight_per_stream` batches are received and not yet acked on
 one call: the reader takes a slot of that window before it reads the next message and the ack
 gives it back, so when the window is full the reader stops reading and gRPC's flow control holds
-the client back. The most ever outstanding is reported to the gateway (`window_peak`).
+the client back. The most ever outstanding is reported to the gateway (`window_peak`). The call's initial metadata
+names the Arrow IPC compression codecs the service reads (`lockfleet.wire`), so that an agent
+compresses its batches only for a service that reads them.
 
 A client that stops reading its acks (while it still holds the call open) would hold a stream
 slot and a thread forever: when one ack has waited `ack_stall` seconds to be taken by the client,
@@ -24,6 +26,7 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from ..v1 import lockfleet_pb2 as pb
+from ..wire import CODECS_METADATA, available_codecs
 from ..v1 import lockfleet_pb2_grpc as pb_grpc
 from .auth import peer_of
 from .gateway import Gateway, Ticket
@@ -43,6 +46,8 @@ class IngestServicer(pb_grpc.IngestServicer):
 
     def Push(self, request_iterator: Iterator[pb.PushBatch], context: grpc.ServicerContext) -> Iterator[pb.PushAck]:
         peer = peer_of(context, self._mtls)
+        # the Arrow IPC compression codecs this service reads, before any ack (see lockfleet.wire)
+        context.send_initial_metadata(((CODECS_METADATA, ",".join(available_codecs())),))
         tickets: queue.Queue[Ticket | object] = queue.Queue()
         window = threading.BoundedSemaphore(self._inflight)
         outstanding = [0]
