@@ -1,7 +1,7 @@
 """Ingest.Push: one PushAck per PushBatch, in order, after the gateway has made it durable.
 
-Each call has a reader thread that admits batches as they arrive (decode, check, apply, append to
-the log) and queues their tickets; the call's own thread sends the acks in order as the log makes
+Each call has a reader thread that prepares batches as they arrive (decode, check) and an applier
+thread that applies them in order (engine, append to the log) and queues their tickets; the call's own thread sends the acks in order as the log makes
 the batches durable. At most `max_inflight_per_stream` batches are received and not yet acked on
 one call: the reader takes a slot of that window before it reads the next message and the ack
 gives it back, so when the window is full the reader stops reading and gRPC's flow control holds
@@ -29,7 +29,7 @@ from ..v1 import lockfleet_pb2 as pb
 from ..wire import CODECS_METADATA, available_codecs
 from ..v1 import lockfleet_pb2_grpc as pb_grpc
 from .auth import peer_of
-from .gateway import Gateway, Ticket
+from .gateway import Gateway, Prepared, Ticket
 
 log = logging.getLogger("lockfleet.server")
 _END = object()
@@ -83,18 +83,37 @@ class IngestServicer(pb_grpc.IngestServicer):
                         outstanding[0] += 1
                         n = outstanding[0]
                     self._gateway.note_window(n)
-                    ticket = self._gateway.admit(msg.host, msg.stream_id, msg.seq, msg.arrow_ipc, peer)
-                    if msg.dropped_events and ticket.outcome is None:
-                        self._gateway.note_drops(msg.host, msg.stream_id, msg.dropped_events)
-                    tickets.put(ticket)
+                    prepared.put((self._gateway.prepare(msg.host, msg.stream_id, msg.seq, msg.arrow_ipc, peer),
+                                  msg.dropped_events))
             except grpc.RpcError:
                 pass          # the client went away
             except Exception:
                 log.exception("ingest reader failed")
             finally:
+                prepared.put(_END)
+
+        def apply() -> None:
+            try:
+                while True:
+                    item = prepared.get()
+                    if item is _END:
+                        return
+                    prep, dropped = item
+                    ticket = self._gateway.apply(prep)
+                    if dropped and ticket.outcome is None:
+                        self._gateway.note_drops(prep.host, prep.stream_id, dropped)
+                    tickets.put(ticket)
+            except Exception:
+                log.exception("ingest applier failed")
+                done.set()
+            finally:
                 tickets.put(_END)
 
+        # two stages per call: the reader decodes and checks batch i + 1 while the applier applies
+        # batch i (the engine's core runs without the GIL), in the stream's order
+        prepared: queue.Queue[tuple[Prepared, int] | object] = queue.Queue()
         threading.Thread(target=read, name="lockfleet-push-reader", daemon=True).start()
+        threading.Thread(target=apply, name="lockfleet-push-applier", daemon=True).start()
         self._gateway.note_call(+1)
         try:
             while True:
