@@ -14,6 +14,8 @@ duplicates, so nothing is applied twice.
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -71,18 +73,35 @@ def push_streams(target: str | Connection, host: str, streams: Iterable[Stream],
         if not s.batches:
             continue
         parts = [s] if parallel == 1 else split_by_thread(s, parallel)
-        bound = MAX_BUFFERED_EVENTS if parallel == 1 else max(1, MAX_BUFFERED_EVENTS // (4 * parallel))
+        acked = [0] * len(parts)              # batches acked per part (the pacing of several parts)
+        paced = threading.Condition()
         agents = []
+
+        def callback(k: int, sid: str, seq: int, ack: pb.PushAck) -> None:
+            with paced:
+                acked[k] += 1
+                paced.notify_all()
+            if on_ack is not None:
+                on_ack(sid, seq, ack)
+
         try:
-            for p in parts:
-                callback = None if on_ack is None else (lambda seq, ack, sid=p.stream_id: on_ack(sid, seq, ack))
+            for k, p in enumerate(parts):
                 agents.append(Agent(conn, host, stream_id=p.stream_id, first_seq=p.first_seq, window=window,
-                                    retry_for=retry_for, on_refused="fail", on_ack=callback, compression=compression,
-                                    max_buffered_events=bound, quiet=True))
+                                    retry_for=retry_for, on_refused="fail", compression=compression,
+                                    on_ack=functools.partial(callback, k, p.stream_id),
+                                    max_buffered_events=MAX_BUFFERED_EVENTS, quiet=True))
             for a in agents:
                 a.connect()          # learns the service's codecs before the batches are encoded
-            # round-robin: the streams advance together (see split_by_thread on order)
+            # round i of every part goes out once round i - window of every part is acked (applied):
+            # the parts advance together (see split_by_thread on order)
             for i in range(max(len(p.batches) for p in parts)):
+                if len(parts) > 1:
+                    with paced:
+                        while min(acked) < i - window:
+                            for a in agents:
+                                if a.stats()["failed"]:
+                                    a.flush(timeout=0)     # raises its error
+                            paced.wait(0.2)
                 for a, p in zip(agents, parts):
                     if i < len(p.batches):
                         a.send_batch(p.batches[i])
@@ -113,10 +132,11 @@ def split_by_thread(stream: Stream, n: int) -> list[Stream]:
     """One stream of event batches as `n` streams, by thread: every row of thread `tid` goes to
     stream `tid mod n`, in its order, so each thread's events reach the service in order (what
     lockdep's per-task held-lock state needs). Events of different threads of the host may be
-    applied in another order than the file's: the streams are sent round-robin, batch i of every
-    stream before batch i + 1, so they drift apart by at most a few windows of batches, never
-    more. Findings are the same; which dependency of a cycle counts as its inversion (the alert
-    id) can differ only when its two sides came from different threads within that drift.
+    applied in another order than the file's, within a bound: `push_streams` sends part i of
+    each source batch only once part i - window of every stream is acknowledged, so two events
+    more than `window` source batches apart are applied in the file's order. Findings are the
+    same; which dependency of a cycle counts as its inversion (the alert id) can differ only when
+    its two sides came from different threads less than that apart.
 
     Stream ids are `<id>/<k>of<n>`: pushing the same file again with the same `n` applies
     nothing twice. Batches given as IPC bytes are decoded first; empty parts are kept (as empty
