@@ -83,8 +83,12 @@ class IngestServicer(pb_grpc.IngestServicer):
                         outstanding[0] += 1
                         n = outstanding[0]
                     self._gateway.note_window(n)
-                    prepared.put((self._gateway.prepare(msg.host, msg.stream_id, msg.seq, msg.arrow_ipc, peer),
-                                  msg.dropped_events))
+                    if staged:
+                        prepared.put((self._gateway.prepare(msg.host, msg.stream_id, msg.seq, msg.arrow_ipc, peer),
+                                      msg.dropped_events))
+                    else:   # a gateway that admits in one step (the cluster's)
+                        prepared.put((self._gateway.admit(msg.host, msg.stream_id, msg.seq, msg.arrow_ipc, peer),
+                                      msg.dropped_events, msg.host, msg.stream_id))
             except grpc.RpcError:
                 pass          # the client went away
             except Exception:
@@ -98,10 +102,13 @@ class IngestServicer(pb_grpc.IngestServicer):
                     item = prepared.get()
                     if item is _END:
                         return
-                    prep, dropped = item
-                    ticket = self._gateway.apply(prep)
+                    if staged:
+                        prep, dropped = item
+                        ticket, host, sid = self._gateway.apply(prep), prep.host, prep.stream_id
+                    else:
+                        ticket, dropped, host, sid = item
                     if dropped and ticket.outcome is None:
-                        self._gateway.note_drops(prep.host, prep.stream_id, dropped)
+                        self._gateway.note_drops(host, sid, dropped)
                     tickets.put(ticket)
             except Exception:
                 log.exception("ingest applier failed")
@@ -111,7 +118,8 @@ class IngestServicer(pb_grpc.IngestServicer):
 
         # two stages per call: the reader decodes and checks batch i + 1 while the applier applies
         # batch i (the engine's core runs without the GIL), in the stream's order
-        prepared: queue.Queue[tuple[Prepared, int] | object] = queue.Queue()
+        prepared: queue.Queue[tuple[Prepared, int] | tuple[Ticket, int, str, str] | object] = queue.Queue()
+        staged = hasattr(self._gateway, "prepare")
         threading.Thread(target=read, name="lockfleet-push-reader", daemon=True).start()
         threading.Thread(target=apply, name="lockfleet-push-applier", daemon=True).start()
         self._gateway.note_call(+1)
