@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lockfleet.agent import Agent, Stream, push_streams, split_by_thread, to_ipc
-from lockfleet.agent.query import fetch_alerts, fetch_stats
+from lockfleet.agent import fetch_alerts, fetch_stats
 from lockfleet.demo import seed_scenario
 from lockfleet.v1 import lockfleet_pb2 as pb
 from lockfleet.v1 import lockfleet_pb2_grpc as pb_grpc

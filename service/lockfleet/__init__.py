@@ -5,7 +5,7 @@
     >>> eng.ingest(batch, host="web-1")   # -> the Alerts this batch raised
 """
 
-from .alerts.model import Alert, Link, Occurrence, Usage
+from .findings.model import Alert, Link, Occurrence, Usage
 from .engine import Engine
 from .events import EventError
 

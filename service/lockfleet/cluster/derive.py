@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..agent.edges import EDGE_SCHEMA, SYNTHETIC_TID_BASE, ExportState, export_new
+from ..agent.edgemode import EDGE_SCHEMA, SYNTHETIC_TID_BASE, ExportState, export_new
 from ..engine import Engine
 from ..events import EventError
 from ..server.gateway import Refusal, decode

@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from ..v1 import lockfleet_pb2 as pb
-from ..wire import CODECS_METADATA, available_codecs
 from ..v1 import lockfleet_pb2_grpc as pb_grpc
+from ..wire import CODECS_METADATA, available_codecs
 from .auth import peer_of
 from .gateway import Gateway, Prepared, Ticket
 

@@ -27,7 +27,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from ...alerts.suppress import SuppressionError
+from ...publishing.suppress import SuppressionError
 from ..auth import Tokens
 from .views import ConsoleViews, NotFound
 
