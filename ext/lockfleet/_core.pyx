@@ -1253,6 +1253,27 @@ cdef class Core:
             vk[i] = self.e_kinds[i]
         return src, dst, kinds
 
+    def edge_counts(self):
+        """(count, last ts) arrays of every dependency, current (one bulk read: edge-mode export
+        compares them with what it shipped instead of asking per dependency)."""
+        cdef int64_t n = self.n_edge
+        with nogil:
+            self._refresh_counts()
+        count = np.empty(n, dtype=np.uint64)
+        last = np.empty(n, dtype=np.int64)
+        if n:
+            memcpy(<void*>cnp.PyArray_DATA(count), self.e_count, n * 8)
+            memcpy(<void*>cnp.PyArray_DATA(last), self.e_last, n * 8)
+        return count, last
+
+    def class_usages(self):
+        """The irq usage bits of every class (uint8 array, bit 4x + (IN-W, IN-R, ON-W, ON-R))."""
+        cdef int64_t n = self.n_cls
+        usage = np.empty(n, dtype=np.uint8)
+        if n:
+            memcpy(<void*>cnp.PyArray_DATA(usage), self.cls_usage, n)
+        return usage
+
     def shortest_path(self, int32_t a, int32_t b):
         """Edges of a shortest dependency path a ~> b (any kinds), or None."""
         cdef int found

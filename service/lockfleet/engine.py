@@ -440,6 +440,21 @@ class Engine:
         src, dst, _kinds = self._core.edges()
         return src, dst
 
+    def edge_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every dependency's kinds bit mask (uint8: EN 1, ER 2, SN 4, SR 8), count (uint64) and
+        last time (int64 ns), by dependency id, read in bulk."""
+        _src, _dst, kinds = self._core.edges()
+        count, last = self._core.edge_counts()
+        return kinds & 15, count, last
+
+    def class_usages(self) -> np.ndarray:
+        """Every class's irq usage bits (uint8, by class id), read in bulk."""
+        return self._core.class_usages()
+
+    def finding_count(self) -> int:
+        """How many findings there are (they only grow): a cheap test for new ones."""
+        return len(self._records)
+
     def class_id(self, name: str) -> int:
         """The id of lock class `name` (`name` or `name/subclass`), or -1."""
         return self._class_id(name)
