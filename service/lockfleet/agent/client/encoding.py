@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ... import wire
 from ...events import EventError, normalize
 from .event_files import to_ipc
 
@@ -67,6 +68,12 @@ def encode(table: pa.Table) -> pa.RecordBatch:
             arr = pc.dictionary_encode(arr)
         arrays.append(arr)
     return pa.RecordBatch.from_arrays(arrays, schema=WIRE_SCHEMA)
+
+
+def encode_ipc(batch: pa.RecordBatch, codec: str = "") -> bytes:
+    """A batch as the Arrow IPC stream bytes of `PushRequest.arrow_ipc`, body-compressed with
+    `codec` ("" none; see `lockfleet.wire`)."""
+    return wire.encode(batch, codec) if codec else to_ipc(batch)
 
 
 def conform(data: pa.RecordBatch | pa.Table) -> pa.Table:
