@@ -25,7 +25,7 @@ from pathlib import Path
 
 ENGINE = "lockfleet engine"
 RX = "rustworkx check_cycle"
-W1C_TARGET = 1.5e6          # edges/s: the plain C Pearce-Kelly's rate (issue 11)
+W1C_TARGET = 1.5e6          # edges/s: the plain C Pearce-Kelly's rate
 W5_TARGET = 1.0e6           # edges/s
 REPEAT_NS_TARGET = 20.0     # ns/event, 64 threads interleaved
 W2C_TIME_RATIO = 1.5        # W2c time / W2 time
@@ -389,7 +389,7 @@ def render(doc: dict, source: str = "", other: str = "") -> str:
         "side by side in this run) are the figures to trust.",
         f"- **Command**: `{lf.get('command', '?')}` ({lf.get('wall_s', '?')} s wall, {lf.get('cpu_s', '?')} s CPU)",
         "",
-        "## Targets (issue 11)",
+        "## Targets",
         "",
         "Engine figure, the baseline measured in the same run, their ratio, the target, and whether it is "
         "met (on wall-clock time; \"NO (yes on CPU time)\" when only the CPU-time figure meets it).",

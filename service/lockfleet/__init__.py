@@ -5,9 +5,10 @@
     >>> eng.ingest(batch, host="web-1")   # -> the Alerts this batch raised
 """
 
+__version__ = "0.1.0"   # the one version string: pyproject.toml and every --version read it
+
 from .alerts.model import Alert, Link, Occurrence, Usage
 from .engine import Engine
 from .events import EventError
 
-__all__ = ["Alert", "Engine", "EventError", "Link", "Occurrence", "Usage"]
-__version__ = "0.1.0"
+__all__ = ["Alert", "Engine", "EventError", "Link", "Occurrence", "Usage", "__version__"]

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .agent.files import BATCH_ROWS
+from .options import add_version_option
 from .alerts.model import KINDS
 from .server.config import Limits, ServeConfig
 from .store.segment_log import FSYNC_MODES
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The kernel's lockdep, fleet-wide: agents stream lock events from many hosts into one "
                     "service, which keeps one lock-dependency graph and reports deadlocks no single host saw.",
         epilog="Exit status: 0 success, 2 bad usage or bad input, 1 any other failure.")
+    add_version_option(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("serve", help="run the service (gRPC: Ingest, Query, health, reflection)",

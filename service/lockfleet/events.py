@@ -1,4 +1,4 @@
-"""The lock-event schema (CONTRACT section 2): validation and normalisation of one Arrow batch.
+"""The lock-event schema (docs/contract.md section 2): validation and normalisation of one Arrow batch.
 
 `normalize(batch)` checks a batch whole (a refused batch raises `EventError` naming the column and
 row, and nothing of it may be applied) and returns `Events`: flat numpy views of the columns, with

@@ -1,10 +1,17 @@
-"""Command-line options shared by the commands that run an Engine (offline analyze, dmesg)."""
+"""Command-line options shared by several commands: `--irq-rule` for those that run an Engine
+(offline analyze, dmesg), `--version` for every entry point."""
 
 from __future__ import annotations
 
 import argparse
 
+from . import __version__
 from .engine import IRQ_RULE_DEFAULT, IRQ_RULES
+
+
+def add_version_option(parser: argparse.ArgumentParser) -> None:
+    """`--version`: prints `PROG VERSION` (lockfleet.__version__, the one version string) and exits 0."""
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
 
 def add_irq_rule_option(parser: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ prefixes (`Jan  1 00:00:00 host kernel: `, ISO dates, `dmesg -x` levels) or noth
 reader does not know are skipped, and a truncated report gives what it holds. Nothing raises on
 any text.
 
-Each report becomes lock events (CONTRACT section 2) that make the real `lockfleet.Engine` find
+Each report becomes lock events (docs/contract.md section 2) that make the real `lockfleet.Engine` find
 what lockdep found: per dependency one synthetic thread (acquire held, acquire taken, release
 both) whose `site` is the report's stack for it, with modes from rlock/usage/stack evidence and
 irqs marked off (no usage bits); irq reports add the acquisitions that set the conflicting usage

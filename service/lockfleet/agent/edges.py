@@ -1,4 +1,4 @@
-"""Edge mode (issue 7 part 2): run the core on the host and ship only what is new.
+"""Edge mode: run the core on the host and ship only what is new.
 
 A kernel takes millions of locks a second; no fleet can ship every event. An `EdgeAgent` takes
 the same events as an `Agent` (`acquire`, `release`, `record`, or `ingest(batch)`), feeds them to
@@ -348,7 +348,7 @@ class EdgeAgent:
         return len(out)
 
     def ingest(self, batch: pa.RecordBatch | pa.Table) -> int:
-        """A batch of events (any schema of CONTRACT section 2, without a non-null `host`)."""
+        """A batch of events (any schema of docs/contract.md section 2, without a non-null `host`)."""
         table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
         table = _host_free(table)
         with self._lock:

@@ -804,12 +804,6 @@ def uninstrument(close: bool = True, timeout: float | None = 30.0) -> dict[str, 
     return tr.agent.stats()
 
 
-def instrumented_agent() -> Agent | None:
-    """The Agent locks are traced into, if instrument() is on."""
-    tr = _tracer
-    return tr.agent if tr is not None else None
-
-
 def _close_at_exit(agent: Agent, timeout: float | None, pid: int) -> None:
     global _tracer
     if os.getpid() != pid:

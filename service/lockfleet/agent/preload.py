@@ -1,6 +1,6 @@
 """The sidecar's side of the pthread interposer (native/lockfleet_preload.c): the shared memory
 that traced processes write their lock events into, drained into Arrow batches of the event
-schema (CONTRACT section 2).
+schema (docs/contract.md section 2).
 
     buf = TraceBuffer()                          # shared memory, laid out; buf.env() for the program
     proc = subprocess.Popen(argv, env={**os.environ, **buf.env()})

@@ -1,4 +1,4 @@
-"""A /proc/lockdep dump as lock events (CONTRACT section 2) that make the engine learn the same graph.
+"""A /proc/lockdep dump as lock events (docs/contract.md section 2) that make the engine learn the same graph.
 
 The engine learns from events, so a dump becomes synthetic threads, as `dmesg.py` and edge mode
 (`edges.py`) build them:

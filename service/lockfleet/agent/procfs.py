@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..options import add_version_option
 from ..store.atomic import write_atomic
 from .lockdep_proc import Dump, parse_chains, parse_lockdep
 from .names import Normalizer, RulesError
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "service's ack. Logs one line per round on stderr.",
         epilog="Exit status: 0 after SIGTERM/SIGINT or --once, 2 bad usage or unreadable /proc files, "
                "1 the service refused or stayed unreachable.")
+    add_version_option(p)
     p.add_argument("--target", default=DEFAULT_TARGET, metavar="HOST:PORT",
                    help=f"address of the lockfleet service (default: {DEFAULT_TARGET})")
     p.add_argument("--host", default=None, metavar="NAME", help="this machine's name (default: the hostname)")

@@ -1,7 +1,7 @@
 """A stateless gateway: `lockfleet serve --bus nats://...`.
 
 It takes Ingest.Push streams exactly as the single-process service does (same servicer, same
-acks), checks each batch the same way (envelope, Arrow IPC decode, CONTRACT section 2, one schema
+acks), checks each batch the same way (envelope, Arrow IPC decode, docs/contract.md section 2, one schema
 per stream), and publishes it to JetStream on the subject of its host's partition
 (`bus.event_subject`). The ack goes back only once JetStream has acknowledged the message, that
 is once the stream holds it with its replicas (R3 in a three-node cluster); a batch the bus did

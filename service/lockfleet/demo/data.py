@@ -1,5 +1,5 @@
 """The demo fleet's events: per host, background traffic with that host's part of the seed
-scenario in it, as Arrow tables in the schema of CONTRACT section 2."""
+scenario in it, as Arrow tables in the schema of docs/contract.md section 2."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..options import add_irq_rule_option
+from ..options import add_irq_rule_option, add_version_option
 
 __all__ = ["Analysis", "Diff", "ScanError", "Selection", "add_offline_parsers", "analyze", "diff", "main"]
 
@@ -40,7 +40,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 _PATHS_HELP = (
     "A PATH is a service data dir (its Parquet archive, then the log segments not yet compacted, so "
     "nothing the service acknowledged is missed), an archive dir (day=YYYY-MM-DD/part-<seg>-<n>.parquet), "
-    "a dir of log segments, a dir of event files, or an event file (Parquet or Arrow IPC, in the CONTRACT "
+    "a dir of log segments, a dir of event files, or an event file (Parquet or Arrow IPC, in the event "
     "schema). ORDER: the engine applies rows in order and which cycle a closing dependency reports can "
     "depend on it, so a service archive is applied in the service's own log order (part files by segment "
     "seq then n, rows in file order, then the log segments), which gives exactly the service's alerts and "
@@ -292,6 +292,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m lockfleet.offline analyze|diff|report ...` (the same commands as `lockfleet`)."""
     parser = argparse.ArgumentParser(prog="lockfleet", description="lockfleet offline analysis")
+    add_version_option(parser)
     add_offline_parsers(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
     try:

@@ -55,11 +55,6 @@ SNAPSHOTS_KEPT = 2
 MAX_METADATA_BYTES = 16 * 1024     # request headers (tokens, user agent): more is refused by the transport
 
 
-def engine_snapshots() -> bool:
-    """Whether the engine can capture and restore its whole state."""
-    return callable(getattr(Engine, "snapshot", None)) and callable(getattr(Engine, "restore", None))
-
-
 class UsageError(ValueError):
     """The service was asked for something it will not do (bad address, TLS files, token file)."""
 
@@ -429,10 +424,7 @@ class Service:
         gw, snapdir = self._gateway, self.data_dir / "snapshots"
         assert gw is not None
         lsn, problems = 0, []
-        if engine_snapshots():
-            lsn, _, problems = load_newest(snapdir, gw.restore)
-        elif snapshot_files(snapdir):
-            problems = [f"this engine cannot restore the snapshots in {snapdir}"]
+        lsn, _, problems = load_newest(snapdir, gw.restore)
         if not lsn:
             self._check_log_reaches_back(problems)
         try:
@@ -485,7 +477,7 @@ class Service:
     def snapshot(self, timeout: float = 60.0) -> int:
         """Write a snapshot of the current state; returns its LSN (0 when none was written)."""
         gw, lg = self._gateway, self._log
-        if gw is None or lg is None or not engine_snapshots():
+        if gw is None or lg is None:
             return 0
         with self._snapshot_lock:
             t0 = time.monotonic()

@@ -4,7 +4,7 @@ Layout (what `lockfleet analyze` reads):
 
     <data-dir>/archive/day=YYYY-MM-DD/part-<segment seq, 8 digits>-<n>.parquet
 
-one row per event with the columns of CONTRACT section 2 (defaults filled in: `mode`, `subclass`
+one row per event with the columns of docs/contract.md section 2 (defaults filled in: `mode`, `subclass`
 and `irq` 0; `host` always set, to the batch's host where the row names none) plus `stream_id`
 (string) and `seq` (uint64) of the batch it came from, `lsn` (uint64) and `row` (uint32): the
 row's place in the log; rows in log order; the day is the UTC day

@@ -1,0 +1,35 @@
+"""One version string: lockfleet.__version__ is what the installed metadata and every --version say."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import lockfleet
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_pyproject_reads_the_package_version() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"], "pyproject.toml writes a second version string"
+    assert "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "lockfleet.__version__"}
+    assert importlib.metadata.version("lockfleet") == lockfleet.__version__
+
+
+@pytest.mark.parametrize("command", [
+    ["-m", "lockfleet.cli"],
+    ["-m", "lockfleet.offline"],
+    ["-m", "lockfleet.agent.run"],
+    ["-m", "lockfleet.agent.procfs"],
+])
+def test_every_entry_point_prints_the_one_version(command: list[str]) -> None:
+    out = subprocess.run([sys.executable, *command, "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == lockfleet.__version__
