@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from lockfleet.alerts.model import EXCLUSIVE, RECURSIVE_READ, SHARED, KINDS, Alert, Link, Occurrence, Usage
+from lockfleet.alerts.model import KINDS, Alert, Link, Occurrence, Usage
+from lockfleet.events import EXCLUSIVE, RECURSIVE_READ, SHARED
 from lockfleet.alerts.render import render
 
 from conftest import SHARED_DIR, needs_shared, require  # noqa: E402

@@ -16,22 +16,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from .agent.files import BATCH_ROWS
+from .errors import EXIT_OK, EXIT_USAGE, CliError, LockfleetError, exit_status
 from .options import add_version_option
 from .alerts.model import KINDS
 from .server.config import Limits, ServeConfig
 from .store.segment_log import FSYNC_MODES
 
 DEFAULT_TARGET = "127.0.0.1:50551"
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 HEADLINE = ("events", "locks", "edges", "alerts", "hosts", "threads")  # stats shown first
-
-
-class CliError(Exception):
-    """A failure to report in one line, with its exit status."""
-
-    def __init__(self, message: str, status: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _hostport(text: str) -> str:
@@ -311,31 +303,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = COMMANDS.get(args.command) or (lambda a: a.func(a))
     try:
         return handler(args)
-    except CliError as exc:
-        print(f"lockfleet {args.command}: {exc}", file=sys.stderr)
-        return exc.status
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # e.g. `lockfleet alerts | head`: stop quietly
+    except LockfleetError as exc:
+        print(f"lockfleet {args.command}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return exit_status(exc)
+    except KeyboardInterrupt as exc:
+        return exit_status(exc)
+    except BrokenPipeError as exc:  # e.g. `lockfleet alerts | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILURE
+        return exit_status(exc)
 
 
 def _agent_errors(fn: Any) -> Any:
-    """Map the agent's errors to exit statuses: a refused batch of bad input is 2, the rest 1."""
+    """The agent's errors as one-line CliErrors, with the status lockfleet.errors maps them to (a
+    bad file or a refused batch of bad input 2, the rest 1)."""
 
     def wrapped(args: argparse.Namespace) -> int:
-        from .agent import AgentError, FileError, Refused
-
         try:
             result: int = fn(args)
             return result
-        except FileError as exc:
-            raise CliError(str(exc), EXIT_USAGE) from None
-        except Refused as exc:
-            raise CliError(str(exc), EXIT_USAGE if exc.code == "INVALID_ARGUMENT" else EXIT_FAILURE) from None
-        except AgentError as exc:
-            raise CliError(str(exc)) from None
+        except LockfleetError as exc:
+            raise CliError(str(exc), exit_status(exc)) from None
 
     return wrapped
 
@@ -343,7 +330,7 @@ def _agent_errors(fn: Any) -> Any:
 def cmd_serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .server import ServiceError, UsageError, serve_forever
+    from .server import serve_forever
     from .server.logs import configure
 
     configure(args.log_format)
@@ -371,12 +358,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          token_file=path(args.token_file), metrics_listen=args.metrics_listen or "",
                          http_listen=args.http or "", limits=limits,
                          **_publishing_settings(args))
-    try:
-        serve_forever(config)
-    except UsageError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
-    except ServiceError as exc:
-        raise CliError(str(exc)) from None
+    serve_forever(config)   # its UsageError exits 2, ServiceError 1 (main, lockfleet.errors)
     return EXIT_OK
 
 

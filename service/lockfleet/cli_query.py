@@ -19,7 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .cli import EXIT_OK, EXIT_USAGE, CliError, _agent_errors, _connection, _target_option
+from .cli import _agent_errors, _connection, _target_option
+from .errors import EXIT_OK, EXIT_USAGE, CliError
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

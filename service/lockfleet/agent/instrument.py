@@ -48,10 +48,11 @@ import threading
 from time import time_ns as _time_ns
 from typing import Any
 
+from ..events import ACQUIRE, RELEASE, TRY_ACQUIRE
 from .channel import AgentError
 from .sdk import THREAD_PREFIX, Agent
 
-log = logging.getLogger("lockfleet.agent")
+log = logging.getLogger(__name__)
 
 _getframe = sys._getframe
 _get_native_id = threading.get_native_id
@@ -65,7 +66,6 @@ _OrigCondition: Any = threading.Condition
 _OrigSemaphore: Any = threading.Semaphore
 _OrigBoundedSemaphore: Any = threading.BoundedSemaphore
 _THREADING_FILE = threading.Condition.wait.__code__.co_filename
-ACQUIRE, RELEASE, TRYLOCK = 0, 1, 2      # lockfleet.events' op codes, as the Agent's rows carry them
 
 
 class LockClass:
@@ -277,7 +277,7 @@ class TracedLock:
                 return False
             if not k.signal:
                 self._lf_holder = info
-                if tr.put((_time_ns(), info[0], ACQUIRE if blocking else TRYLOCK, k.name, 0, k.subclass, id(self), 0,
+                if tr.put((_time_ns(), info[0], ACQUIRE if blocking else TRY_ACQUIRE, k.name, 0, k.subclass, id(self), 0,
                            _site(_getframe(1)) if tr.sites else None, info[1])) is None:
                     _dead()
             return True
@@ -409,7 +409,7 @@ class TracedRLock:
             if not lock.acquire(blocking, timeout):
                 return False
             self._lf_holder = info
-            if tr.put((_time_ns(), info[0], ACQUIRE if blocking else TRYLOCK, k.name, 0, k.subclass, id(self), 0,
+            if tr.put((_time_ns(), info[0], ACQUIRE if blocking else TRY_ACQUIRE, k.name, 0, k.subclass, id(self), 0,
                        _site(_getframe(1)) if tr.sites else None, info[1])) is None:
                 _dead()
             return True
@@ -611,7 +611,7 @@ class _SemaphoreTrace:
                 return False
             if not k.signal:
                 self._lf_holder = info
-                _emit(ACQUIRE if blocking else TRYLOCK, k, k.subclass, self, info,
+                _emit(ACQUIRE if blocking else TRY_ACQUIRE, k, k.subclass, self, info,
                       _site(_getframe(1)) if tr.sites else None)
             return True
         h = self._lf_holder

@@ -40,6 +40,8 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
+from ..errors import OperationalError
+from ..events import schema
 from .elfsym import ElfSymbols
 
 LIBRARY_NAME = "liblockfleet_preload.so"
@@ -62,12 +64,10 @@ CLASS_MODES = ("auto", "site")
 CLOCKS = ("tick", "precise")
 TICK_US = 1000
 
-_DICT = pa.dictionary(pa.int32(), pa.string())
-SCHEMA = pa.schema([("ts_ns", pa.int64()), ("tid", pa.int64()), ("op", pa.uint8()), ("lock", _DICT),
-                    ("mode", pa.uint8()), ("instance", pa.uint64()), ("site", _DICT), ("task", _DICT)])
+SCHEMA = schema(("ts_ns", "tid", "op", "lock", "mode", "instance", "site", "task"), dictionary=True)
 
 
-class PreloadError(RuntimeError):
+class PreloadError(OperationalError, RuntimeError):
     """The interposer library is missing or the shared memory cannot be made."""
 
 

@@ -32,15 +32,15 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from ..options import add_version_option
 from ..store.atomic import write_atomic
 from .lockdep_proc import Dump, parse_chains, parse_lockdep
 from .names import Normalizer, RulesError
 from .proc_events import USAGE_BITS, Graph, dump_graph, graph_events, mask_bits
 
-log = logging.getLogger("lockfleet.procfs")
+log = logging.getLogger(__name__)
 DEFAULT_TARGET = "127.0.0.1:50551"
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEPS_PER_BATCH = 16384
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}

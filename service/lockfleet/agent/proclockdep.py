@@ -25,11 +25,11 @@ import pyarrow as pa
 
 from ..alerts.model import Alert
 from ..engine import Engine
+from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from .lockdep_proc import Dump, DumpError, read_dumps
 from .names import Normalizer, RulesError
 from .proc_events import ClassTable, Graph, conflicts, dump_graph, graph_events
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 PUSH_DEPS_PER_BATCH = 16384        # 4 rows each: batches of at most 64k rows
 KINDS_NOTE = "kinds unknown: reported as if exclusive"
 _PROG = "lockfleet proc-lockdep"

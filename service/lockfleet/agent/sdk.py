@@ -39,7 +39,6 @@ from __future__ import annotations
 import _thread
 import itertools
 import logging
-import operator
 import os
 import socket
 import threading
@@ -55,13 +54,14 @@ import grpc
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..events import EventError, normalize
+from ..errors import UsageError
+from ..events import AGENT_COLUMNS, DEFAULTS, MAX_NAME_BYTES, EventError, check_row, normalize, schema
 from ..v1 import lockfleet_pb2 as pb
 from ..v1 import lockfleet_pb2_grpc as pb_grpc
 from .channel import AgentError, Connection, Refused, Unreachable, from_rpc_error, open_channel, read_token
 from .files import to_ipc
 
-log = logging.getLogger("lockfleet.agent")
+log = logging.getLogger(__name__)
 
 # The primitives the Agent itself uses, taken before `instrument()` may patch `threading`.
 _allocate_lock = _thread.allocate_lock
@@ -86,14 +86,10 @@ OVERFLOW = ("block", "drop")
 ON_REFUSED = ("skip", "fail")
 
 # One row of the buffer: the columns of SCHEMA, in its order.
-COLUMNS = ("ts_ns", "tid", "op", "lock", "mode", "subclass", "instance", "irq", "site", "task")
-SCHEMA = pa.schema([("ts_ns", pa.int64()), ("tid", pa.int64()), ("op", pa.uint8()), ("lock", pa.string()),
-                    ("mode", pa.uint8()), ("subclass", pa.uint8()), ("instance", pa.uint64()), ("irq", pa.uint8()),
-                    ("site", pa.string()), ("task", pa.string())])
+COLUMNS = AGENT_COLUMNS
+SCHEMA = schema(COLUMNS)
 _STRUCT = pa.struct(list(SCHEMA))
-_DICT = pa.dictionary(pa.int32(), pa.string())
-WIRE_SCHEMA = pa.schema([pa.field(f.name, _DICT if f.name in ("lock", "site", "task") else f.type) for f in SCHEMA])
-_DEFAULTS = {"mode": 0, "subclass": 0, "instance": 0, "irq": 0, "site": None, "task": None}
+WIRE_SCHEMA = schema(COLUMNS, dictionary=True)
 
 
 class AgentClosed(AgentError):
@@ -171,8 +167,8 @@ class Agent:
             raise ValueError("tls_cert and tls_key go together")
         self.host = host or os.environ.get("LOCKFLEET_HOST") or socket.gethostname()
         self.stream_id = stream_id or f"{self.host}/{uuid.uuid4().hex[:16]}"
-        if not self.host or len(self.host.encode()) > 255 or not self.stream_id or len(self.stream_id.encode()) > 255:
-            raise ValueError("host and stream_id must be 1..255 bytes")
+        if not (0 < len(self.host.encode()) <= MAX_NAME_BYTES and 0 < len(self.stream_id.encode()) <= MAX_NAME_BYTES):
+            raise UsageError(f"host and stream_id must be 1..{MAX_NAME_BYTES} bytes")
         self.batch_rows = int(batch_rows)
         self.batch_interval = float(batch_interval)
         self.max_buffered_events = int(max_buffered_events)
@@ -244,14 +240,14 @@ class Agent:
         """Record an acquisition of the class `lock` (op 0, or 2 with `trylock`: a trylock that
         succeeded). `tid` defaults to the calling thread's native id, `ts_ns` to now. Returns
         False when the event was dropped (overflow="drop" and the buffer is full)."""
-        row = _check_row(ts_ns if ts_ns is not None else _time_ns(), tid if tid is not None else _get_native_id(),
+        row = check_row(ts_ns if ts_ns is not None else _time_ns(), tid if tid is not None else _get_native_id(),
                          2 if trylock else 0, lock, mode, subclass, instance, irq, site, task)
         return self._put(row)
 
     def release(self, lock: str, tid: int | None = None, instance: int = 0, site: str | None = None,
                 task: str | None = None, ts_ns: int | None = None, irq: int = 0) -> bool:
         """Record a release of the class `lock` (op 1); see `acquire`."""
-        row = _check_row(ts_ns if ts_ns is not None else _time_ns(), tid if tid is not None else _get_native_id(),
+        row = check_row(ts_ns if ts_ns is not None else _time_ns(), tid if tid is not None else _get_native_id(),
                          1, lock, 0, 0, instance, irq, site, task)
         return self._put(row)
 
@@ -275,13 +271,13 @@ class Agent:
                         raise EventError("'lock' and 'op' are required")
                     ts = r.get("ts_ns")
                     tid = r.get("tid")
-                    out.append(_check_row(ts if ts is not None else _time_ns(),
+                    out.append(check_row(ts if ts is not None else _time_ns(),
                                           tid if tid is not None else _get_native_id(), r["op"], r["lock"],
-                                          *(r.get(k, _DEFAULTS[k]) for k in COLUMNS[4:])))
+                                          *(r.get(k, DEFAULTS[k]) for k in COLUMNS[4:])))
                 else:
                     if len(r) != len(COLUMNS):
                         raise EventError(f"a tuple row has {len(COLUMNS)} fields ({', '.join(COLUMNS)})")
-                    out.append(_check_row(*r))
+                    out.append(check_row(*r))
             except EventError as exc:
                 raise EventError(f"row {i}: {exc}") from None
         return self._put_many(out, len(out)) if out else 0
@@ -876,31 +872,6 @@ class Agent:
 
 
 # -- rows and batches -------------------------------------------------------------------------
-
-def _check_row(ts_ns: Any, tid: Any, op: Any, lock: Any, mode: Any = 0, subclass: Any = 0, instance: Any = 0,
-               irq: Any = 0, site: Any = None, task: Any = None) -> tuple[Any, ...]:
-    """One event's values, checked as the service would check them (EventError names the field)."""
-    if not isinstance(lock, str) or not lock:
-        raise EventError(f"lock must be a non-empty str, not {lock!r}")
-    values = []
-    for name, value, (low, high) in zip(COLUMNS[:3] + COLUMNS[4:8], (ts_ns, tid, op, mode, subclass, instance, irq),
-                                        _RANGE):
-        try:
-            v = operator.index(value)
-        except TypeError:
-            raise EventError(f"{name} must be an int, not {value!r}") from None
-        if not low <= v <= high:
-            raise EventError(f"{name} must be in {low}..{high}, not {v}")
-        values.append(v)
-    for name, value in (("site", site), ("task", task)):
-        if value is not None and not isinstance(value, str):
-            raise EventError(f"{name} must be a str or None, not {value!r}")
-    return (values[0], values[1], values[2], lock, values[3], values[4], values[5], values[6], site, task)
-
-
-_I64 = (-(1 << 63), (1 << 63) - 1)
-_RANGE = (_I64, _I64, (0, 2), (0, 2), (0, 7), (0, (1 << 64) - 1), (0, 15))
-
 
 def _rows_to_table(rows: list[tuple[Any, ...]]) -> pa.Table:
     # one pass over the tuples in C (about twice as fast as a column at a time)

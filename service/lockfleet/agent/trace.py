@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ..errors import EXIT_FAILURE, EXIT_USAGE, UsageError
 from .channel import AgentError
 from .preload import CLASS_MODES, CLOCKS, RING_EVENTS, RINGS, SCHEMA, PreloadError, TraceBuffer
 from .sdk import Agent
 
-EXIT_FAILURE, EXIT_USAGE = 1, 2
 POLL_MS = 20.0
 DELAY_MIN = 0.0002
 
@@ -100,7 +100,7 @@ class AgentSink:
         return text
 
 
-class ProgramError(Exception):
+class ProgramError(UsageError):
     """The program cannot be started."""
 
 

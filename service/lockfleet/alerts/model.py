@@ -10,12 +10,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..events import EXCLUSIVE
 # held_lock_freed comes only from kernel logs (`lockfleet dmesg`): lockdep's print_freed_lock_bug
 KINDS = ("circular", "recursive", "bad_unlock", "irq_inversion", "inconsistent_state", "held_lock_freed")
-
-# Lock modes, as in the `mode` column.
-EXCLUSIVE, SHARED, RECURSIVE_READ = 0, 1, 2
-
 
 @dataclass(frozen=True)
 class Occurrence:

@@ -26,7 +26,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 
-from .model import EXCLUSIVE, Alert, Link, Occurrence, Printed
+from ..events import EXCLUSIVE, HARDIRQ, HARDIRQS_OFF, SOFTIRQ, SOFTIRQS_OFF
+from .model import Alert, Link, Occurrence, Printed
 
 try:
     _VERSION = metadata.version("lockfleet")
@@ -149,9 +150,9 @@ def _held_list(a: Alert, held: Sequence[Occurrence], task: str) -> list[str]:
 
 def _irq_context(irq: int) -> str:
     """The kernel's `[HC..:SC..:HE..:SE..]`, rebuilt from the event's irq mask."""
-    hc, sc = irq & 1, (irq >> 1) & 1
-    he = 0 if irq & (1 | 4) else 1
-    se = 0 if irq & (2 | 8) else 1
+    hc, sc = int(bool(irq & HARDIRQ)), int(bool(irq & SOFTIRQ))
+    he = 0 if irq & (HARDIRQ | HARDIRQS_OFF) else 1
+    se = 0 if irq & (SOFTIRQ | SOFTIRQS_OFF) else 1
     return f"[HC{hc}[{hc}]:SC{sc}[{sc}]:HE{he}:SE{se}]"
 
 

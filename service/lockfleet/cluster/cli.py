@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from . import bus
-
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 def add_bus_options(g: Any, gateway: bool = False) -> None:

@@ -21,6 +21,7 @@ from typing import TextIO
 
 import pyarrow as pa
 
+from ..errors import OperationalError
 from ..demo import CYCLE, HOSTS, seed_scenario
 from .harness import Cluster, HarnessError
 from .natsd import NatsUnavailable
@@ -28,7 +29,7 @@ from .natsd import NatsUnavailable
 BATCH_ROWS = 500
 
 
-class DemoError(RuntimeError):
+class DemoError(OperationalError, RuntimeError):
     pass
 
 

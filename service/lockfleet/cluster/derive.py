@@ -29,7 +29,7 @@ from ..events import EventError
 from ..server.gateway import Refusal, decode
 from . import bus
 
-log = logging.getLogger("lockfleet.cluster.worker")
+log = logging.getLogger(__name__)
 
 
 @dataclass

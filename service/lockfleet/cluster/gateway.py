@@ -33,13 +33,13 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
-from ..events import EventError, normalize
+from ..events import MAX_NAME_BYTES, EventError, normalize
 from ..server.config import Limits
-from ..server.gateway import (ANYONE, MAX_NAME_BYTES, Outcome, Peer, Refusal, Ticket, batch_host_rows, check_strings,
+from ..server.gateway import (ANYONE, Outcome, Peer, Refusal, Ticket, batch_host_rows, check_strings,
                               decode, event_reason, fingerprint, schema_change)
 from . import bus
 
-log = logging.getLogger("lockfleet.cluster.gateway")
+log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT = 5.0
 
 

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import EXIT_FAILURE, EXIT_OK, LockfleetError, exit_status
 from ..options import add_irq_rule_option, add_version_option
 
 __all__ = ["Analysis", "Diff", "ScanError", "Selection", "add_offline_parsers", "analyze", "diff", "main"]
@@ -35,7 +36,6 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 _PATHS_HELP = (
     "A PATH is a service data dir (its Parquet archive, then the log segments not yet compacted, so "
@@ -178,13 +178,11 @@ def _progress(args: argparse.Namespace) -> bool:
 def _guard(command: str):
     def wrap(fn):
         def run(args: argparse.Namespace) -> int:
-            from .scan import ScanError
-
             try:
                 return fn(args)
-            except ScanError as exc:
+            except LockfleetError as exc:    # a ScanError (bad path or file) is 2
                 print(f"lockfleet {command}: {exc}", file=sys.stderr)
-                return EXIT_USAGE
+                return exit_status(exc)
             except BrokenPipeError:
                 raise
             except OSError as exc:

@@ -10,11 +10,10 @@ from pathlib import Path
 import polars as pl
 
 from ..alerts.model import Alert
+from ..events import RELEASE
 from .aggregates import class_name, edges_frame, events_frame
 from .analysis import Analysis, analyze
 from .scan import Selection
-
-RELEASE = 1
 
 
 @dataclass

@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..errors import InputError
 from ..store import segment_log
 
 CHUNK_ROWS = 65536
@@ -55,7 +56,7 @@ _PARQUET_MAGIC = b"PAR1"
 _ARROW_FILE_MAGIC = b"ARROW1"
 
 
-class ScanError(ValueError):
+class ScanError(InputError):
     """A PATH that is missing, unreadable, or not lock events; the message names it."""
 
 

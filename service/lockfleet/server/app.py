@@ -34,6 +34,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ..alerts.model import KINDS
 from ..engine import Engine
+from ..errors import OperationalError, UsageError
 from ..store import (Archiver, DataDirLocked, LogCorrupt, SegmentLog, load_newest, lock_data_dir, prune_snapshots,
                      snapshot_files, write_snapshot)
 from ..v1 import lockfleet_pb2 as pb
@@ -48,18 +49,14 @@ from .metrics import DELAY_BUCKETS, MetricsServer, Registry
 from .publishing import Publishing
 from .query import QueryServicer
 
-log = logging.getLogger("lockfleet.server")
+log = logging.getLogger(__name__)
 
 SERVICES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name for name in ("Ingest", "Query"))
 SNAPSHOTS_KEPT = 2
 MAX_METADATA_BYTES = 16 * 1024     # request headers (tokens, user agent): more is refused by the transport
 
 
-class UsageError(ValueError):
-    """The service was asked for something it will not do (bad address, TLS files, token file)."""
-
-
-class ServiceError(RuntimeError):
+class ServiceError(OperationalError, RuntimeError):
     """The service could not start (data dir in use, port taken, damaged log)."""
 
 

@@ -33,16 +33,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..errors import RefusedError
 from ..engine import Engine
-from ..events import EventError, Events, normalize
+from ..events import MAX_NAME_BYTES, EventError, Events, normalize
 from ..store import EventLog, LogUnavailable, Record, SnapshotIncompatible
 from ..store.snapshot import section_format
 from .config import Limits
 from .ratelimit import HostRates
 
-log = logging.getLogger("lockfleet.server")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
-MAX_NAME_BYTES = 255        # host and stream_id
 SNAPSHOT_VERSION = 1
 
 
@@ -90,7 +90,7 @@ class Ticket:
     new_alerts: tuple[str, ...] = ()
 
 
-class Refusal(Exception):
+class Refusal(RefusedError):
     def __init__(self, code: str, reason: str, error: str) -> None:
         super().__init__(error)
         self.code, self.reason, self.error = code, reason, error

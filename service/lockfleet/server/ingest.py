@@ -28,7 +28,7 @@ from ..v1 import lockfleet_pb2_grpc as pb_grpc
 from .auth import peer_of
 from .gateway import Gateway, Ticket
 
-log = logging.getLogger("lockfleet.server")
+log = logging.getLogger(__name__)
 _END = object()
 
 

@@ -30,16 +30,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..events import SCHEMA as EVENTS
 from .eventlog import EventLog, LogCorrupt, SealedPart
 
-log = logging.getLogger("lockfleet.store")
+log = logging.getLogger(__name__)
 
 NS_PER_DAY = 86_400 * 10**9
 ROWS_PER_FILE = 1 << 20
 SCHEMA = pa.schema([
-    ("ts_ns", pa.int64()), ("tid", pa.int64()), ("op", pa.uint8()), ("lock", pa.string()),
-    ("mode", pa.uint8()), ("subclass", pa.uint8()), ("instance", pa.uint64()), ("irq", pa.uint8()),
-    ("site", pa.string()), ("task", pa.string()), ("host", pa.string()),
+    *EVENTS,    # every event column, plain strings, defaults filled in; then where the row came from
     ("stream_id", pa.string()), ("seq", pa.uint64()),
     # the row's place in the log (record lsn, row within the batch): a segment whose rows fall on
     # two days is split across two day partitions, and these put it back in apply order

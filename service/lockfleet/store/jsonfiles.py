@@ -16,12 +16,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..errors import OperationalError
 from .atomic import fsync_dir, write_atomic
 
-log = logging.getLogger("lockfleet.store")
+log = logging.getLogger(__name__)
 
 
-class JsonLinesCorrupt(RuntimeError):
+class JsonLinesCorrupt(OperationalError, RuntimeError):
     """A JSON-lines file is damaged somewhere other than its last line."""
 
 

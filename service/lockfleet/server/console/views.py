@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ...errors import UsageError
 from ...alerts.dot import dot_available, finding_dot, svg
 from ...alerts.layout import neighbourhood_svg
 from ...alerts.model import KINDS, Alert, Link, matches
@@ -17,7 +18,7 @@ from ..gateway import Gateway
 from ..publishing import Publishing
 
 
-class NotFound(LookupError):
+class NotFound(UsageError, LookupError):
     """No such finding, lock or suppression."""
 
 
