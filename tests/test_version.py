@@ -33,3 +33,16 @@ def test_every_entry_point_prints_the_one_version(command: list[str]) -> None:
     out = subprocess.run([sys.executable, *command, "--version"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1] == lockfleet.__version__
+
+
+def test_reports_name_the_one_version() -> None:
+    """A report's kernel-version line names lockfleet and its version (from lockfleet.__version__)."""
+    import pyarrow as pa
+
+    from lockfleet import Engine
+
+    batch = pa.RecordBatch.from_pydict({"ts_ns": [1, 2], "tid": [1, 1], "op": [0, 0], "lock": ["a", "a"]},
+                                       schema=pa.schema([("ts_ns", pa.int64()), ("tid", pa.int64()),
+                                                         ("op", pa.uint8()), ("lock", pa.string())]))
+    (alert,) = Engine().ingest(batch, host="h")
+    assert f"\nlockfleet {lockfleet.__version__}\n" in alert.render()

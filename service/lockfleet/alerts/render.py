@@ -24,15 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from importlib import metadata
 
+from .. import __version__ as _VERSION
 from ..events import EXCLUSIVE, HARDIRQ, HARDIRQS_OFF, SOFTIRQ, SOFTIRQS_OFF
 from .model import Alert, Link, Occurrence, Printed
-
-try:
-    _VERSION = metadata.version("lockfleet")
-except metadata.PackageNotFoundError:  # running from a source tree that was never installed
-    _VERSION = "unknown"
 
 UNKNOWN = "<unknown>"
 _CPU1 = " " * 31  # the column where print_*_scenario starts its CPU1 entries
