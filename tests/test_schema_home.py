@@ -225,3 +225,30 @@ def test_the_limits_are_the_contract_ones(column: str, value: int) -> None:
     with pytest.raises(EventError, match=column):
         check_row(**{"ts_ns": 0, "tid": 1, "op": 0, "lock": "a", column: value})
     check_row(**{"ts_ns": 0, "tid": 1, "op": 0, "lock": "a", column: value - 1})
+
+
+ROOT = PACKAGE.parent.parent
+
+
+def test_docs_contract_states_the_schema_the_code_keeps() -> None:
+    """docs/contract.md section 2 and lockfleet.events say the same columns, types and required set."""
+    text = (ROOT / "docs" / "contract.md").read_text()
+    rows = {col: typ for col, typ, _ in re.findall(r"^\| `(\w+)` \| ([^|]+) \| (yes|no[^|]*) \|", text, re.M)}
+    assert list(rows) == list(events.COLUMNS)
+    for col, field in zip(events.COLUMNS, events.SCHEMA):
+        name = {pa.string(): "utf8"}.get(field.type, str(field.type))
+        assert rows[col].split()[0].rstrip(",") == name, (col, rows[col], name)
+    required = re.findall(r"^\| `(\w+)` \| [^|]+ \| yes \|", text, re.M)
+    assert tuple(required) == events.REQUIRED
+
+
+def test_code_points_to_docs_not_to_issues_or_a_missing_contract() -> None:
+    found = []
+    for folder in ("service", "tests", "benchmarks"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if ".venv" in path.parts or path == Path(__file__):
+                continue
+            for no, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+                if re.search(r"\bCONTRACT\b(?!\.md)|CONTRACT\.md section|\bissue \d+", line):
+                    found.append(f"{path.relative_to(ROOT)}:{no}: {line.strip()}")
+    assert not found, "\n".join(found)
