@@ -252,3 +252,14 @@ def test_code_points_to_docs_not_to_issues_or_a_missing_contract() -> None:
                 if re.search(r"\bCONTRACT\b(?!\.md)|CONTRACT\.md section|\bissue \d+", line):
                     found.append(f"{path.relative_to(ROOT)}:{no}: {line.strip()}")
     assert not found, "\n".join(found)
+
+
+def test_the_enums_hold_the_contract_values_and_the_aliases_are_plain_ints() -> None:
+    assert {m.name: m.value for m in events.Op} == {"ACQUIRE": 0, "RELEASE": 1, "TRY_ACQUIRE": 2}
+    assert {m.name: m.value for m in events.Mode} == {"EXCLUSIVE": 0, "SHARED": 1, "RECURSIVE_READ": 2}
+    assert {m.name: m.value for m in events.Irq} == {"HARDIRQ": 1, "SOFTIRQ": 2, "HARDIRQS_OFF": 4,
+                                                     "SOFTIRQS_OFF": 8}
+    for alias, member in ((events.ACQUIRE, events.Op.ACQUIRE), (events.TRY_ACQUIRE, events.Op.TRY_ACQUIRE),
+                          (events.RECURSIVE_READ, events.Mode.RECURSIVE_READ), (events.IRQS_OFF, 12)):
+        assert type(alias) is int and alias == member
+    assert events.LIMITS["irq"][1] == 15 and events.USAGE_IRQ["IN-HARDIRQ-W"] == 1 | 12

@@ -55,14 +55,17 @@ class Irq(IntFlag):
     SOFTIRQS_OFF = 8     # soft irqs disabled
 
 
-ACQUIRE, RELEASE, TRY_ACQUIRE = Op.ACQUIRE, Op.RELEASE, Op.TRY_ACQUIRE
-EXCLUSIVE, SHARED, RECURSIVE_READ = Mode.EXCLUSIVE, Mode.SHARED, Mode.RECURSIVE_READ
-HARDIRQ, SOFTIRQ, HARDIRQS_OFF, SOFTIRQS_OFF = Irq.HARDIRQ, Irq.SOFTIRQ, Irq.HARDIRQS_OFF, Irq.SOFTIRQS_OFF
+# The same values as plain ints, for rows, numpy, polars and Arrow (an enum member costs more per
+# row where millions are built, and some libraries treat enums specially).
+ACQUIRE, RELEASE, TRY_ACQUIRE = Op.ACQUIRE.value, Op.RELEASE.value, Op.TRY_ACQUIRE.value
+EXCLUSIVE, SHARED, RECURSIVE_READ = Mode.EXCLUSIVE.value, Mode.SHARED.value, Mode.RECURSIVE_READ.value
+HARDIRQ, SOFTIRQ = Irq.HARDIRQ.value, Irq.SOFTIRQ.value
+HARDIRQS_OFF, SOFTIRQS_OFF = Irq.HARDIRQS_OFF.value, Irq.SOFTIRQS_OFF.value
 IRQ_CONTEXT = HARDIRQ | SOFTIRQ              # an acquisition's context: `irq & IRQ_CONTEXT`
 IRQS_OFF = HARDIRQS_OFF | SOFTIRQS_OFF       # both disabled: the acquisition marks no irq usage
 IN_HARDIRQ = HARDIRQ | HARDIRQS_OFF          # in a hard-irq handler (hard irqs are off there)
 IN_SOFTIRQ = SOFTIRQ | IRQS_OFF              # in a soft-irq handler, as lockdep sees one
-IRQ_MAX = int(HARDIRQ | SOFTIRQ | HARDIRQS_OFF | SOFTIRQS_OFF)
+IRQ_MAX = HARDIRQ | SOFTIRQ | HARDIRQS_OFF | SOFTIRQS_OFF
 
 # lockdep's irq usage bits of a class, in the core's order (bit i of a usage mask is USAGE_BITS[i])
 USAGE_BITS = ("IN-HARDIRQ-W", "IN-HARDIRQ-R", "HARDIRQ-ON-W", "HARDIRQ-ON-R",
@@ -73,7 +76,7 @@ USAGE_IRQ = {
     "IN-HARDIRQ-W": HARDIRQ | IRQS_OFF, "IN-HARDIRQ-R": HARDIRQ | IRQS_OFF,
     "HARDIRQ-ON-W": SOFTIRQS_OFF, "HARDIRQ-ON-R": SOFTIRQS_OFF,
     "IN-SOFTIRQ-W": SOFTIRQ | IRQS_OFF, "IN-SOFTIRQ-R": SOFTIRQ | IRQS_OFF,
-    "SOFTIRQ-ON-W": Irq(0), "SOFTIRQ-ON-R": Irq(0),
+    "SOFTIRQ-ON-W": 0, "SOFTIRQ-ON-R": 0,
 }
 
 MAX_SUBCLASS = 7        # lockdep's MAX_LOCKDEP_SUBCLASSES is 8
@@ -111,8 +114,8 @@ _I64 = (-(1 << 63), (1 << 63) - 1)
 LIMITS: dict[str, tuple[int, int, str]] = {
     "ts_ns": (*_I64, "ns since the Unix epoch"),
     "tid": (*_I64, "a thread id"),
-    "op": (0, max(Op), "is not an operation (0 acquire, 1 release, 2 try_acquire)"),
-    "mode": (0, max(Mode), "is not a mode (0 exclusive, 1 shared read, 2 recursive read)"),
+    "op": (0, max(Op).value, "is not an operation (0 acquire, 1 release, 2 try_acquire)"),
+    "mode": (0, max(Mode).value, "is not a mode (0 exclusive, 1 shared read, 2 recursive read)"),
     "subclass": (0, MAX_SUBCLASS, f"is not a subclass (0..{MAX_SUBCLASS}, as lockdep's MAX_LOCKDEP_SUBCLASSES)"),
     "instance": (0, (1 << 64) - 1, "a lock instance address"),
     "irq": (0, IRQ_MAX, "is not an irq mask (bits 1 hardirq, 2 softirq, 4 hardirqs off, 8 softirqs off)"),
