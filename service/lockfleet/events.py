@@ -139,6 +139,10 @@ def class_name(name: str, subclass: int) -> str:
     return f"{name}/{subclass}" if subclass else name
 
 
+# the int fields of one row, in the order normalize checks them, with their limits
+_ROW_INTS = tuple((col, LIMITS[col][0], LIMITS[col][1]) for col in _INT_COLUMNS)
+
+
 class EventError(InputError):
     """Events that do not follow the schema; the message names the column and row (or field)."""
 
@@ -149,13 +153,11 @@ def check_row(ts_ns: Any, tid: Any, op: Any, lock: Any, mode: Any = 0, subclass:
     returns the values in AGENT_COLUMNS order, ints as plain ints. The fields are checked in the
     order `normalize` checks the columns, so both name the same one first."""
     values = []
-    for name, value in (("ts_ns", ts_ns), ("tid", tid), ("op", op), ("mode", mode), ("subclass", subclass),
-                        ("instance", instance), ("irq", irq)):
+    for (name, low, high), value in zip(_ROW_INTS, (ts_ns, tid, op, mode, subclass, instance, irq)):
         try:
             v = operator.index(value)
         except TypeError:
             raise EventError(f"{name} must be an int, not {value!r}") from None
-        low, high, _ = LIMITS[name]
         if not low <= v <= high:
             raise EventError(f"{name} must be in {low}..{high}, not {v}")
         values.append(v)
