@@ -9,6 +9,8 @@ __version__ = "0.1.0"   # the one version string: pyproject.toml and every --ver
 
 from .alerts.model import Alert, Link, Occurrence, Usage
 from .engine import Engine
+from .errors import LockfleetError, OperationalError, UsageError
 from .events import EventError
 
-__all__ = ["Alert", "Engine", "EventError", "Link", "Occurrence", "Usage", "__version__"]
+__all__ = ["Alert", "Engine", "EventError", "Link", "LockfleetError", "Occurrence", "OperationalError", "Usage",
+           "UsageError", "__version__"]
