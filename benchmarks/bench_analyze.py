@@ -186,7 +186,7 @@ print(n, time.perf_counter() - t, peak_kib())
 
 ANALYZE = r"""
 import sys, time
-from lockfleet.offline import main
+from lockfleet.cli import main
 PEAK
 t = time.perf_counter()
 rc = main(sys.argv[1:])

@@ -37,7 +37,7 @@ import pyarrow as pa
 
 def _shipment(host_index: int, deps: int, classes: int, seed: int) -> bytes:
     from lockfleet import Engine
-    from lockfleet.agent.edges import ExportState, export_new
+    from lockfleet.agent.edgemode import ExportState, export_new
     from lockfleet.cluster.derive import ipc_bytes
 
     rng = random.Random(f"{seed}/{host_index}")

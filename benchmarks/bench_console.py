@@ -24,7 +24,7 @@ from browser import Browser  # noqa: E402  (the tests' DevTools-protocol driver)
 from serving import free_port, lockfleet, wait_healthy  # noqa: E402
 
 from lockfleet.agent import Connection  # noqa: E402
-from lockfleet.agent.push import push_batches  # noqa: E402
+from lockfleet.agent.client.push import push_batches  # noqa: E402
 
 
 def nest(outer: str, inner: str, t0: int) -> pa.RecordBatch:

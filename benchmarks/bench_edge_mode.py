@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import workloads  # noqa: E402
 from lockfleet import Engine  # noqa: E402
-from lockfleet.agent.edges import ExportState, export_new  # noqa: E402
+from lockfleet.agent.edgemode import ExportState, export_new  # noqa: E402
 
 _DICT = pa.dictionary(pa.int32(), pa.string())
 _ZSTD = pa.ipc.IpcWriteOptions(compression="zstd") if pa.Codec.is_available("zstd") else None
@@ -50,7 +50,7 @@ def ipc_bytes(batch: pa.RecordBatch, options: pa.ipc.IpcWriteOptions | None = No
 
 
 def agent_wire(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """The 4-column workload batch in the Agent's wire schema (sdk.WIRE_SCHEMA)."""
+    """The 4-column workload batch in the Agent's wire schema (encoding.WIRE_SCHEMA)."""
     n = batch.num_rows
     lock = batch.column("lock")
     zeros8 = pa.array(np.zeros(n, np.uint8))

@@ -19,7 +19,7 @@ it prints a table (and --json writes one document).
    `release` (one call per event, checked) and through `Agent.record` (lists of 10,000 rows).
 3. With --suite: CPython's own test_threading, test_thread, test_queue and test_logging (all of
    them, or the subset tests/test_cpython_suites.py runs), plain and under `python -m
-   lockfleet.agent.run --include-stdlib`, alternately, --suite-rounds times: wall and CPU seconds
+   lockfleet.agent.pylocks.run --include-stdlib`, alternately, --suite-rounds times: wall and CPU seconds
    and whether every test had the same outcome.
 
 The machine this runs on matters more than usual: every figure is CPython speed, and on a shared
@@ -149,7 +149,7 @@ def overhead(target: str, pairs: int, repeats: int) -> list[dict]:
     side by side; then the Lock with sites=False and while streaming to the service."""
     import lockfleet.agent
     from lockfleet.agent import Agent
-    from lockfleet.agent.instrument import uninstrument
+    from lockfleet.agent.pylocks.instrument import uninstrument
 
     rows: list[dict] = []
 
@@ -161,8 +161,8 @@ def overhead(target: str, pairs: int, repeats: int) -> list[dict]:
 
         def flush() -> tuple[float, float]:
             if not streaming:
-                with agent._lock:      # forget the buffered events between runs (never sent)
-                    del agent._rows[:]
+                with agent.state.lock:      # forget the buffered events between runs (never sent)
+                    del agent.batcher.rows[:]
                 return 0.0, 0.0
             c0, t0 = time.process_time_ns(), time.perf_counter_ns()
             agent.flush()
@@ -233,7 +233,7 @@ def throughput(target: str, events: int) -> list[dict]:
 def suite(target: str, which: str, rounds: int) -> list[dict]:
     """CPython's test_threading, test_thread, test_queue and test_logging (`full`) or the subset
     tests/test_cpython_suites.py runs (`subset`), run plain and under `python -m
-    lockfleet.agent.run --include-stdlib` alternately, `rounds` times: wall and CPU seconds of each
+    lockfleet.agent.pylocks.run --include-stdlib` alternately, `rounds` times: wall and CPU seconds of each
     run (the child's CPU time), the tests run, and whether every test had the same outcome."""
     sys.path.insert(0, str(HERE.parent / "tests"))
     from test_cpython_suites import _subset
@@ -250,7 +250,7 @@ def suite(target: str, which: str, rounds: int) -> list[dict]:
                 js = tmp / f"{mode}-{r}.json"
                 cmd = [sys.executable, runner, "--json", str(js), *names]
                 if mode == "traced":
-                    cmd = [sys.executable, "-m", "lockfleet.agent.run", "--target", target, "--host",
+                    cmd = [sys.executable, "-m", "lockfleet.agent.pylocks.run", "--target", target, "--host",
                            f"suite-{r}", "--include-stdlib", "--quiet", *cmd[1:]]
                 t0 = time.perf_counter()
                 before = os.times()

@@ -63,7 +63,7 @@ def best(fn, repeats: int) -> float:
 
 
 def recording_only(exe: Path, pairs: int, threads: int, kind: str, clock: str = "tick") -> float:
-    from lockfleet.agent.preload import TraceBuffer
+    from lockfleet.agent.native.preload import TraceBuffer
 
     events = 1 << max(10, (2 * pairs + 64).bit_length())
     buf = TraceBuffer(rings=max(4, threads + 2), ring_events=events, clock=clock)

@@ -119,12 +119,12 @@ def main() -> int:
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = ap.parse_args()
 
-    from lockfleet.agent.lockdep_proc import read_dumps
-    from lockfleet.agent.names import Normalizer
+    from lockfleet.agent.kernel.procdump import read_dumps
+    from lockfleet.agent.kernel.class_names import Normalizer
     import numpy as np
 
-    from lockfleet.agent.proc_events import ClassTable, dump_graph, graph_events
-    from lockfleet.agent.proclockdep import findings, merge
+    from lockfleet.agent.kernel.procdump_events import ClassTable, dump_graph, graph_events
+    from lockfleet.agent.kernel.procdump_merge import findings, merge
     from lockfleet.engine import Engine
 
     with tempfile.TemporaryDirectory(prefix="bench-proc-lockdep-") as tmp:

@@ -859,7 +859,7 @@ __attribute__((constructor)) static void attach(void) {
     AADD(&hdr->processes, 1);
 }
 
-/* -- the sidecar's side (called through ctypes by lockfleet.agent.preload) ----------------- */
+/* -- the sidecar's side (called through ctypes by lockfleet.agent.native.preload) ----------------- */
 
 static uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) & ~(a - 1); }
 

@@ -1,5 +1,5 @@
 """Run parts of CPython's own test suite (the `test` package of this interpreter) with unittest
-and write each test's outcome as JSON, so that a run under `python -m lockfleet.agent.run` can be
+and write each test's outcome as JSON, so that a run under `python -m lockfleet.agent.pylocks.run` can be
 compared with a plain one (tests/test_cpython_suites.py).
 
     python tests/cpython_suites.py --json out.json test.test_threading.LockTests test.test_queue

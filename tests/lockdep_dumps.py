@@ -100,7 +100,7 @@ def write_machine(directory: Path, m: Machine, rng: random.Random, *, chains: bo
 def seed_links() -> tuple[list[tuple[str, str]], dict[str, str]]:
     """The seed report's cycle as dependencies (held, taken), #0's closing one last, and each lock's
     usage characters, read with lockfleet's dmesg reader."""
-    from lockfleet.agent.dmesg import circular_edges, parse_text
+    from lockfleet.agent.kernel.dmesg import circular_edges, parse_text
 
     reports = [r for r in parse_text(SEED.read_text(), str(SEED)) if r.kind == "circular"]
     assert len(reports) == 1, "the seed holds one circular report"

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import run_lockfleet
 from lockfleet import Engine
-from lockfleet.agent.edges import EDGE_SCHEMA, SYNTHETIC_TID_BASE, EdgeAgent, ExportState, export_new
+from lockfleet.agent.edgemode import EDGE_SCHEMA, SYNTHETIC_TID_BASE, EdgeAgent, ExportState, export_new
 from lockfleet.demo import seed_scenario
 
 from eventgen import HARDIRQS_OFF, IN_HARDIRQ, IN_SOFTIRQ, SOFTIRQS_OFF, Stream, events
@@ -231,7 +231,7 @@ def test_counts_merge_exactly_through_the_count_column():
     """The service's engine reads the shipments' `count` column: every dependency's count on the
     central engine equals the raw run's, though the edge-mode hosts shipped far fewer rows."""
     from lockfleet import Engine
-    from lockfleet.agent.edges import ExportState, export_new
+    from lockfleet.agent.edgemode import ExportState, export_new
     from lockfleet.demo import seed_scenario
 
     raw, central = Engine(), Engine()

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import ServeProcess, free_port
 from lockfleet.agent import Agent, AgentClosed, Connection, Refused, Stream, fetch_stats, push_streams
-from lockfleet.agent.sdk import WIRE_SCHEMA
+from lockfleet.agent.client.encoding import WIRE_SCHEMA
 from lockfleet.events import EventError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -59,7 +59,7 @@ def test_batches_are_cut_by_rows_and_dictionary_encoded(unused_target):
         for i in range(250):
             agent.acquire(f"lock_{i % 3}", tid=7, site="f+0x1/0x10", task="t/7")
         wait_for(lambda: agent.stats()["batches"] == 2, what="two full batches")
-        batches = list(agent._unacked)
+        batches = list(agent.sender.unacked)
         assert [b.seq for b in batches] == [1, 2] and [b.rows for b in batches] == [100, 100]
         with pa.ipc.open_stream(pa.py_buffer(batches[0].ipc)) as reader:
             batch = reader.read_next_batch()

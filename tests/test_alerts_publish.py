@@ -14,11 +14,11 @@ import pytest
 
 from lockfleet import Engine
 from conftest import require
-from lockfleet.alerts.dot import dot_available, finding_dot, svg
-from lockfleet.alerts.outbox import Cursors, Outbox, link_kinds
-from lockfleet.alerts.publisher import Publisher
-from lockfleet.alerts.sinks import (AlertmanagerSink, JsonlSink, Sink, SinkError, alertmanager_alert, signature)
-from lockfleet.alerts.suppress import Blessed, Suppressions, SuppressionError, effective
+from lockfleet.findings.dot import dot_available, finding_dot, svg
+from lockfleet.publishing.outbox import Cursors, Outbox, link_kinds
+from lockfleet.publishing.publisher import Publisher
+from lockfleet.publishing.sinks import (AlertmanagerSink, JsonlSink, Sink, SinkError, alertmanager_alert, signature)
+from lockfleet.publishing.suppress import Blessed, Suppressions, SuppressionError, effective
 from lockfleet.store.jsonfiles import JsonLines, JsonLinesCorrupt, read_json, write_json_atomic
 from receivers import events, nest, wait_for
 

@@ -241,7 +241,7 @@ def test_cluster_commands_refuse_bad_usage_with_status_2(capsys) -> None:
 
 
 def test_edge_mode_shipments_are_forwarded_without_an_engine() -> None:
-    from lockfleet.agent.edges import ExportState, export_new
+    from lockfleet.agent.edgemode import ExportState, export_new
 
     raw = workload(seed=5, hosts=1, batches=4, rows=200)["host-0"]
     local, state = Engine(), ExportState()

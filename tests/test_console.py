@@ -22,7 +22,7 @@ from conftest import free_port
 
 from browser import Browser
 from lockfleet.agent import Connection
-from lockfleet.agent.push import push_batches
+from lockfleet.agent.client.push import push_batches
 from lockfleet.demo import CYCLE, seed_scenario
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -322,7 +322,7 @@ def test_graph_svg_with_graphviz_and_builtin(serve_factory, scenario_files, lock
     assert sorted(locks) == sorted(CYCLE)
     own = [p for p in root.iter(f"{ns}path") if "own" in (p.get("class") or "").split()]
     assert len(own) == len(CYCLE) and sum(1 for p in own if p.get("stroke-dasharray")) == 1
-    from lockfleet.alerts.dot import dot_available
+    from lockfleet.findings.dot import dot_available
 
     if not dot_available():
         if os.environ.get("CI") == "true":

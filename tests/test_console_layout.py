@@ -10,8 +10,8 @@ import xml.etree.ElementTree as ET
 import pyarrow as pa
 
 from lockfleet import Engine
-from lockfleet.alerts.dot import finding_dot
-from lockfleet.alerts.layout import neighbourhood_svg
+from lockfleet.findings.dot import finding_dot
+from lockfleet.findings.layout import neighbourhood_svg
 from lockfleet.server import graphview
 
 NS = "{http://www.w3.org/2000/svg}"

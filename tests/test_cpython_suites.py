@@ -1,5 +1,5 @@
 """CPython's own threading tests as the judge of the Python tracer: the same tests run plain and
-under `python -m lockfleet.agent.run --include-stdlib` into a real `lockfleet serve` must have the
+under `python -m lockfleet.agent.pylocks.run --include-stdlib` into a real `lockfleet serve` must have the
 same outcome, test by test, and the findings the traced run raises must be exactly the ones
 docs/python-agent.md explains.
 
@@ -106,7 +106,7 @@ def test_cpython_threading_suites_pass_the_same_traced_and_plain(cpython_tests, 
                            capture_output=True, text=True, timeout=280, cwd=tmp_path)
     assert plain.returncode == 0, plain.stderr[-3000:]
     # every argument after the script is the program's, --json included
-    traced = subprocess.run([sys.executable, "-m", "lockfleet.agent.run", "--target", lockfleet_server.target,
+    traced = subprocess.run([sys.executable, "-m", "lockfleet.agent.pylocks.run", "--target", lockfleet_server.target,
                              "--host", "cpython", "--include-stdlib", str(RUNNER), "--json", str(traced_json),
                              *names], capture_output=True, text=True, timeout=280, cwd=tmp_path)
     assert traced.returncode == 0, traced.stderr[-3000:]

@@ -20,7 +20,7 @@ import pytest
 from conftest import mount_tmpfs, require, umount
 from lockfleet import Engine
 from lockfleet.agent import Connection, Refused, Stream, fetch_alerts, fetch_stats, push_streams, to_ipc
-from lockfleet.server.query import _jsonable
+from lockfleet.server.query_service import _jsonable
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

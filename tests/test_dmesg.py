@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lockfleet import Engine
-from lockfleet.agent.dmesg import (Log, add_dmesg_parser, circular_edges, findings, main_dmesg, parse_text,
-                                   read_log, split_line, to_batch)
-from lockfleet.agent.names import DEFAULT_RULES, Normalizer, RulesError, parse_rules
+from lockfleet.agent.kernel.class_names import DEFAULT_RULES, Normalizer, RulesError, parse_rules
+from lockfleet.agent.kernel.dmesg import Log, circular_edges, findings, parse_text, read_log, split_line, to_batch
+from lockfleet.cli.kernel_logs import main_dmesg, register_dmesg
 from lockfleet.events import split_class
 
 from conftest import SHARED_DIR, needs_shared  # noqa: E402  (fails under CI=true when missing)
@@ -485,7 +485,7 @@ def test_main_dmesg_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_argparse_registration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser(prog="lockfleet")
-    add_dmesg_parser(parser.add_subparsers(dest="command"))
+    register_dmesg(parser.add_subparsers(dest="command"))
     log = tmp_path / "box.log"
     log.write_text(circular_text(["X#1", "Y"]))
     args = parser.parse_args(["dmesg", str(log), "--json", "--host", "db-7", "--no-normalize"])

@@ -20,8 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lockfleet.agent.dmesg import Log, findings, main_dmesg, own_finding, parse_text, read_log, split_line
-from lockfleet.agent.names import Normalizer
+from lockfleet.agent.kernel.dmesg import Log, findings, own_finding, parse_text, read_log, split_line
+from lockfleet.cli.kernel_logs import main_dmesg
+from lockfleet.agent.kernel.class_names import Normalizer
 
 SHARED_DIR = Path(os.environ.get("LOCKFLEET_SHARED") or Path(__file__).resolve().parents[2] / "shared")
 CORPUS = SHARED_DIR / "corpus" / "lockdep-reports"

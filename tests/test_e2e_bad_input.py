@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from lockfleet.agent import Connection, Stream, fetch_stats, push_streams, to_ipc
-from lockfleet.agent.query import fetch_chain, fetch_hosts
+from lockfleet.agent.client.fetch import fetch_chain, fetch_hosts
 from lockfleet.v1 import lockfleet_pb2 as pb
 from lockfleet.v1 import lockfleet_pb2_grpc as pb_grpc
 

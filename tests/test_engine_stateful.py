@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from lockfleet import Engine
-from lockfleet.alerts.suppress import Blessed, Suppressions, effective
+from lockfleet.publishing.suppress import Blessed, Suppressions, effective
 from oracle import OracleEngine
 
 LOCKS = ["A", "B", "C", "D"]

@@ -18,7 +18,7 @@ import pytest
 from conftest import free_port, mount_tmpfs, require, require_program, run_lockfleet, umount
 from lockfleet import Engine
 from lockfleet.agent import Stream, fetch_stats, push_streams, to_ipc
-from lockfleet.alerts.outbox import Outbox
+from lockfleet.publishing.outbox import Outbox
 from receivers import WebhookReceiver, events, nest, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]

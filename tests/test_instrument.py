@@ -3,7 +3,7 @@ Agent's buffer (nothing listens at its target, and it never cuts a batch): what 
 records (lockdep's rules, timeouts and trylocks, Condition.wait), signals told from mutexes (a
 cross-thread release, a hand-off, semaphores by value), freed and reset locks, the lock_class/
 nested annotations, and behaviour identical to the originals. The end-to-end ones run real
-programs under `python -m lockfleet.agent.run` against `lockfleet serve`: an ABBA comes back as the
+programs under `python -m lockfleet.agent.pylocks.run` against `lockfleet serve`: an ABBA comes back as the
 circular alert between the two locks' init sites; a program mixing signals, annotated and
 unannotated nesting and timed ABBA raises exactly what lockdep would; the documented logging
 example removes the handler finding. CPython's own suites are in test_cpython_suites.py."""
@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 import lockfleet.agent
 from lockfleet.agent import Agent, fetch_alerts, fetch_stats
 from lockfleet.agent import lock_class, nested
-from lockfleet.agent.instrument import TracedLock, TracedRLock, signal_classes, uninstrument
-from lockfleet.agent.run import build_parser, split_argv
+from lockfleet.agent.pylocks.instrument import TracedLock, TracedRLock, signal_classes, uninstrument
+from lockfleet.agent.pylocks.run import build_parser, split_argv
 
 ORIGINAL = {name: getattr(threading, name) for name in ("Lock", "RLock", "Condition", "Semaphore", "BoundedSemaphore")}
 ACQ, REL, TRY = 0, 1, 2
@@ -47,8 +47,9 @@ def traced(unused_target):
     assert returned is agent
 
     def events(full: bool = False):
-        with agent._lock:
-            rows, agent._rows = agent._rows, []
+        with agent.state.lock:
+            rows = agent.batcher.rows[:]
+            del agent.batcher.rows[:]
         return rows if full else [(r[2], r[3], r[1]) for r in rows]
 
     try:
@@ -368,7 +369,7 @@ ABBA = textwrap.dedent("""\
 
 
 def run_traced(target: str, host: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lockfleet.agent.run", "--target", target, "--host", host, *args],
+    return subprocess.run([sys.executable, "-m", "lockfleet.agent.pylocks.run", "--target", target, "--host", host, *args],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -407,7 +408,7 @@ def test_run_keeps_the_exit_status_and_argv_and_runs_modules(lockfleet_server, t
         print(sys.argv[1:])
         sys.exit(3)
         """))
-    proc = subprocess.run([sys.executable, "-m", "lockfleet.agent.run", "--target", lockfleet_server.target,
+    proc = subprocess.run([sys.executable, "-m", "lockfleet.agent.pylocks.run", "--target", lockfleet_server.target,
                            "--host", "py-2", "-m", "app.worker", "x", "--y", "-v", "--target", "z"],
                           capture_output=True, text=True,
                           timeout=120, cwd=tmp_path)
@@ -537,7 +538,7 @@ def test_the_documented_logging_annotation_removes_the_handler_finding(lockfleet
     annotated.write_text(example + use)
     plain.write_text("\n".join(line for line in example.splitlines() if "lock_class(" not in line) + use)
     for script, host in ((annotated, "log-1"), (plain, "log-2")):
-        proc = subprocess.run([sys.executable, "-m", "lockfleet.agent.run", "--target", lockfleet_server.target,
+        proc = subprocess.run([sys.executable, "-m", "lockfleet.agent.pylocks.run", "--target", lockfleet_server.target,
                                "--host", host, "--include-stdlib", str(script)], capture_output=True, text=True,
                               timeout=120, cwd=tmp_path)
         assert proc.returncode == 0 and proc.stdout == "done\n", proc.stderr

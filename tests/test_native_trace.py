@@ -227,7 +227,7 @@ def _oracle(ops: list[str], codes: list[int]) -> list[tuple[int, str, int]]:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=scripts())
 def test_the_interposer_records_exactly_the_successful_operations(programs, ops):
-    from lockfleet.agent.preload import TraceBuffer
+    from lockfleet.agent.native.preload import TraceBuffer
 
     buf = TraceBuffer(rings=4, ring_events=1024)
     try:

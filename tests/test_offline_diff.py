@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_offline_fixtures import DAY_NS, T0, Rec, service_run, write_archive  # noqa: E402
 
 from eventgen import Ev, events  # noqa: E402
-from lockfleet.offline import main  # noqa: E402
+from lockfleet.cli import main  # noqa: E402
 
 NAMES = [f"N{i}" for i in range(8)]
 

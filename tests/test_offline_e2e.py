@@ -35,12 +35,8 @@ def _ok(proc: subprocess.CompletedProcess) -> str:
 
 
 def analyze_cli(*args: str) -> subprocess.CompletedProcess:
-    """`lockfleet analyze ...`; `python -m lockfleet.offline analyze ...` while cli.py lacks it."""
-    proc = run_lockfleet("analyze", *args)
-    if proc.returncode == 2 and "invalid choice" in proc.stderr:
-        proc = subprocess.run([sys.executable, "-m", "lockfleet.offline", "analyze", *args],
-                              capture_output=True, text=True, timeout=120)
-    return proc
+    """`lockfleet analyze ...`."""
+    return run_lockfleet("analyze", *args)
 
 
 def _plain(batch: pa.RecordBatch) -> pa.Table:

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import require_program  # noqa: E402
 from test_offline_fixtures import service_run, workload, write_archive  # noqa: E402
 
-from lockfleet.offline import main  # noqa: E402
+from lockfleet.cli import main  # noqa: E402
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync")

@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lockdep_dumps import Machine, background, chains_text, lockdep_text, seed_links, write_machine
-from lockfleet.agent.lockdep_proc import parse_chains, parse_lockdep, parse_stats, read_dumps
-from lockfleet.agent.names import Normalizer
-from lockfleet.agent.proc_events import dump_graph, usage_bits
-from lockfleet.agent.proclockdep import findings, merge
+from lockfleet.agent.kernel.procdump import parse_chains, parse_lockdep, parse_stats, read_dumps
+from lockfleet.agent.kernel.class_names import Normalizer
+from lockfleet.agent.kernel.procdump_events import dump_graph, usage_bits
+from lockfleet.agent.kernel.procdump_merge import findings, merge
 
 SEED_HOSTS = ("boot", "bpf", "hotplug", "perf")
 
@@ -412,7 +412,7 @@ def _wait(cond, what: str, timeout: float = 60.0):
 
 
 def test_procfs_agent_ships_only_what_is_new_since_its_last_dump(tmp_path, lockfleet_cli, lockfleet_server):
-    """`python -m lockfleet.agent.procfs` against a real service, reading a /proc copy that a
+    """`python -m lockfleet.agent.kernel.procfs_agent` against a real service, reading a /proc copy that a
     'kernel' (the test) grows between rounds: the first round sends the dump whole, the next ones
     only the new dependencies (4 events each) and usage bits; a restart with --state sends nothing
     it already sent."""
@@ -435,7 +435,7 @@ def test_procfs_agent_ships_only_what_is_new_since_its_last_dump(tmp_path, lockf
 
     publish()
     state = tmp_path / "state.json"
-    cmd = [sys.executable, "-m", "lockfleet.agent.procfs", "--target", lockfleet_server.target, "--host", "ci-7",
+    cmd = [sys.executable, "-m", "lockfleet.agent.kernel.procfs_agent", "--target", lockfleet_server.target, "--host", "ci-7",
            "--proc", str(proc_dir), "--every", "300ms", "--state", str(state)]
     log = tmp_path / "procfs.log"
     with open(log, "wb") as err:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import ServeProcess, needs_shared, require, run_lockfleet
-from lockfleet.alerts.dot import dot_available
+from lockfleet.findings.dot import dot_available
 from lockfleet.demo import CYCLE, HOSTS
 from receivers import events, nest, write
 
@@ -264,7 +264,7 @@ def test_suppress_needs_an_admin_token_and_is_listed_and_kept(serve_factory, tmp
 
 
 def test_watch_and_suppressions_on_the_seed(seed_server, cycle_id):  # noqa: ANN001
-    from lockfleet.agent.query import watch_alerts
+    from lockfleet.agent.client.fetch import watch_alerts
 
     target = seed_server.target
     (pub,) = [json.loads(x) for x in

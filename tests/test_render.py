@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from lockfleet.alerts.model import KINDS, Alert, Link, Occurrence, Usage
+from lockfleet.findings.model import KINDS, Alert, Link, Occurrence, Usage
 from lockfleet.events import EXCLUSIVE, RECURSIVE_READ, SHARED
-from lockfleet.alerts.render import render
+from lockfleet.findings.render import render
 
 from conftest import SHARED_DIR, needs_shared, require  # noqa: E402
 SEED = SHARED_DIR / "seed" / "lkml-bpf-deadlock-report.txt"

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 import lockfleet
 from lockfleet import errors, events
-from lockfleet.agent.channel import Refused, Unreachable
-from lockfleet.agent.files import FileError
+from lockfleet.agent.client.channel import Refused, Unreachable
+from lockfleet.agent.client.event_files import FileError
 from lockfleet.errors import (EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, InputError, LockfleetError,
                               OperationalError, UsageError, exit_status)
 from lockfleet.events import EventError, check_row, normalize, split_class

@@ -11,8 +11,8 @@ import pytest
 
 from lockfleet import Engine
 from lockfleet.agent import fetch_alerts, fetch_stats
-from lockfleet.agent.sdk import _rows_to_table
-from lockfleet.agent.simulate import HostWorkload, SimConfig, make_plan
+from lockfleet.agent.client.encoding import rows_to_table as _rows_to_table
+from lockfleet.agent.simulator import HostWorkload, SimConfig, make_plan
 
 
 def test_plan_is_seeded_and_splits_each_cycle_across_hosts():

@@ -19,7 +19,7 @@ import pytest
 from conftest import run_lockfleet
 from lockfleet import Engine
 from lockfleet.agent import Stream, fetch_alerts, fetch_stats, push_streams, to_ipc
-from lockfleet.agent.query import fetch_hosts
+from lockfleet.agent.client.fetch import fetch_hosts
 from lockfleet.server.gateway import SNAPSHOT_VERSION
 from lockfleet.store import SegmentLog, read_snapshot, snapshot_files, write_snapshot
 from lockfleet.store.snapshot import section_format

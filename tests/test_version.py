@@ -25,9 +25,8 @@ def test_pyproject_reads_the_package_version() -> None:
 
 @pytest.mark.parametrize("command", [
     ["-m", "lockfleet.cli"],
-    ["-m", "lockfleet.offline"],
-    ["-m", "lockfleet.agent.run"],
-    ["-m", "lockfleet.agent.procfs"],
+    ["-m", "lockfleet.agent.pylocks.run"],
+    ["-m", "lockfleet.agent.kernel.procfs_agent"],
 ])
 def test_every_entry_point_prints_the_one_version(command: list[str]) -> None:
     out = subprocess.run([sys.executable, *command, "--version"], capture_output=True, text=True, timeout=60)

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from ._core import Core
 from ._names import Names
-from .alerts.model import Alert, Link, Occurrence, Usage, Witness
+from .findings.model import Alert, Link, Occurrence, Usage, Witness
 from .events import USAGE_BITS, Events, class_name, dictionary_key, normalize, split_class
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ import tempfile
 from pathlib import Path
 
 from lockfleet import Engine
-from lockfleet.agent.dmesg import parse_text, to_batch
-from lockfleet.agent.lockdep_proc import DumpError, parse_lockdep
-from lockfleet.agent.names import Normalizer
-from lockfleet.agent.proclockdep import findings, merge
+from lockfleet.agent.kernel.dmesg import parse_text, to_batch
+from lockfleet.agent.kernel.procdump import DumpError, parse_lockdep
+from lockfleet.agent.kernel.class_names import Normalizer
+from lockfleet.agent.kernel.procdump_merge import findings, merge
 from lockfleet.events import EventError, normalize
 from lockfleet.server.gateway import Gateway, Refusal, check_strings, decode
 from lockfleet.store import SegmentLog

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..alerts.model import Alert
+from ..findings.model import Alert
 from ..server.gateway import Outcome
 from . import bus
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..alerts.model import Alert
+from ..findings.model import Alert
 from ..engine import IRQ_RULE_DEFAULT, Engine
 from ..events import EventError
 from .aggregates import Aggregates, compute

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ..alerts.model import Alert
+from ..findings.model import Alert
 from ..events import RELEASE
 from .aggregates import class_name, edges_frame, events_frame
 from .analysis import Analysis, analyze

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ..alerts.model import Alert
+from ..findings.model import Alert
 from . import fmt, svg
 from .aggregates import Aggregates
 from .analysis import Analysis

@@ -32,7 +32,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ..alerts.model import KINDS
+from ..findings.model import KINDS
 from ..engine import Engine
 from ..errors import OperationalError, UsageError
 from ..store import (Archiver, DataDirLocked, LogCorrupt, SegmentLog, load_newest, lock_data_dir, prune_snapshots,
@@ -47,7 +47,7 @@ from .gateway import Gateway, decode
 from .ingest import IngestServicer
 from .metrics import DELAY_BUCKETS, MetricsServer, Registry
 from .publishing import Publishing
-from .query import QueryServicer
+from .query_service import QueryServicer
 
 log = logging.getLogger(__name__)
 

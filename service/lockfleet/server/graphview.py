@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..alerts.model import Alert, Link, Occurrence, Usage
+from ..findings.model import Alert, Link, Occurrence, Usage
 from ..engine import Engine
 
-EDGE_SCHEMA = pa.schema([
+# The rows of `lockfleet export` (Query.ExportEdges): one per dependency of the fleet graph. Not edge
+# mode's shipment schema (`lockfleet.agent.edgemode.EDGE_SCHEMA`).
+EXPORT_EDGE_SCHEMA = pa.schema([
     ("held", pa.utf8()), ("taken", pa.utf8()), ("kinds", pa.list_(pa.utf8())), ("count", pa.uint64()),
     ("hosts", pa.list_(pa.utf8())), ("first_host", pa.utf8()), ("first_task", pa.utf8()),
     ("first_ts_ns", pa.int64()), ("held_site", pa.utf8()), ("taken_site", pa.utf8()),
@@ -106,8 +108,8 @@ def edge_count(engine: Engine) -> int:
 
 def edge_rows(engine: Engine, start: int, stop: int) -> pa.RecordBatch:
     """Dependencies start..stop-1 (ids in the order they were first made) as a record batch of
-    EDGE_SCHEMA."""
-    cols: dict[str, list[Any]] = {f.name: [] for f in EDGE_SCHEMA}
+    EXPORT_EDGE_SCHEMA."""
+    cols: dict[str, list[Any]] = {f.name: [] for f in EXPORT_EDGE_SCHEMA}
     for e in range(start, stop):
         link = engine.link(e)
         o: Occurrence = link.first_taken
@@ -116,7 +118,7 @@ def edge_rows(engine: Engine, start: int, stop: int) -> pa.RecordBatch:
                            ("first_task", o.task), ("first_ts_ns", o.ts_ns), ("held_site", link.first_held.site),
                            ("taken_site", o.site), ("last_ts_ns", link.last_ts_ns)):
             cols[key].append(value)
-    return pa.RecordBatch.from_pydict(cols, schema=EDGE_SCHEMA)
+    return pa.RecordBatch.from_pydict(cols, schema=EXPORT_EDGE_SCHEMA)
 
 
 def witnesses(engine: Engine, alert_id: str, limit: int = 100) -> list[dict[str, Any]]:

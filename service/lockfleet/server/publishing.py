@@ -14,11 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..alerts.model import Alert
-from ..alerts.outbox import Cursors, Outbox
-from ..alerts.publisher import NotReady, Publisher
-from ..alerts.sinks import AlertmanagerSink, JsonlSink, Sink, WebhookSink, read_secret
-from ..alerts.suppress import Blessed, Suppression, Suppressions, effective
+from ..findings.model import Alert
+from ..publishing.outbox import Cursors, Outbox
+from ..publishing.publisher import NotReady, Publisher
+from ..publishing.sinks import AlertmanagerSink, JsonlSink, Sink, WebhookSink, read_secret
+from ..publishing.suppress import Blessed, Suppression, Suppressions, effective
 from ..store import LogUnavailable
 from ..store.jsonfiles import JsonLines
 from .config import ServeConfig

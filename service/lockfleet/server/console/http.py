@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ...errors import LockfleetError
-from ...alerts.suppress import SuppressionError
+from ...publishing.suppress import SuppressionError
 from ..auth import Tokens
 from .views import ConsoleViews, NotFound
 

@@ -9,10 +9,10 @@ import time
 from typing import Any
 
 from ...errors import UsageError
-from ...alerts.dot import dot_available, finding_dot, svg
-from ...alerts.layout import neighbourhood_svg
-from ...alerts.model import KINDS, Alert, Link, matches
-from ...alerts.suppress import Suppression
+from ...findings.dot import dot_available, finding_dot, svg
+from ...findings.layout import neighbourhood_svg
+from ...findings.model import KINDS, Alert, Link, matches
+from ...publishing.suppress import Suppression
 from .. import graphview
 from ..gateway import Gateway
 from ..publishing import Publishing

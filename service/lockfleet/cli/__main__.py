@@ -1,0 +1,5 @@
+"""`python -m lockfleet.cli ...`: the `lockfleet` command."""
+
+from .main import run
+
+run()
