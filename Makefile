@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.lockfleet-installed
 BUILD_INPUTS := pyproject.toml setup.py $(wildcard ext/lockfleet/*.pyx ext/lockfleet/*.pxd ext/lockfleet/*.pxi native/*.c native/*.h proto/lockfleet/v1/*.proto)
 
-.PHONY: demo test bench bench-quick install clean annotate cluster-demo
+.PHONY: demo test bench bench-quick bench-scale install clean annotate cluster-demo
 
 install: $(STAMP)
 
@@ -48,6 +48,17 @@ bench-quick: $(STAMP)
 	  --benchmark-json=benchmarks/results/quick-$(BENCH_COMMIT).json; rc=$$?; \
 	$(BIN)/python benchmarks/report.py benchmarks/results/quick-$(BENCH_COMMIT).json \
 	  -o benchmarks/results/RESULTS-quick.md && exit $$rc
+
+# The scale run of issue 16 (not part of `make test` nor `make bench`; about 10 min on 2 cores):
+# a NATS cluster, two gateways, two workers and an authority taking 1,000 then 10,000 edge-mode
+# hosts, and the engine's memory per host against the build before the host sketch; its JSON
+# under benchmarks/results/, RESULTS.md regenerated with it from the `make bench` JSON it names.
+bench-scale: $(STAMP)
+	@command -v nats-server >/dev/null 2>&1 || bash .ci/install-deps nats-server
+	@mkdir -p benchmarks/results
+	$(BIN)/python benchmarks/bench_scale.py --out benchmarks/results/scale-$(BENCH_COMMIT).json
+	$(BIN)/python benchmarks/report.py $$(sed -n 's/.*JSON `\(benchmarks\/results\/[^`]*\.json\)`.*/\1/p' benchmarks/RESULTS.md | head -1) \
+	  --scale benchmarks/results/scale-$(BENCH_COMMIT).json -o benchmarks/RESULTS.md
 
 # Cython's annotated HTML (yellow = Python interaction) for the core, next to the sources.
 annotate: $(STAMP)

@@ -5,16 +5,19 @@
     .venv/bin/python benchmarks/bench_cluster.py --hosts 1000 --nodes 1
 
 Every role is a real process (`lockfleet.cluster.harness`): a NATS JetStream cluster (`--nodes`,
-R3 when 3), two gateways, two workers, one authority. Hosts run edge mode: each host's events (a
-kernel-like lock order shared by the fleet, `--deps` dependencies per host drawn from a common
-DAG of `--classes` classes, 4 events each) go through a local Engine and `export_new`, and the
-shipment (what an EdgeAgent sends) is pushed on the host's own stream. The shipments are made
-before the clock starts, by `--procs` pusher processes, each pushing its share of the hosts over
-`--streams` concurrent gRPC Push calls, alternating the two gateways.
+R3 when 3), two gateways, two workers, one authority. Hosts run edge mode: each host ships what
+an EdgeAgent's `export_new` sends for `--deps` dependencies drawn from the fleet's common lock
+order (`--pool` dependencies between `--classes` classes, shared by the hosts as a kernel's are;
+generated directly by bench_fleet_memory.shipment: the same columns and synthetic threads), on
+the host's own stream. The shipments are made before the clock starts, by `--procs` pusher
+processes, each multiplexing its share of the hosts on one asyncio loop over `--streams`
+concurrent gRPC Push calls (grpc.aio), alternating the two gateways.
 
-Measured: pushing time and shipments/s through the gateways; the authority's lag (events pushed
-minus events it applied, sampled every 0.5 s) and the time it needs to catch up; the RSS of the
-authority, each worker and each gateway at the end; and, once the fleet is in, the time from a
+Measured: pushing time and shipments/s through the gateways; the authority's lag (rows shipped
+minus rows it applied, sampled every 0.5 s from the first push; at the end of the push every row
+is acked, so the lag then is acked-not-applied) and the time it needs to catch up; its peak RSS; the RSS of the
+authority, each worker and each gateway at the end, and the authority's core memory by table
+(its Stats: `core_bytes_*`), per host; and, once the fleet is in, the time from a
 host pushing a dependency that closes a cycle to the finding being published on LF_ALERTS
 (`--closings` times, median and max).
 """
@@ -24,7 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import random
+import os
 import statistics
 import sys
 import tempfile
@@ -35,74 +38,62 @@ from pathlib import Path
 import pyarrow as pa
 
 
-def _shipment(host_index: int, deps: int, classes: int, seed: int) -> bytes:
-    from lockfleet import Engine
-    from lockfleet.agent.edgemode import ExportState, export_new
+def _pusher(index: int, procs: int, args: argparse.Namespace, targets: list[str], ready, go, out) -> None:
+    """One pusher process: its share of the hosts (every procs-th), multiplexed on one asyncio
+    loop over `--streams` concurrent Push calls (grpc.aio), alternating the gateways."""
+    import asyncio
+
+    from bench_fleet_memory import fleet_order, shipment
     from lockfleet.cluster.derive import ipc_bytes
 
-    rng = random.Random(f"{seed}/{host_index}")
-    ts, tid, op, lock = [], [], [], []
-    t = 1_700_000_000_000_000_000
-    for _ in range(deps):
-        a = rng.randrange(classes - 1)
-        b = rng.randrange(a + 1, classes)         # a common order: lower class first
-        for o, x in ((0, a), (0, b), (1, b), (1, a)):
-            t += 1000
-            ts.append(t), tid.append(1), op.append(o), lock.append(f"class_{x}")
-    table = pa.table({"ts_ns": pa.array(ts, pa.int64()), "tid": pa.array(tid, pa.int64()),
-                      "op": pa.array(op, pa.uint8()), "lock": pa.array(lock, pa.string())})
-    eng = Engine()
-    eng.ingest(table, host=f"host-{host_index}")
-    batch = export_new(eng, ExportState())
-    assert batch is not None
-    return ipc_bytes(batch)
+    order = fleet_order(args.pool, args.classes, args.seed)
+    mine = list(range(index, args.hosts, procs))
+    ships = {}
+    rows = 0
+    for h in mine:
+        table = shipment(h, args.deps, order, args.seed)
+        rows += table.num_rows
+        ships[h] = ipc_bytes(table.combine_chunks().to_batches()[0])
+    ready.put((index, rows, sum(len(s) for s in ships.values())))
+    go.wait()
+    out.put((index, *asyncio.run(_push_all(ships, targets, args.streams))))
 
 
-def _pusher(index: int, procs: int, args: argparse.Namespace, targets: list[str], ready, go, out) -> None:
+async def _push_all(ships: dict[int, bytes], targets: list[str], streams: int) -> tuple[float, int]:
     import grpc
 
     from lockfleet.v1 import lockfleet_pb2 as pb
     from lockfleet.v1 import lockfleet_pb2_grpc as pb_grpc
 
-    mine = list(range(index, args.hosts, procs))
-    ships = {h: _shipment(h, args.deps, args.classes, args.seed) for h in mine}
-    rows = sum(pa.ipc.open_stream(s).read_all().num_rows for s in ships.values())
-    ready.put((index, rows, sum(len(s) for s in ships.values())))
-    go.wait()
-    channels = [grpc.insecure_channel(t) for t in targets]
+    channels = [grpc.aio.insecure_channel(t) for t in targets]
     stubs = [pb_grpc.IngestStub(c) for c in channels]
-    todo = list(mine)
-    lock = threading.Lock()
+    todo = list(ships)
     failures = 0
 
-    def run() -> None:
+    async def one_stream() -> None:
         nonlocal failures
-        while True:
-            with lock:
-                if not todo:
-                    return
-                h = todo.pop()
-            host = f"host-{h}"
-            msg = pb.PushBatch(host=host, stream_id="edge", seq=1, arrow_ipc=ships[h])
+        while todo:
+            h = todo.pop()
+            msg = pb.PushBatch(host=f"host-{h}", stream_id="edge", seq=1, arrow_ipc=ships[h])
             for attempt in range(20):
                 try:
-                    acks = list(stubs[(h + attempt) % len(stubs)].Push(iter([msg]), timeout=60))
+                    acks = [a async for a in stubs[(h + attempt) % len(stubs)].Push(iter([msg]), timeout=120)]
                     if acks and acks[0].ok:
                         break
                 except grpc.RpcError:
                     pass
-                time.sleep(0.2)
+                await asyncio.sleep(0.2)
             else:
-                with lock:
-                    failures += 1
+                failures += 1
+
+    import asyncio
 
     t0 = time.monotonic()
-    threads = [threading.Thread(target=run) for _ in range(args.streams)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    out.put((index, time.monotonic() - t0, failures))
+    await asyncio.gather(*(one_stream() for _ in range(streams)))
+    seconds = time.monotonic() - t0
+    for c in channels:
+        await c.close()
+    return seconds, failures
 
 
 def _rss_mib(pid: int) -> float:
@@ -116,11 +107,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hosts", type=int, default=10_000)
     ap.add_argument("--deps", type=int, default=30, help="dependencies per host")
+    ap.add_argument("--pool", type=int, default=1000,
+                    help="dependencies of the fleet's common order, each host taking --deps of them")
     ap.add_argument("--classes", type=int, default=2000, help="lock classes of the common order")
     ap.add_argument("--nodes", type=int, default=3, help="NATS nodes (3: R3 streams)")
     ap.add_argument("--partitions", type=int, default=16)
-    ap.add_argument("--procs", type=int, default=3, help="pusher processes")
-    ap.add_argument("--streams", type=int, default=8, help="concurrent Push calls per pusher process")
+    ap.add_argument("--procs", type=int, default=3, help="pusher processes (asyncio, one loop each)")
+    ap.add_argument("--streams", type=int, default=16, help="concurrent Push calls per pusher process")
     ap.add_argument("--closings", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=600.0, help="give up after this long")
     ap.add_argument("--seed", type=int, default=0)
@@ -147,8 +140,11 @@ def main() -> int:
     figures: dict[str, object] = {}
     root = Path(args.workdir or tempfile.mkdtemp(prefix="lockfleet-bench-cluster-"))
     cluster = Cluster(root, nodes=args.nodes, partitions=args.partitions, lease=3.0)
-    figures.update({"hosts": args.hosts, "deps_per_host": args.deps, "nats_nodes": args.nodes,
-                    "partitions": args.partitions})
+    figures.update({"hosts": args.hosts, "deps_per_host": args.deps, "pool": args.pool,
+                    "classes": args.classes, "nats_nodes": args.nodes, "partitions": args.partitions,
+                    "pusher_processes": args.procs, "streams_per_process": args.streams,
+                    "command": " ".join(["benchmarks/bench_cluster.py", *sys.argv[1:]]),
+                    "loadavg_start": os.getloadavg()})
     try:
         cluster.start_nats()
         authority = cluster.authority("authority")
@@ -170,39 +166,60 @@ def main() -> int:
         figures["shipped_bytes"] = sum(b for _i, _r, b in prepared)
         print(f"{args.hosts} hosts prepared: {rows} synthetic rows, {figures['shipped_bytes']} bytes", flush=True)
         base = fetch_stats(authority.target)["events"]
-        lag: list[tuple[float, int]] = []
+        # sampled every 0.5 s from the first push: rows the authority applied, its RSS
+        samples: list[tuple[float, int, float]] = []
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                try:
+                    applied = fetch_stats(authority.target)["events"] - base
+                    samples.append((round(time.monotonic() - t0, 2), applied, _rss_mib(authority.proc.pid)))
+                except Exception:  # noqa: BLE001 - a slow reply under load: the next sample
+                    pass
+                if samples and samples[-1][1] >= rows:
+                    return
+                done.wait(0.5)
+
         t0 = time.monotonic()
         go.set()
-        pushed_at = None
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         finished = [out.get(timeout=args.timeout) for _ in procs]
         push_s = time.monotonic() - t0
         note("push_seconds", round(push_s, 2))
         note("push_failures", sum(f for _i, _s, f in finished))
         note("shipments_per_second", round(args.hosts / push_s, 1))
         note("rows_per_second_through_gateways", round(rows / push_s, 1))
-        pushed_at = time.monotonic()
-        while time.monotonic() - t0 < args.timeout:
-            applied = fetch_stats(authority.target)["events"] - base
-            lag.append((round(time.monotonic() - t0, 2), rows - applied))
-            if applied >= rows:
-                break
-            time.sleep(0.5)
-        caught = time.monotonic()
-        note("authority_caught_up_seconds_after_push", round(caught - pushed_at, 2))
+        applied_at_push_end = fetch_stats(authority.target)["events"] - base
+        sampler.join(args.timeout)
+        done.set()
+        caught = t0 + samples[-1][0] if samples and samples[-1][1] >= rows else time.monotonic()
+        note("authority_caught_up_seconds_after_push", round(caught - t0 - push_s, 2))
         note("authority_total_seconds", round(caught - t0, 2))
         note("authority_rows_per_second", round(rows / (caught - t0), 1))
-        note("max_lag_rows", max((x for _t, x in lag), default=0))
-        note("lag_samples", lag[:: max(1, len(lag) // 20)])
+        # every row is acked when the push ends: the lag then (acked, not yet applied) is the largest
+        note("max_lag_rows", rows - applied_at_push_end)
+        note("lag_samples", [(t, rows - a) for t, a, _r in samples[:: max(1, len(samples) // 20)]])
+        note("authority_peak_rss_mib", round(max((r for _t, _a, r in samples), default=0.0), 1))
         note("rss_mib", {r.name: round(_rss_mib(r.proc.pid), 1) for r in (authority, *gws, *workers)
                               if r.proc is not None})
         st = fetch_stats(authority.target)
         figures["authority_edges"], figures["authority_locks"] = st["edges"], st["locks"]
+        for k in ("threads", "chains", "chain_flushes", "threads_dropped", "host_sketches", "core_bytes"):
+            figures[f"authority_{k}"] = st.get(k)
+        note("authority_core_bytes_by_table", {k[len("core_bytes_"):]: v for k, v in st.items()
+                                               if k.startswith("core_bytes_")})
+        note("authority_core_bytes_per_host", round(st["core_bytes"] / args.hosts))
+        note("authority_rss_bytes_per_host", round(_rss_mib(authority.proc.pid) * 2**20 / args.hosts))
         # closing dependencies: a host takes b before a for an edge a -> b the fleet has
+        from bench_fleet_memory import fleet_order
         from lockfleet.agent import Stream, push_streams
+        order = fleet_order(args.pool, args.classes, args.seed)
         latencies = []
         for k in range(args.closings):
             before = len(cluster.published_alerts())
-            a, b = 2 * k, args.classes - 1 - k
+            a, b = order[k * 7 % len(order)]     # the fleet has a -> b: taking b then a closes a cycle
             rows_t = pa.table({"ts_ns": pa.array([1, 2, 3, 4, 5, 6, 7, 8], pa.int64()),
                                "tid": pa.array([1] * 8, pa.int64()), "op": pa.array([0, 0, 1, 1] * 2, pa.uint8()),
                                "lock": [f"class_{a}", f"class_{b}", f"class_{b}", f"class_{a}",
@@ -221,6 +238,7 @@ def main() -> int:
             p.join(10)
     finally:
         cluster.stop()
+    figures["loadavg_end"] = os.getloadavg()
     print(json.dumps(figures, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")

@@ -7,7 +7,8 @@ Everything in the output comes from that one JSON: the commit pytest-benchmark r
 machine (nproc, load average at start and end from conftest.py's `lockfleet` section), the command,
 then one table of the issue's targets (engine figure, baseline figure from the same run, ratio,
 target, met?), a table per benchmark group with wall and CPU-time rates, and the standalone benches
-(ingest, analyze, edge mode, instrumentation), then RESULTS-other.md (hand-written results of the
+(ingest, analyze, edge mode, instrumentation), then the scale run's section when its JSON exists
+(`make bench-scale`: benchmarks/results/scale-<commit>.json, see --scale), then RESULTS-other.md (hand-written results of the
 benches this run does not make, kept apart and labelled so). A benchmark missing from the JSON shows as "not run";
 the report never fails on a partial run.
 
@@ -350,6 +351,100 @@ def script_sections(benches: list[Bench]) -> list[str]:
     return out
 
 
+def mib(x) -> str:
+    return f"{x / 2**20:,.1f} MiB" if isinstance(x, (int, float)) else "?"
+
+
+def scale_section(doc: dict, source: str = "") -> list[str]:
+    """The scale run of issue 16 (`make bench-scale`, bench_scale.py's JSON): the cluster at each
+    size, then the engine's memory per host with the sketch vs. the baseline build."""
+    la = lambda v: " ".join(f"{x:.1f}" for x in v) if v else "?"  # noqa: E731
+    out = ["## The cluster at fleet scale (issue 16): `make bench-scale`", "",
+           f"From `{source}` (commit `{doc.get('commit', '?')}`, started {doc.get('started_utc', '?')} UTC, "
+           f"nproc {doc.get('nproc', '?')}, load average {la(doc.get('loadavg_start'))} at start, "
+           f"{la(doc.get('loadavg_end'))} at end). Every role a real process on this shared machine: "
+           "a NATS JetStream cluster, two gateways, two workers, one authority; edge-mode hosts multiplexed "
+           "on asyncio pusher processes, alternating the gateways (benchmarks/bench_cluster.py).", ""]
+    runs = doc.get("cluster") or []
+    if runs:
+        cols = [f"{r.get('hosts', 0):,} hosts" for r in runs]
+        g = lambda k: [r.get(k) for r in runs]  # noqa: E731
+
+        def cell(v, fmt) -> str:
+            if v is None or (isinstance(v, tuple) and None in v):
+                return "?"
+            try:
+                return fmt(v)
+            except (TypeError, ValueError, IndexError):   # a partial or older run: never fail the report
+                return "?"
+
+        def row(label, vals, fmt=str):
+            return [label] + [cell(v, fmt) for v in vals]
+
+        first = runs[0]
+        out.append(f"Each host ships one shipment: {first.get('deps_per_host')} dependencies of the fleet's common "
+                   f"order ({first.get('pool')} dependencies between {first.get('classes')} classes), as "
+                   f"`export_new` makes them; NATS nodes {first.get('nats_nodes')}, {first.get('partitions')} "
+                   f"partitions, {first.get('pusher_processes')} pusher processes x "
+                   f"{first.get('streams_per_process')} concurrent Push calls.")
+        out.append("")
+        rss = lambda name: [(r.get("rss_mib") or {}).get(name) for r in runs]  # noqa: E731
+        tables = [r.get("authority_core_bytes_by_table") or {} for r in runs]
+        out += table(["figure", *cols], [
+            row("synthetic rows shipped", g("shipped_rows"), lambda v: f"{v:,}"),
+            row("push through the two gateways (s)", g("push_seconds")),
+            row("shipments/s through the gateways", g("shipments_per_second")),
+            row("authority: first push to caught up (s)", g("authority_total_seconds")),
+            row("authority: caught up after the last ack (s)", g("authority_caught_up_seconds_after_push")),
+            row("authority rows/s", g("authority_rows_per_second"), lambda v: f"{v:,.0f}"),
+            row("authority's largest lag (rows acked, not applied)", g("max_lag_rows"), lambda v: f"{v:,}"),
+            row("closing dependency -> alert on LF_ALERTS, median (s)", g("closing_to_published_median_s")),
+            row("closing dependency -> alert, each (s)", g("closing_to_published_seconds"),
+                lambda v: ", ".join(f"{x:.2f}" for x in v)),
+            row("authority RSS at the end / peak", [(x, r.get("authority_peak_rss_mib")) for x, r in
+                                                    zip(rss("authority"), runs)],
+                lambda v: f"{v[0]:,.0f} / {v[1]:,.0f} MiB"),
+            row("authority RSS per host", g("authority_rss_bytes_per_host"), lambda v: f"{v / 1024:,.1f} KiB"),
+            row("authority core memory", g("authority_core_bytes"), mib),
+            row("authority core memory per host", g("authority_core_bytes_per_host"), lambda v: f"{v:,} B"),
+            row("  of which chains (bounded)", [t.get("chains") for t in tables], mib),
+            row("  of which threads (live only)", [t.get("threads") for t in tables], mib),
+            row("  of which hosts of dependencies + sketches", [(t.get("edge_hosts") or 0) + (t.get("host_sketches") or 0)
+                                                          for t in tables], mib),
+            row("  of which edges + adjacency (the graph)", [(t.get("edges") or 0) + (t.get("adjacency") or 0)
+                                                           for t in tables], mib),
+            row("authority: dependencies, classes", [(r.get("authority_edges"), r.get("authority_locks")) for r in runs],
+                lambda v: f"{v[0]:,}, {v[1]:,}"),
+            row("authority: threads kept / dropped", [(r.get("authority_threads"), r.get("authority_threads_dropped"))
+                                                     for r in runs], lambda v: f"{v[0]:,} / {v[1]:,}"),
+            row("authority: chains kept, flushes", [(r.get("authority_chains"), r.get("authority_chain_flushes"))
+                                                   for r in runs], lambda v: f"{v[0]:,}, {v[1]}"),
+            row("authority: dependencies with a host sketch", g("authority_host_sketches"), lambda v: f"{v:,}"),
+            row("gateway RSS (each)", [((r.get("rss_mib") or {}).get("gateway-1"), (r.get("rss_mib") or {}).get("gateway-2"))
+                                       for r in runs], lambda v: f"{v[0]:,.0f} / {v[1]:,.0f} MiB"),
+            row("worker RSS (each)", [((r.get("rss_mib") or {}).get("worker-1"), (r.get("rss_mib") or {}).get("worker-2"))
+                                      for r in runs], lambda v: f"{v[0]:,.0f} / {v[1]:,.0f} MiB"),
+            row("push failures", g("push_failures")),
+        ])
+        out.append("")
+    mem = doc.get("memory") or {}
+    if mem.get("runs"):
+        out += ["### The authority's engine memory per host: the host sketch and bounded tables vs. before", "",
+                f"`bench_fleet_memory.py`: the same fleet ({mem.get('deps_per_host')} dependencies a host from "
+                f"{mem.get('pool')} shared ones) fed to one Engine in-process, in this build and in "
+                f"`{mem.get('baseline_commit', '-')}` built in a temporary worktree; each size in a process of its own.", ""]
+        out += table(["build", "hosts", "core memory", "per host", "RSS growth per host", "threads kept", "chains",
+                      "hosts of deps + sketches", "threads table", "ingest (s)"],
+                     [[r.get("build", "?"), f"{r['hosts']:,}", mib(r["core_bytes"]), f"{r['core_bytes_per_host']:,} B",
+                       f"{r['rss_growth_bytes_per_host']:,} B", f"{r['threads']:,}", f"{r['chains']:,}",
+                       mib((r["core_bytes_by_table"].get("edge_hosts") or 0)
+                           + (r["core_bytes_by_table"].get("host_sketches") or 0)),
+                       mib(r["core_bytes_by_table"].get("threads")), f"{r['seconds']}"]
+                      for r in mem["runs"]])
+        out.append("")
+    return out
+
+
 def demote(md: str) -> str:
     """Headings one level down (outside fenced code), to sit inside RESULTS.md."""
     out, fenced = [], False
@@ -362,7 +457,7 @@ def demote(md: str) -> str:
     return "\n".join(out)
 
 
-def render(doc: dict, source: str = "", other: str = "") -> str:
+def render(doc: dict, source: str = "", other: str = "", scale: dict | None = None, scale_source: str = "") -> str:
     benches = [Bench(d) for d in doc.get("benchmarks", [])]
     ci = doc.get("commit_info") or {}
     mi = doc.get("machine_info") or {}
@@ -423,6 +518,8 @@ def render(doc: dict, source: str = "", other: str = "") -> str:
     out += group_tables(benches)
     out += ["## Standalone benches (same run)", ""]
     out += script_sections(benches)
+    if scale:
+        out += scale_section(scale, scale_source)
     if other.strip():
         out += ["", demote(other.strip())]
     return "\n".join(out).rstrip() + "\n"
@@ -435,8 +532,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--other", default=str(Path(__file__).resolve().parent / "RESULTS-other.md"),
                     help="hand-written results of benches outside this run, appended under their own heading "
                          "(default: RESULTS-other.md beside this script; '' for none)")
+    ap.add_argument("--scale", default=None,
+                    help="the scale run's JSON (make bench-scale); default: the newest benchmarks/results/scale-*.json, "
+                         "'' for none")
     args = ap.parse_args(argv)
     path = Path(args.json)
+    scale, scale_src = None, ""
+    if args.scale is None:
+        found = sorted((Path(__file__).resolve().parent / "results").glob("scale-*.json"),
+                       key=lambda p: p.stat().st_mtime)
+        args.scale = str(found[-1]) if found else ""
+    if args.scale:
+        try:
+            scale = json.loads(Path(args.scale).read_text())
+        except (OSError, ValueError) as e:
+            print(f"report.py: cannot read {args.scale}: {e}", file=sys.stderr)
+            return 2
+        sp, cwd = Path(args.scale).resolve(), Path.cwd().resolve()
+        scale_src = sp.relative_to(cwd).as_posix() if sp.is_relative_to(cwd) else str(sp)
     try:
         doc = load(path)
     except (OSError, ValueError) as e:
@@ -446,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     other = ""
     if args.other and Path(args.other).exists():
         other = Path(args.other).read_text()
-    md = render(doc, src, other)
+    md = render(doc, src, other, scale, scale_src)
     if args.out == "-":
         sys.stdout.write(md)
     else:

@@ -83,3 +83,39 @@ def test_report_rejects_a_file_that_is_not_benchmark_json(tmp_path):
     p, out = _run(tmp_path, {"hello": 1})
     assert p.returncode == 2
     assert "not a pytest-benchmark JSON" in p.stderr and not out.exists()
+
+
+def test_report_renders_the_scale_run(tmp_path):
+    run = {"hosts": 10_000, "deps_per_host": 30, "pool": 1000, "classes": 2000, "nats_nodes": 3, "partitions": 16,
+           "pusher_processes": 3, "streams_per_process": 16, "shipped_rows": 3_555_000, "push_seconds": 120.5,
+           "authority_total_seconds": 200.0, "max_lag_rows": 900_000, "closing_to_published_median_s": 0.31,
+           "closing_to_published_seconds": [0.3, 0.31, 0.4], "rss_mib": {"authority": 300.0, "gateway-1": 140.0,
+                                                                         "gateway-2": 141.0},
+           "authority_core_bytes": 40 << 20, "authority_core_bytes_per_host": 4194,
+           "authority_core_bytes_by_table": {"chains": 36 << 20, "threads": 1 << 10, "edge_hosts": 30_000,
+                                             "host_sketches": 128_000},
+           "authority_edges": 1000, "authority_locks": 1200}
+    mem = {"deps_per_host": 30, "pool": 1000, "baseline_commit": "bc20f79",
+           "runs": [{"build": "this build", "hosts": 10_000, "core_bytes": 40 << 20, "core_bytes_per_host": 4194,
+                     "rss_growth_bytes_per_host": 3600, "threads": 0, "chains": 727_000, "seconds": 28.0,
+                     "core_bytes_by_table": {"edge_hosts": 30_000, "host_sketches": 128_000, "threads": 1024}},
+                    {"build": "bc20f79", "hosts": 10_000, "core_bytes": 4600 << 20, "core_bytes_per_host": 484_733,
+                     "rss_growth_bytes_per_host": 360_000, "threads": 1_477_650, "chains": 1_775_596, "seconds": 55.0,
+                     "core_bytes_by_table": {"edge_hosts": 2_000_000, "threads": 4_600_000_000}}]}
+    scale = tmp_path / "scale-x.json"
+    scale.write_text(json.dumps({"commit": "abc", "cluster": [run], "memory": mem}))
+    src = tmp_path / "run.json"
+    src.write_text(json.dumps(_doc()))
+    out = tmp_path / "RESULTS.md"
+    p = subprocess.run([sys.executable, str(REPORT), str(src), "-o", str(out), "--other", "", "--scale", str(scale)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    md = out.read_text()
+    assert "## The cluster at fleet scale" in md and "| figure | 10,000 hosts |" in md
+    assert "0.31" in md and "4,194 B" in md and "900,000" in md
+    assert "484,733 B" in md and "bc20f79" in md
+    bad = tmp_path / "scale-bad.json"
+    bad.write_text("{")
+    p = subprocess.run([sys.executable, str(REPORT), str(src), "-o", str(out), "--scale", str(bad)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 2 and "cannot read" in p.stderr

@@ -76,6 +76,23 @@ cdef enum Bound:
     MAX_ARRAYS = 160            # entries of the array table (declared arrays + 2 * MAX_WORDS)
     OV_KEEP = 64                # depth overflows reported per batch
 
+# hosts of a dependency (_edge): the first exact_hosts (default HOST_EXACT) are named (e_host0
+# inline, the rest in the pair pool); the others are counted by a HyperLogLog of HLL_M one-byte
+# registers (FAM_SK), allocated only for a dependency that passes them (standard error
+# 1.04 / sqrt(HLL_M) = 9.2%). Offline merges of a few machines' files name more.
+cdef enum HostSketch:
+    HOST_EXACT = 8
+    HLL_BITS = 7                # the low bits of a host's hash pick the register
+    HLL_M = 128                 # 1 << HLL_BITS registers
+
+# bounded tables: the chain cache's default bound (lockdep's MAX_LOCKDEP_CHAINS: when full it is
+# emptied, its counts folded into the dependencies, and a chain met again is validated again);
+# the thread table is compacted (threads with an empty held stack dropped) at a batch's end once it
+# holds THREAD_SWEEP_MIN threads and twice as many as after the last compaction
+cdef enum TableBound:
+    MAX_CHAINS_DEFAULT = 1048576
+    THREAD_SWEEP_MIN = 256
+
 # array families: what an array is indexed by (its count and capacity)
 cdef enum:  # Family
     FAM_CLS = 0         # by class: n_cls / cap_cls
@@ -97,6 +114,7 @@ cdef enum:  # Family
     FAM_PATH            # the path a search found: path_n / cap_path
     FAM_WL              # irq propagation's worklist: n_wl / cap_wl
     FAM_DEPTH           # re-acquisition scratch, by stack depth: max_depth / max_depth
+    FAM_SK              # host sketches (HLL_M registers each): n_sk / cap_sk
     N_FAMILIES
 
 
@@ -219,10 +237,12 @@ cdef class Core:
     cdef int32_t* ev_site_h         # the held lock's site
     cdef int32_t* ev_site_t         # the taken lock's site
     cdef uint8_t* ev_modes          # mode_t | try_h << 2 | mode_h << 3
-    cdef int32_t* e_hosts           # first (dependency, host) pair past e_host0, -1 none
+    cdef int32_t* e_hosts           # the newest named host past e_host0 (a pair), -1 none
     cdef int32_t* e_host0           # the first host that took it
     cdef uint64_t* e_count          # times taken (derived from the chains: _refresh_counts)
     cdef int64_t* e_last            # last taken (ns; derived likewise)
+    cdef uint64_t* e_base           # counts folded in from chains the bounded cache let go
+    cdef int32_t* e_sketch          # its host sketch (FAM_SK), -1 none: hosts past the named ones
     cdef PairIndex edge_idx         # (src, dst) -> dependency
     cdef uint32_t arrival_seq       # arrivals numbered in row order, over the core's life
     # lock instances are optional evidence (many agents send none): kept aside (FAM_EI), only for
@@ -232,11 +252,14 @@ cdef class Core:
     cdef uint64_t* ei_h             # held lock's instance
     cdef uint64_t* ei_t             # taken lock's instance
     cdef U64Map inst_map
-    # hosts past the first (FAM_PAIR): a list per dependency through ph_next
+    # named hosts past the first (FAM_PAIR): at most exact_hosts - 1 a dependency, through ph_next
     cdef int64_t n_pair, cap_pair
     cdef int32_t* ph_host           # host id
     cdef int32_t* ph_next           # next pair of the same dependency, -1 last
-    cdef U64Map pair_map            # (edge << 32 | host) | TOP -> pair
+    cdef int32_t exact_hosts        # hosts a dependency names (the rest: its sketch)
+    # host sketches (FAM_SK): HLL_M registers each, at sk_reg + HLL_M * e_sketch[e]
+    cdef int64_t n_sk, cap_sk
+    cdef uint8_t* sk_reg
 
     # ---- inversions, in the order they arrived (FAM_INV)
     cdef int64_t n_inv, cap_inv
@@ -256,6 +279,8 @@ cdef class Core:
     cdef int64_t n_ce, cap_ce
     cdef int32_t* ce_edge           # a chain's dependencies when it made more than one: count, ids
     cdef bint counts_dirty          # e_count/e_last need _refresh_counts
+    cdef int64_t max_chains         # the cache's bound: full, it is emptied (_flush_chains)
+    cdef int64_t thr_sweep_at       # the thread count at which the next batch end compacts
 
     # ---- per batch: arrivals (FAM_AR), classes whose usage changed (FAM_UC), findings (FAM_F ...)
     cdef int64_t n_ar, cap_ar
@@ -317,6 +342,7 @@ cdef class Core:
     cdef public int64_t recomputes, reorders, searches, search_budget_exhausted
     cdef public int64_t witnesses, witness_budget_exhausted, inversions_untracked
     cdef public int64_t search_steps, spread_steps    # edges looked at by searches, by reach spreads
+    cdef public int64_t chain_flushes, threads_dropped
 
     # ---- methods (_core.pyx)
     cdef void _declare(self) noexcept
@@ -341,6 +367,9 @@ cdef class Core:
                        int32_t cls, uint8_t mode, uint64_t inst, int32_t site, int32_t task,
                        int64_t ts, uint8_t irq, int32_t row) noexcept nogil
     cdef int _add_instances(self, int32_t e, uint64_t held, uint64_t taken) noexcept nogil
+    cdef int _sketch_add(self, int32_t e, int32_t host) noexcept nogil
+    cdef void _flush_chains(self) noexcept nogil
+    cdef void _sweep_threads(self) noexcept nogil
     cdef void _mark_usage(self, int32_t c, uint8_t mode, uint8_t irq, int32_t th, int32_t* occ_t,
                           uint8_t trylock, uint64_t inst, int32_t site, int32_t task, int64_t ts,
                           int32_t row) noexcept nogil

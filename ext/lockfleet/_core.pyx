@@ -40,6 +40,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport qsort
 from alloc cimport lf_malloc as malloc, lf_calloc as calloc, lf_realloc as realloc, lf_free as free, lf_live
 from libc.string cimport memset, memcpy
+from libc.math cimport log
 
 import numpy as np
 cimport numpy as cnp
@@ -55,20 +56,46 @@ cdef extern from *:
 cdef uint64_t TOP = (<uint64_t>1) << 63
 
 
-_SNAP_MAGIC = b"LFCORE05"
+_SNAP_MAGIC = b"LFCORE06"
+_SNAP_HEADER = 32
 
 # memory_breakdown's groups, and the group of each Family
 _MEMORY_GROUPS = ("classes", "adjacency", "inversions", "threads", "occurrences", "edges", "edge_hosts",
-                  "chains", "batch", "scratch")
+                  "chains", "batch", "scratch", "host_sketches")
 _FAMILY_GROUP = {FAM_CLS: 0, FAM_WORDS: 2, FAM_THR: 3, FAM_OCC: 4, FAM_EDGE: 5, FAM_EI: 5, FAM_PAIR: 6,
                  FAM_INV: 2, FAM_CHAIN: 7, FAM_CE: 7, FAM_AR: 8, FAM_UC: 8, FAM_F: 8, FAM_FH: 8, FAM_FP: 8,
-                 FAM_SCRATCH: 9, FAM_PATH: 9, FAM_WL: 9, FAM_DEPTH: 9}
+                 FAM_SCRATCH: 9, FAM_PATH: 9, FAM_WL: 9, FAM_DEPTH: 9, FAM_SK: 10}
 
 
 cdef inline uint32_t _seconds(int64_t ts_ns) noexcept nogil:
     if ts_ns <= 0:
         return 0
     return <uint32_t>(ts_ns // 1000000000)
+
+
+cdef inline void _hll_add(uint8_t* reg, int32_t host) noexcept nogil:
+    # HyperLogLog: the low HLL_BITS of the host's hash pick a register, which keeps the longest
+    # run of trailing zeros (plus one) seen in the rest of the hash
+    cdef uint64_t h = mix64(<uint64_t><uint32_t>host ^ <uint64_t>0x6a09e667f3bcc909)
+    cdef uint64_t w = h >> HLL_BITS
+    cdef uint8_t rho = <uint8_t>(__builtin_ctzll(w) + 1) if w else <uint8_t>(64 - HLL_BITS + 1)
+    cdef int64_t i = <int64_t>(h & (HLL_M - 1))
+    if reg[i] < rho:
+        reg[i] = rho
+
+
+cdef double _hll_estimate(const uint8_t* reg) noexcept nogil:
+    # Flajolet et al.'s estimate, with linear counting while registers are still empty
+    cdef double z = 0.0, m = <double><int>HLL_M, e
+    cdef int64_t i, zeros = 0
+    for i in range(HLL_M):
+        z += 1.0 / <double>((<uint64_t>1) << reg[i])
+        if reg[i] == 0:
+            zeros += 1
+    e = (0.7213 / (1.0 + 1.079 / m)) * m * m / z
+    if e <= 2.5 * m and zeros > 0:
+        e = m * log(m / <double>zeros)
+    return e
 
 
 def live_blocks():
@@ -90,15 +117,22 @@ cdef class Core:
     """One fleet's lock state. Methods named without an underscore are the Python surface;
     everything else runs without the GIL."""
 
-    def __cinit__(self, int max_depth=48):
+    def __cinit__(self, int max_depth=48, int64_t max_chains=MAX_CHAINS_DEFAULT, int exact_hosts=HOST_EXACT):
         if max_depth < 1 or max_depth > 1024:
             raise ValueError("max_lock_depth must be between 1 and 1024")
+        if max_chains < 16:
+            raise ValueError("max_chains must be at least 16")
+        if exact_hosts < 1:
+            raise ValueError("exact_hosts must be at least 1")
         self.max_depth = max_depth
+        self.max_chains = max_chains
+        self.exact_hosts = exact_hosts
+        self.thr_sweep_at = THREAD_SWEEP_MIN
         self._declare()
         if (u64map_init(&self.cls_map, 1024) or u64map_init(&self.thr_map, 1024)
-                or pairidx_init(&self.edge_idx, 1024) or u64map_init(&self.pair_map, 256)
+                or pairidx_init(&self.edge_idx, 1024)
                 or u64map_init(&self.inst_map, 256) or u64map_init(&self.inv_map, 64)
-                or self._grow_family(FAM_DEPTH, max_depth)):
+                or self._grow_family(FAM_DEPTH, max_depth) or self._grow_family(FAM_SK, 1)):
             raise MemoryError()
         self.chain_slots = <int32_t*>malloc(4096 * sizeof(int32_t))
         if self.chain_slots == NULL:
@@ -144,6 +178,7 @@ cdef class Core:
         self.fam_n[FAM_PATH] = &self.path_n;       self.fam_cap[FAM_PATH] = &self.cap_path
         self.fam_n[FAM_WL] = &self.n_wl;           self.fam_cap[FAM_WL] = &self.cap_wl
         self.fam_n[FAM_DEPTH] = &self.depth_n;     self.fam_cap[FAM_DEPTH] = &self.depth_n
+        self.fam_n[FAM_SK] = &self.n_sk;           self.fam_cap[FAM_SK] = &self.cap_sk
         self.n_arrays = 0
         # classes
         self._add_array(<void**>&self.cls_name, 4, FAM_CLS, True, False)
@@ -204,6 +239,9 @@ cdef class Core:
         self._add_array(<void**>&self.e_last, 8, FAM_EDGE, True, False)
         self._add_array(<void**>&self.ph_host, 4, FAM_PAIR, True, False)
         self._add_array(<void**>&self.ph_next, 4, FAM_PAIR, True, False)
+        self._add_array(<void**>&self.e_base, 8, FAM_EDGE, True, False)
+        self._add_array(<void**>&self.e_sketch, 4, FAM_EDGE, True, False)
+        self._add_array(<void**>&self.sk_reg, HLL_M, FAM_SK, True, False)
         # chains
         self._add_array(<void**>&self.chains, sizeof(Chain), FAM_CHAIN, True, False)
         self._add_array(<void**>&self.ce_edge, 4, FAM_CE, True, False)
@@ -302,7 +340,6 @@ cdef class Core:
         cdef int64_t i
         u64map_free(&self.cls_map)
         u64map_free(&self.thr_map)
-        u64map_free(&self.pair_map)
         u64map_free(&self.inst_map)
         u64map_free(&self.inv_map)
         free(self.edge_idx.slots)
@@ -326,8 +363,6 @@ cdef class Core:
             b = (self.thr_map.mask + 1) * 12
         elif fam == FAM_EDGE:
             b = (self.edge_idx.mask + 1) * 4 + (self.inst_map.mask + 1) * 12
-        elif fam == FAM_PAIR:
-            b = (self.pair_map.mask + 1) * 12
         elif fam == FAM_INV:
             b = (self.inv_map.mask + 1) * 12
         elif fam == FAM_CHAIN:
@@ -523,10 +558,10 @@ cdef class Core:
                        int64_t ts, uint8_t irq, int32_t row) noexcept nogil:
         """Record the dependency src -> dst of kind k (lockdep's check_prev_add, without the search:
         that happens per batch on the arrivals)."""
-        cdef uint64_t key
         cdef int32_t e = pairidx_find(&self.edge_idx, self.e_src, self.e_dst, src, dst)
         cdef int32_t host = self.thr_host[th]
         cdef int64_t cap, p
+        cdef int nx
         cdef bint new_pair = False
         if e < 0:
             if self.n_edge + 1 > self.cap_edge:
@@ -550,7 +585,9 @@ cdef class Core:
             self.ev_modes[e] = <uint8_t>(mode | (self.st[slot].trylock << 2) | (self.st[slot].mode << 3))
             self.e_hosts[e] = -1
             self.e_host0[e] = host
+            self.e_sketch[e] = -1
             self.e_count[e] = 0
+            self.e_base[e] = 0
             self.e_last[e] = ts
             if pairidx_add(&self.edge_idx, self.e_src, self.e_dst, e):
                 self.oom = True
@@ -581,20 +618,42 @@ cdef class Core:
             self.n_ar += 1
         if self.e_host0[e] == host:      # the first host is inline: one host costs no pair entry
             return e
-        key = ((<uint64_t>e) << 32) | <uint64_t><uint32_t>host | TOP
-        if u64map_get(&self.pair_map, key) < 0:
-            if self.n_pair + 1 > self.cap_pair:
-                cap = max(self.cap_pair + self.cap_pair // 2, 1024)
-                if self._grow_family(FAM_PAIR, cap):
-                    return -1
-            p = self.n_pair
-            self.n_pair += 1
-            self.ph_host[p] = host
-            self.ph_next[p] = self.e_hosts[e]
-            self.e_hosts[e] = <int32_t>p
-            if u64map_put(&self.pair_map, key, <int32_t>p):
-                self.oom = True
+        # the next exact_hosts - 1 hosts: a short list, walked (a new chain is rare on the hot path)
+        nx = 1
+        p = self.e_hosts[e]
+        while p >= 0:
+            if self.ph_host[p] == host:
+                return e
+            nx += 1
+            p = self.ph_next[p]
+        if nx >= self.exact_hosts:     # the named hosts are full: the sketch counts this one
+            if self._sketch_add(e, host):
+                return -1
+            return e
+        if self.n_pair + 1 > self.cap_pair:
+            cap = max(self.cap_pair + self.cap_pair // 2, 1024)
+            if self._grow_family(FAM_PAIR, cap):
+                return -1
+        p = self.n_pair
+        self.n_pair += 1
+        self.ph_host[p] = host
+        self.ph_next[p] = self.e_hosts[e]
+        self.e_hosts[e] = <int32_t>p
         return e
+
+    cdef int _sketch_add(self, int32_t e, int32_t host) noexcept nogil:
+        """Count a host past the named ones in the dependency's sketch (allocated now if new)."""
+        cdef int64_t s = self.e_sketch[e]
+        if s < 0:
+            if self.n_sk + 1 > self.cap_sk:
+                if self._grow_family(FAM_SK, max(self.cap_sk + self.cap_sk // 2, 64)):
+                    return -1
+            s = self.n_sk
+            self.n_sk += 1
+            memset(&self.sk_reg[s * HLL_M], 0, HLL_M)
+            self.e_sketch[e] = <int32_t>s
+        _hll_add(&self.sk_reg[s * HLL_M], host)
+        return 0
 
     cdef int _add_instances(self, int32_t e, uint64_t held, uint64_t taken) noexcept nogil:
         cdef int64_t cap
@@ -678,6 +737,8 @@ cdef class Core:
         cdef int k
         cdef uint8_t ctx = irq & 3
         cdef int32_t ne = 0
+        if self.n_chain >= self.max_chains:
+            self._flush_chains()
         if self.n_chain + 1 > self.cap_chain:
             cap = max(self.cap_chain + self.cap_chain // 4, 1024)
             if self._grow_family(FAM_CHAIN, cap):
@@ -945,6 +1006,10 @@ cdef class Core:
                            p_host, p_host_map, p_count, default_host)
             if rc == 0:
                 rc = _finish_batch(self)
+            if rc == 0 and self.n_thr >= self.thr_sweep_at:
+                self._sweep_threads()
+                if self.oom:
+                    rc = -1
         self.events += n
         self.counts_dirty = True
         if rc != 0:
@@ -1033,7 +1098,8 @@ cdef class Core:
         cdef int32_t e
         if not self.counts_dirty:
             return
-        memset(self.e_count, 0, self.n_edge * 8)
+        if self.n_edge:
+            memcpy(self.e_count, self.e_base, self.n_edge * 8)
         for ci in range(self.n_chain):
             e = self.chains[ci].edges
             if e >= 0:
@@ -1043,6 +1109,115 @@ cdef class Core:
                 for j in range(self.ce_edge[off]):
                     self._count_edge(self.ce_edge[off + 1 + j], ci)
         self.counts_dirty = False
+
+    cdef void _flush_chains(self) noexcept nogil:
+        """The chain cache is full (lockdep stops at MAX_LOCKDEP_CHAINS): fold the chains' counts
+        into their dependencies and empty it. A chain met again misses and is validated again,
+        which finds what it found the first time and adds nothing new."""
+        self.counts_dirty = True
+        self._refresh_counts()
+        if self.n_edge:
+            memcpy(self.e_base, self.e_count, self.n_edge * 8)
+        self.n_chain = 0
+        self.n_ce = 0
+        memset(self.chain_slots, 0xff, (self.chain_mask + 1) * 4)
+        self.chain_flushes += 1
+
+    cdef void _sweep_threads(self) noexcept nogil:
+        """Drop the threads whose held stack is empty (and that owe no untracked release): such a
+        thread is in the state a new one starts in, so dropping it changes nothing but memory.
+        The live ones move down, the thread index and cache are rebuilt, the arrays shrink."""
+        cdef int64_t t, j = 0, d = self.max_depth, cap
+        cdef uint64_t key
+        for t in range(self.n_thr):
+            if self.thr_depth[t] == 0 and self.thr_over[t] == 0:
+                continue
+            if j != t:
+                self.thr_host[j] = self.thr_host[t]
+                self.thr_tid[j] = self.thr_tid[t]
+                self.thr_depth[j] = self.thr_depth[t]
+                self.thr_over[j] = self.thr_over[t]
+                self.thr_seed[j] = self.thr_seed[t]
+                memcpy(&self.st[j * d], &self.st[t * d], self.thr_depth[t] * sizeof(Held))
+            j += 1
+        self.threads_dropped += self.n_thr - j
+        self.n_thr = j
+        memset(self.tc_th, 0xff, sizeof(self.tc_th))
+        u64map_free(&self.thr_map)
+        if u64map_init(&self.thr_map, 2 * j + 16):
+            self.oom = True
+            return
+        for t in range(j):
+            key = mix64(mix64(<uint64_t>self.thr_tid[t]) ^ (<uint64_t>self.thr_host[t] * <uint64_t>0x9e3779b97f4a7c15)) | 1
+            if u64map_put_h(&self.thr_map, key, key, <int32_t>t, True):
+                self.oom = True
+                return
+        cap = max(2 * j, 16)
+        if self.cap_thr > 2 * cap and self._grow_family(FAM_THR, cap):
+            return
+        self.thr_sweep_at = max(2 * j, THREAD_SWEEP_MIN)
+
+    def sweep_threads(self):
+        """Drop the threads with an empty held stack now (ingest does it once the table doubled)."""
+        with nogil:
+            self._sweep_threads()
+        if self.oom:
+            raise MemoryError()
+
+    def edge_hosts(self, int32_t e):
+        """(named host ids, estimate of the hosts past them): the first exact_hosts hosts of the
+        dependency by name, the rest counted by its sketch (0 when it has none)."""
+        cdef int32_t p = self.e_hosts[e]
+        hosts = [self.e_host0[e]]
+        while p >= 0:
+            hosts.append(self.ph_host[p])
+            p = self.ph_next[p]
+        if self.e_sketch[e] < 0:
+            return hosts, 0
+        return hosts, <int64_t>(_hll_estimate(&self.sk_reg[<int64_t>self.e_sketch[e] * HLL_M]) + 0.5)
+
+    def edge_host_count(self, int32_t e):
+        """Hosts that took dependency e: exact up to exact_hosts, named plus the sketch's estimate past."""
+        hosts, extra = self.edge_hosts(e)
+        return len(hosts) + extra
+
+    def host_union(self, edges, extra_hosts=()):
+        """(hosts, exact): how many distinct hosts took any of `edges` or are in `extra_hosts` (ids).
+        Exact when none of the dependencies has a sketch; otherwise every named host and every
+        sketch merged into one sketch (registerwise maximum) and estimated, never below the named
+        hosts' count."""
+        cdef uint8_t reg[HLL_M]
+        cdef int64_t s, i
+        exact = set(extra_hosts)
+        sketched = []
+        for e in edges:
+            hosts, _ = self.edge_hosts(e)
+            exact.update(hosts)
+            if self.e_sketch[<int32_t>e] >= 0:
+                sketched.append(self.e_sketch[<int32_t>e])
+        if not sketched:
+            return len(exact), True
+        memset(reg, 0, HLL_M)
+        for s in sketched:
+            for i in range(HLL_M):
+                if self.sk_reg[s * HLL_M + i] > reg[i]:
+                    reg[i] = self.sk_reg[s * HLL_M + i]
+        for h in exact:
+            _hll_add(reg, <int32_t>h)
+        return max(len(exact), <int64_t>(_hll_estimate(reg) + 0.5)), False
+
+    def sketch_count(self):
+        """Dependencies whose hosts outgrew the named ones (each has a sketch)."""
+        return self.n_sk
+
+    @staticmethod
+    def hll_estimate_of(host_ids):
+        """The sketch's estimate for a set of host ids (for tests of the estimator itself)."""
+        cdef uint8_t reg[HLL_M]
+        memset(reg, 0, HLL_M)
+        for h in host_ids:
+            _hll_add(reg, <int32_t>h)
+        return <int64_t>(_hll_estimate(reg) + 0.5)
 
     def edge_info(self, int32_t e):
         """(src, dst, kinds bits, first host, task, ts, held site, taken site, held instance,
@@ -1077,6 +1252,27 @@ cdef class Core:
             vd[i] = self.e_dst[i]
             vk[i] = self.e_kinds[i]
         return src, dst, kinds
+
+    def edge_counts(self):
+        """(count, last ts) arrays of every dependency, current (one bulk read: edge-mode export
+        compares them with what it shipped instead of asking per dependency)."""
+        cdef int64_t n = self.n_edge
+        with nogil:
+            self._refresh_counts()
+        count = np.empty(n, dtype=np.uint64)
+        last = np.empty(n, dtype=np.int64)
+        if n:
+            memcpy(<void*>cnp.PyArray_DATA(count), self.e_count, n * 8)
+            memcpy(<void*>cnp.PyArray_DATA(last), self.e_last, n * 8)
+        return count, last
+
+    def class_usages(self):
+        """The irq usage bits of every class (uint8 array, bit 4x + (IN-W, IN-R, ON-W, ON-R))."""
+        cdef int64_t n = self.n_cls
+        usage = np.empty(n, dtype=np.uint8)
+        if n:
+            memcpy(<void*>cnp.PyArray_DATA(usage), self.cls_usage, n)
+        return usage
 
     def shortest_path(self, int32_t a, int32_t b):
         """Edges of a shortest dependency path a ~> b (any kinds), or None."""
@@ -1128,7 +1324,8 @@ cdef class Core:
                   self.acquires, self.releases, self.depth_overflows, self.chain_hits,
                   self.chain_misses, self.recomputes, self.reorders, self.searches,
                   self.search_budget_exhausted, self.n_inv, self.n_words, self.any_rread,
-                  self.witnesses, self.witness_budget_exhausted, self.inversions_untracked]
+                  self.witnesses, self.witness_budget_exhausted, self.inversions_untracked,
+                  self.n_sk, self.max_chains, self.chain_flushes, self.threads_dropped, self.exact_hosts]
         parts.append(np.array(header, dtype=np.int64).tobytes())
         for i in range(self.n_arrays):
             if self.arrays[i].snap:
@@ -1148,13 +1345,15 @@ cdef class Core:
         cdef int64_t off = len(_SNAP_MAGIC), nb, x, n
         cdef int i, w, f
         cdef Core core
-        if data.shape[0] < off + 27 * 8 or bytes(data[:off]) != _SNAP_MAGIC:
+        if data.shape[0] < off + _SNAP_HEADER * 8 or bytes(data[:off]) != _SNAP_MAGIC:
             raise ValueError("not a lockfleet core snapshot")
-        h = np.frombuffer(bytes(data[off:off + 27 * 8]), dtype=np.int64).tolist()
-        off += 27 * 8
-        if not 1 <= h[0] <= 1024:
+        h = np.frombuffer(bytes(data[off:off + _SNAP_HEADER * 8]), dtype=np.int64).tolist()
+        off += _SNAP_HEADER * 8
+        if not 1 <= h[0] <= 1024 or h[27] < 0 or h[28] < 16 or h[31] < 1:
             raise ValueError("corrupt core snapshot header")
-        core = Core(int(h[0]))
+        core = Core(int(h[0]), int(h[28]), int(h[31]))
+        core.n_sk = h[27]
+        core.chain_flushes, core.threads_dropped = h[29:31]
         (core.n_cls, core.n_thr, core.n_occ, core.n_edge, core.n_pair, core.n_chain,
          core.n_ce, core.n_ei) = h[1:9]
         core.arrival_seq = <uint32_t>h[9]
@@ -1168,7 +1367,7 @@ cdef class Core:
         if min(h[1:9]) < 0 or not 0 <= core.n_inv or not 0 <= n <= MAX_WORDS:
             raise ValueError("corrupt core snapshot header")
         # every saved family sized to its count (classes first: the reach words follow them)
-        for f in (FAM_CLS, FAM_THR, FAM_OCC, FAM_EDGE, FAM_EI, FAM_PAIR, FAM_INV, FAM_CHAIN, FAM_CE):
+        for f in (FAM_CLS, FAM_THR, FAM_OCC, FAM_EDGE, FAM_EI, FAM_PAIR, FAM_INV, FAM_CHAIN, FAM_CE, FAM_SK):
             if core._grow_family(f, max(core.fam_n[f][0], 1)):
                 raise MemoryError()
         for w in range(n):
@@ -1204,6 +1403,9 @@ cdef class Core:
                 off += nb
         if off != data.shape[0]:
             raise ValueError("trailing bytes in core snapshot")
+        for x in range(core.n_edge):
+            if core.e_sketch[x] >= core.n_sk or core.e_hosts[x] >= core.n_pair:
+                raise ValueError("corrupt core snapshot: a dependency's hosts point past their tables")
         core._rebuild_indexes()
         if core.oom:
             raise MemoryError()
@@ -1211,7 +1413,6 @@ cdef class Core:
 
     cdef void _rebuild_indexes(self) noexcept nogil:
         cdef int64_t i, c = 4096, j
-        cdef int32_t p
         cdef uint64_t key
         for i in range(self.n_cls):
             u64map_put(&self.cls_map, ((<uint64_t>self.cls_name[i]) << 8) | <uint64_t>self.cls_sub[i] | TOP,
@@ -1221,10 +1422,6 @@ cdef class Core:
             u64map_put_h(&self.thr_map, key, key, <int32_t>i, True)
         for i in range(self.n_edge):
             pairidx_add(&self.edge_idx, self.e_src, self.e_dst, <int32_t>i)
-            p = self.e_hosts[i]
-            while p >= 0:
-                u64map_put(&self.pair_map, ((<uint64_t>i) << 32) | <uint64_t><uint32_t>self.ph_host[p] | TOP, p)
-                p = self.ph_next[p]
         while c * 3 < 4 * (self.n_chain + 1):
             c <<= 1
         free(self.chain_slots)

@@ -30,7 +30,7 @@ _EDGE_KINDS = ("EN", "ER", "SN", "SR")
 _KINDS_OF = tuple(tuple(k for i, k in enumerate(_EDGE_KINDS) if (bits >> i) & 1) for bits in range(16))
 _IRQ = ("HARDIRQ", "SOFTIRQ")
 DEFAULT_HOST = "localhost"
-_SNAPSHOT_MAGIC = b"LFENG002"
+_SNAPSHOT_MAGIC = b"LFENG003"
 
 
 class _Interner:
@@ -98,12 +98,18 @@ IRQ_RULE_DEFAULT = "5.10"
 class Engine:
     """One fleet's lock-dependency state, in memory (writes no files)."""
 
-    def __init__(self, *, max_lock_depth: int = 48, irq_rule: str = IRQ_RULE_DEFAULT) -> None:
+    def __init__(self, *, max_lock_depth: int = 48, irq_rule: str = IRQ_RULE_DEFAULT,
+                 max_chains: int | None = None, exact_hosts: int | None = None) -> None:
+        """`max_chains`: the bound of the core's chain cache (lockdep's MAX_LOCKDEP_CHAINS; the
+        core's default when None); a full cache is emptied and its chains validated again.
+        `exact_hosts`: how many hosts of a dependency are named (default 8); the rest are counted
+        by a sketch (docs/semantics.md, "Hosts of a dependency")."""
         if irq_rule not in IRQ_RULES:
             raise ValueError(f"irq_rule must be one of {', '.join(IRQ_RULES)}, not {irq_rule!r}")
         self.max_lock_depth = max_lock_depth
         self.irq_rule = irq_rule
-        self._core = Core(max_lock_depth)
+        core_kw = {k: v for k, v in (("max_chains", max_chains), ("exact_hosts", exact_hosts)) if v is not None}
+        self._core = Core(max_lock_depth, **core_kw)
         self._core.irq_rule_pre510 = irq_rule == "pre-5.10"
         self._locks = _Interner()
         self._sites = _Interner()
@@ -245,7 +251,7 @@ class Engine:
                                            site=self._sites.name(site_t), host=host_name,
                                            task=task_name, ts_ns=ts),
                     count=count, hosts=tuple(sorted(self._hosts.name(h) for h in hosts)),
-                    last_ts_ns=last)
+                    last_ts_ns=last, host_count=self._core.edge_host_count(e))
 
     def _usage_string(self, c: int) -> str:
         """lockdep's get_usage_chars: per irq state, the write then the read character."""
@@ -293,13 +299,25 @@ class Engine:
             for w in witnesses[1:]:
                 hosts.update(w.hosts)
             count = self._core.inversion_witnesses(r.inversion)
+        host_count = self._host_count(r, hosts, links, witnesses)
         return Alert(
             id=r.id, kind=r.kind, locks=tuple(names), hosts=tuple(sorted(h for h in hosts if h)),
             links=links, trigger=trigger, held=tuple(self._occurrence(o) for o in r.held),
             usages=usages, usage_strings={n: self._usage_string(c) for n, c in zip(names, classes)},
             irq_state=_IRQ[r.irq] if r.irq >= 0 else "", count=count,
             first_ts_ns=trigger.ts_ns if trigger else 0, seq=r.seq, inversion=inversion,
-            witnesses=witnesses)
+            witnesses=witnesses, host_count=host_count)
+
+    def _host_count(self, r: _Record, hosts: set[str], links: tuple[Link, ...],
+                    witnesses: tuple[Witness, ...]) -> int:
+        """0 (len(hosts)) when every host of the finding's dependencies is named; else the core's
+        estimate of the hosts of the finding (its dependencies' sketches merged, docs/semantics.md)."""
+        every = [*links, *(x for w in witnesses for x in w.links)]
+        if all(link.host_count <= len(link.hosts) for link in every):
+            return 0
+        edges = [e for es in (r.edges, *r.witnesses) for e in es]
+        ids = [i for i in (self._hosts.find(h) for h in hosts if h) if i >= 0]
+        return self._core.host_union(edges, ids)[0]
 
     def _witness(self, edges: tuple[int, ...], links: tuple[Link, ...] | None = None) -> Witness:
         if links is None:
@@ -418,6 +436,21 @@ class Engine:
         src, dst, _kinds = self._core.edges()
         return src, dst
 
+    def edge_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every dependency's kinds bit mask (uint8: EN 1, ER 2, SN 4, SR 8), count (uint64) and
+        last time (int64 ns), by dependency id, read in bulk."""
+        _src, _dst, kinds = self._core.edges()
+        count, last = self._core.edge_counts()
+        return kinds & 15, count, last
+
+    def class_usages(self) -> np.ndarray:
+        """Every class's irq usage bits (uint8, by class id), read in bulk."""
+        return self._core.class_usages()
+
+    def finding_count(self) -> int:
+        """How many findings there are (they only grow): a cheap test for new ones."""
+        return len(self._records)
+
     def class_id(self, name: str) -> int:
         """The id of lock class `name` (`name` or `name/subclass`), or -1."""
         return self._class_id(name)
@@ -462,6 +495,9 @@ class Engine:
             "chains": core.chain_count(),
             "chain_hits": core.chain_hits,
             "chain_misses": core.chain_misses,
+            "chain_flushes": core.chain_flushes,
+            "threads_dropped": core.threads_dropped,
+            "host_sketches": core.sketch_count(),
             "depth_overflows": core.depth_overflows,
             "batches": self._batches,
             "graph_recomputes": core.recomputes,
@@ -475,4 +511,6 @@ class Engine:
             "search_steps": core.search_steps,
             "reach_spread_steps": core.spread_steps,
             "core_bytes": core.memory_bytes(),
+            # the core's memory by table family (capacities): what grows with what
+            **{f"core_bytes_{k}": v for k, v in core.memory_breakdown().items()},
         }

@@ -61,6 +61,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from ..engine import Engine
@@ -90,6 +91,8 @@ class ExportState:
     counts: list[int] = field(default_factory=list)    # by edge id: count shipped
     usages: dict[str, set[str]] = field(default_factory=dict)   # class name -> usage bits shipped
     findings: set[str] = field(default_factory=set)    # recursive / bad_unlock alert ids shipped
+    findings_seen: int = 0                             # the engine's finding count at the last export
+    usage_bits: list[int] = field(default_factory=list)  # by class id: usage bits already looked at
     next_tid: int = 0
     shipments: int = 0
     rows: int = 0
@@ -162,8 +165,7 @@ def export_new(engine: Engine, state: ExportState) -> pa.RecordBatch | None:
     rows = _Rows()
     n = engine.edge_count()
     known = len(state.kinds)
-    all_edges = engine.edges() if n else []
-    links = {}
+    links: dict[int, Any] = {}
     # 1. new dependencies, in the order they were made, with the kind they were made with
     for e in range(known, n):
         link = links[e] = engine.link(e)
@@ -174,14 +176,14 @@ def export_new(engine: Engine, state: ExportState) -> pa.RecordBatch | None:
         state.kinds.append(_KIND_BITS[kind])
         state.counts.append(link.count)
         state.new_edges += 1
+    # the engine's tables, read in bulk: only dependencies and classes that changed are visited
+    kinds_now, counts_now, _last = engine.edge_table()
     # 2. new kinds on any dependency (the first new kind's rows carry the count delta)
-    for e, (_h, _t, kinds) in enumerate(all_edges):
-        mask = sum(_KIND_BITS[k] for k in kinds)
-        if mask == state.kinds[e]:
-            continue
+    shipped_kinds = np.asarray(state.kinds, dtype=np.uint8)
+    for e in np.flatnonzero(kinds_now != shipped_kinds).tolist():
         link = links.get(e) or engine.link(e)
         links[e] = link
-        for k in kinds:
+        for k in link.kinds:
             if not state.kinds[e] & _KIND_BITS[k]:
                 delta = link.count - state.counts[e]
                 _pair(rows, state, link, k, link.last_ts_ns or link.first_taken.ts_ns, delta)
@@ -189,8 +191,9 @@ def export_new(engine: Engine, state: ExportState) -> pa.RecordBatch | None:
                 state.kinds[e] |= _KIND_BITS[k]
                 state.new_kinds += 1
     # 3. count deltas of the other known dependencies
-    if state.ship_counts:
-        for e in range(known):
+    if state.ship_counts and known:
+        grown = np.flatnonzero(counts_now[:known] > np.asarray(state.counts[:known], dtype=np.uint64))
+        for e in grown.tolist():
             if e in links:
                 continue
             link = engine.link(e)
@@ -201,9 +204,13 @@ def export_new(engine: Engine, state: ExportState) -> pa.RecordBatch | None:
                       link.last_ts_ns or link.first_taken.ts_ns, delta)
                 state.counts[e] = link.count
                 state.count_updates += 1
-    # 4. new irq usage bits
-    n_classes = engine.stats()["locks"]
-    for c in range(n_classes):
+    # 4. new irq usage bits (only classes whose bits changed since the last shipment)
+    usage_now = engine.class_usages()
+    if len(state.usage_bits) < len(usage_now):
+        state.usage_bits.extend([0] * (len(usage_now) - len(state.usage_bits)))
+    changed = np.flatnonzero(usage_now != np.asarray(state.usage_bits, dtype=np.uint8))
+    for c in changed.tolist():
+        state.usage_bits[c] = int(usage_now[c])
         name = engine.class_name(c)
         u = engine.usage(name)
         if u is None or not u[1]:
@@ -221,7 +228,8 @@ def export_new(engine: Engine, state: ExportState) -> pa.RecordBatch | None:
             shipped.add(usage.usage)
             state.new_usages += 1
     # 5. new local recursive and bad_unlock findings
-    for a in engine.alerts():
+    n_found = engine.finding_count()
+    for a in (engine.alerts() if n_found > state.findings_seen else ()):
         if a.kind not in ("recursive", "bad_unlock") or a.id in state.findings or not a.locks:
             continue
         o = a.trigger
@@ -237,6 +245,7 @@ def export_new(engine: Engine, state: ExportState) -> pa.RecordBatch | None:
             rows.add(ts, tid, RELEASE, split_class(a.locks[0])[0], 0, inst, site=site, task=task)
         state.findings.add(a.id)
         state.new_findings += 1
+    state.findings_seen = n_found
     if not len(rows):
         return None
     state.shipments += 1

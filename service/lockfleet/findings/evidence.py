@@ -39,8 +39,11 @@ class Link:
     first_held: Occurrence    # the held lock, as held when the dependency was first made
     first_taken: Occurrence   # the acquisition that made the dependency (host, task, time, site)
     count: int = 1            # times the dependency was taken
-    hosts: tuple[str, ...] = ()  # sorted names of every host that took it
+    hosts: tuple[str, ...] = ()  # sorted names of the hosts that took it: every one, up to the
+                                 # core's first few per dependency (docs/semantics.md, "Hosts")
     last_ts_ns: int = 0
+    host_count: int = 0       # hosts that took it: exact while every one is named, else the
+                              # named ones plus a sketch's estimate of the rest (0: len(hosts))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +57,7 @@ class Link:
             "taken_site": self.first_taken.site,
             "count": self.count,
             "hosts": list(self.hosts),
+            "host_count": self.host_count or len(self.hosts),
             "last_ts_ns": self.last_ts_ns,
         }
 

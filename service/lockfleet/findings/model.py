@@ -60,6 +60,9 @@ class Alert:
     # circular: the witnesses kept with their evidence (the first few; `count` counts them all)
     witnesses: tuple[Witness, ...] = ()
     printed: Printed | None = None  # read from a kernel log: the report as it was printed
+    # how many hosts make up the finding: len(hosts) while every one is named (0 says so), else
+    # an estimate (a dependency's hosts past the first few are counted, not named)
+    host_count: int = 0
 
     def render(self) -> str:
         return render(self)
@@ -70,6 +73,7 @@ class Alert:
             "kind": self.kind,
             "locks": list(self.locks),
             "hosts": list(self.hosts),
+            "host_count": self.host_count or len(self.hosts),
             "count": self.count,
             "first_ts_ns": self.first_ts_ns,
             "seq": self.seq,
@@ -97,13 +101,20 @@ class Alert:
         return d
 
     def single_host(self) -> str | None:
-        """The one host that took every link of the finding by itself, if there is one."""
+        """The one host that took every link of the finding by itself, if there is one among the
+        named hosts (a link's hosts past the first few are counted, not named: see
+        `hosts_unnamed`)."""
         if not self.links:
             return self.hosts[0] if len(self.hosts) == 1 else None
         common = set(self.links[0].hosts)
         for link in self.links[1:]:
             common &= set(link.hosts)
         return min(common) if common else None
+
+    def hosts_unnamed(self) -> bool:
+        """Whether some link has hosts that are counted but not named (so "no single host took
+        it" cannot be told from the names)."""
+        return any(link.host_count > len(link.hosts) for link in self.links)
 
 
 def matches(alert: Alert, kind: str = "", host: str = "", lock: str = "", since_ns: int = 0,

@@ -381,14 +381,16 @@ def _times(count: int) -> str:
     return f"{count} time{'' if count == 1 else 's'}"
 
 
-def _hosts(hosts: Sequence[str]) -> str:
+def _hosts(hosts: Sequence[str], count: int = 0) -> str:
+    if count > len(hosts):   # past the hosts kept by name, the rest were counted by a sketch
+        return f"~{count} host(s) (estimated): {', '.join(hosts)} and about {count - len(hosts)} more"
     return f"{len(hosts)} host(s): {', '.join(hosts) or 'none'}"
 
 
 def _evidence(link: Link) -> str:
     o = link.first_taken
     first = f"first taken on {o.host or UNKNOWN} by {_task(o)} at {_time(o.ts_ns)}"
-    return f"{first}, {_times(link.count)} on {_hosts(link.hosts)}"
+    return f"{first}, {_times(link.count)} on {_hosts(link.hosts, link.host_count)}"
 
 
 def _fleet(a: Alert) -> list[str]:
@@ -412,12 +414,15 @@ def _fleet(a: Alert) -> list[str]:
         if a.trigger is not None:
             o = a.trigger
             out.append(f"  first on {o.host or UNKNOWN} by {_task(o)} at {_time(o.ts_ns)}")
-        out.append(f"  {_times(a.count)} on {_hosts(a.hosts)}")
+        out.append(f"  {_times(a.count)} on {_hosts(a.hosts, a.host_count)}")
     if a.links:
         host, what = a.single_host(), "cycle" if a.kind == "circular" else "path"
         hosts = ", ".join(a.hosts or sorted({h for link in a.links for h in link.hosts}))
         if host:
             out.append(f"  every link was taken on host {host} alone")
+        elif a.hosts_unnamed():
+            out.append(f"  no host named for every link of the {what} (a link's hosts past the first "
+                       f"few are counted, not named): named hosts {hosts}")
         else:
             out.append(f"  no single host took the whole {what}: it exists only across hosts {hosts}")
     return out

@@ -59,6 +59,7 @@ class Published:
     last_seq: int = 0
     last_published_ns: int = 0
     witnesses: int = 0       # a circular finding's witness count, as last published
+    host_count: int = 0      # its host count, as last published (grows past the named hosts too)
 
 
 class Outbox:
@@ -88,6 +89,7 @@ class Outbox:
         p.last_seq = rec["seq"]
         p.last_published_ns = rec.get("published_ns", 0)
         p.witnesses = max(p.witnesses, rec.get("witnesses", 0))
+        p.host_count = max(p.host_count, rec.get("host_count", len(rec.get("hosts", ()))))
 
     @property
     def last_seq(self) -> int:
@@ -131,7 +133,8 @@ class Outbox:
         if prev is None:
             return NEW, [], []
         new_hosts, new_kinds = sorted(hosts - prev.hosts), sorted(kinds - prev.kinds)
-        if new_hosts or new_kinds or _witnesses(alert) > prev.witnesses:
+        count = alert.host_count or len(alert.hosts)
+        if new_hosts or new_kinds or _witnesses(alert) > prev.witnesses or count > max(prev.host_count, len(prev.hosts)):
             return GREW, new_hosts, new_kinds
         return None
 
@@ -150,6 +153,7 @@ class Outbox:
                    "new_hosts": sorted(new_hosts), "new_kinds": sorted(new_kinds), "published_ns": now,
                    "first_published_ns": prev.first_published_ns if prev else now,
                    "hosts": sorted(hosts), "kinds": sorted(kinds), "witnesses": _witnesses(alert),
+                   "host_count": max(alert.host_count or len(alert.hosts), prev.host_count if prev else 0),
                    "alert": {**alert.to_dict(), **(extra or {})},
                    "report": alert.render()}
             self._file.append(rec)

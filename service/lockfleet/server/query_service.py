@@ -245,7 +245,7 @@ def alert_message(alert: Alert, suppression: Suppression | None = None) -> pb.Al
         data["suppression"] = suppression.to_dict()
     msg = pb.Alert(id=alert.id, kind=alert.kind, locks=list(alert.locks), hosts=list(alert.hosts),
                    report=alert.render(), json=json.dumps(data, default=_jsonable), seq=alert.seq,
-                   first_ts_ns=alert.first_ts_ns)
+                   first_ts_ns=alert.first_ts_ns, host_count=alert.host_count or len(alert.hosts))
     if suppression is not None:
         msg.suppression.CopyFrom(suppression_message(suppression))
     return msg
@@ -254,7 +254,8 @@ def alert_message(alert: Alert, suppression: Suppression | None = None) -> pb.Al
 def publication_message(rec: dict) -> pb.Publication:  # type: ignore[type-arg]
     a = rec["alert"]
     alert = pb.Alert(id=a["id"], kind=a["kind"], locks=a["locks"], hosts=a["hosts"], report=rec.get("report", ""),
-                     json=json.dumps(a, default=_jsonable), seq=a.get("seq", 0), first_ts_ns=a.get("first_ts_ns", 0))
+                     json=json.dumps(a, default=_jsonable), seq=a.get("seq", 0), first_ts_ns=a.get("first_ts_ns", 0),
+                     host_count=a.get("host_count", len(a["hosts"])))
     return pb.Publication(seq=rec["seq"], event=rec["event"], alert=alert, new_hosts=rec.get("new_hosts", []),
                           new_kinds=rec.get("new_kinds", []), published_ns=rec["published_ns"])
 
@@ -263,7 +264,7 @@ def link_message(link: Link) -> pb.Link:
     return pb.Link(held=link.held, taken=link.taken, kinds=list(link.kinds), host=link.first_taken.host,
                    task=link.first_taken.task, ts_ns=link.first_taken.ts_ns, held_site=link.first_held.site,
                    taken_site=link.first_taken.site, count=link.count, hosts=list(link.hosts),
-                   last_ts_ns=link.last_ts_ns)
+                   last_ts_ns=link.last_ts_ns, host_count=link.host_count or len(link.hosts))
 
 
 def _jsonable(value: object) -> object:

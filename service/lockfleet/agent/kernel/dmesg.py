@@ -985,7 +985,7 @@ def read_log(path: str, host: str | None = None) -> Log:
 
 def analyze(logs: list[Log], normalizer: Normalizer | None = None, irq_rule: str = IRQ_RULE_DEFAULT) -> Engine:
     """All reports of all logs in one engine, in order."""
-    eng = Engine(irq_rule=irq_rule)
+    eng = Engine(irq_rule=irq_rule, exact_hosts=max(4, len({log.host for log in logs})))   # name every host
     for log in logs:
         batch = to_batch(log.reports, normalizer, log.host)
         if batch.num_rows:

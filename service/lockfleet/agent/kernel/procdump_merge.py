@@ -62,7 +62,7 @@ class Merged:
 def merge(dumps: list[Dump], norm: Normalizer, progress: Callable[[str], None] | None = None) -> Merged:
     """Every dump's events into one engine, dump after dump, each as events of its host (a usage
     bit an earlier dump gave already is not given again: the engine keeps a bit's first use)."""
-    eng = Engine()
+    eng = Engine(exact_hosts=max(4, len(dumps)))     # a few machines: name every one of a link
     table = ClassTable(norm)
     graphs = []
     seen = np.zeros(0, np.uint8)                 # usage bits given to the engine, by class id
