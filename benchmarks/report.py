@@ -356,10 +356,10 @@ def mib(x) -> str:
 
 
 def scale_section(doc: dict, source: str = "") -> list[str]:
-    """The scale run of issue 16 (`make bench-scale`, bench_scale.py's JSON): the cluster at each
+    """The scale run (`make bench-scale`, bench_scale.py's JSON): the cluster at each
     size, then the engine's memory per host with the sketch vs. the baseline build."""
     la = lambda v: " ".join(f"{x:.1f}" for x in v) if v else "?"  # noqa: E731
-    out = ["## The cluster at fleet scale (issue 16): `make bench-scale`", "",
+    out = ["## The cluster at fleet scale: `make bench-scale`", "",
            f"From `{source}` (commit `{doc.get('commit', '?')}`, started {doc.get('started_utc', '?')} UTC, "
            f"nproc {doc.get('nproc', '?')}, load average {la(doc.get('loadavg_start'))} at start, "
            f"{la(doc.get('loadavg_end'))} at end). Every role a real process on this shared machine: "
