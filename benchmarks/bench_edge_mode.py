@@ -96,7 +96,7 @@ def main() -> int:
             raw["raw Agent wire"][1] += ipc_bytes(part, _ZSTD) if _ZSTD else 0
     t_raw = time.perf_counter() - t0
 
-    results, steady_results = {}, {}
+    results, steady_results, split = {}, {}, {}
     # steady state: the batches after the one holding the last event of the new-edge phase
     first_steady = (4 * wl.phases[0].edges.shape[0]) // (workloads.ROWS_PER_BATCH // 4 * 4) + 1
     for ship_counts in (True, False):
@@ -104,20 +104,32 @@ def main() -> int:
         local, central, state = Engine(), Engine(), ExportState(ship_counts=ship_counts)
         sent, sent_z, shipments, rows = 0, 0, 0, 0
         steady, steady_z, steady_events = 0, 0, 0
+        t_local = t_export = t_central = 0.0           # agent side: local + export; central side
+        s_local = s_export = 0.0                       # the same, over the steady-state batches
         for i, b in enumerate(batches):
             if i >= first_steady:
                 steady_events += b.num_rows
+            c0 = time.perf_counter()
             local.ingest(b, host="k1")
+            c1 = time.perf_counter()
+            t_local += c1 - c0
+            s_local += (c1 - c0) if i >= first_steady else 0.0
             if (i + 1) % args.flush_every and i + 1 != len(batches):
                 continue
+            c0 = time.perf_counter()
             out = export_new(local, state)
+            c1 = time.perf_counter()
+            t_export += c1 - c0
+            s_export += (c1 - c0) if i >= first_steady else 0.0
             if out is None:
                 continue
             shipments += 1
             rows += out.num_rows
             sent += ipc_bytes(out)
             sent_z += ipc_bytes(out, _ZSTD) if _ZSTD else 0
+            c0 = time.perf_counter()
             central.ingest(out, host="k1")
+            t_central += time.perf_counter() - c0
             if i >= first_steady:
                 steady += ipc_bytes(out)
                 steady_z += ipc_bytes(out, _ZSTD) if _ZSTD else 0
@@ -128,6 +140,7 @@ def main() -> int:
         name = "edge mode, with count deltas" if ship_counts else "edge mode, new edges only"
         results[name] = (sent, sent_z, shipments, rows, time.perf_counter() - t0, cyc_c)
         steady_results[name] = (steady, steady_z, steady_events)
+        split[name] = (t_local, t_export, t_central, s_local, s_export)
 
     per_m = 1e6 / n_events
     print(f"workload: W1 shape, {wl.n_classes} classes, {wl.n_edges} distinct edges, {args.repeats} repeat edges; "
@@ -148,6 +161,13 @@ def main() -> int:
     print("ratio raw 4 columns / edge mode (uncompressed, zstd):")
     for name, (b, z, *_rest) in results.items():
         print(f"  {name:32} {b4[0] / b:8.1f}x {b4[1] / z if z else float('nan'):8.1f}x")
+    print("where the time goes (agent side = local engine + export_new; central side = the central engine's "
+          "ingest of the shipments; ns per event of the whole workload / of the steady state):")
+    for name, (tl, te, tc, sl, se) in split.items():
+        sev = steady_results[name][2] or 1
+        print(f"  {name:32} agent {tl + te:6.2f} s = local {tl:.2f} + export {te:.2f} "
+              f"({(tl + te) / n_events * 1e9:5.0f} ns/event; steady {(sl + se) / sev * 1e9:5.0f} ns/event = "
+              f"local {sl / sev * 1e9:.0f} + export {se / sev * 1e9:.0f}); central {tc:6.2f} s")
     print("steady state (repeat phase only, batches after the last new-phase event; its 10 back edges included;"
           " meaningful with --flush-every 1):")
     for name, (b, z, ev) in steady_results.items():

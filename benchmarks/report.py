@@ -326,6 +326,13 @@ def script_sections(benches: list[Bench]) -> list[str]:
             out += table(["--fsync", "streams", "batches", "events", "seconds", "events/s", "log MB/s"],
                          [[r.get("fsync"), r.get("streams"), r.get("batches"), f"{r.get('events', 0):,}",
                            r.get("seconds"), f"{r.get('events_per_s', 0):,}", r.get("mb_per_s")] for r in fig])
+        elif name == "push" and isinstance(fig, list):
+            out += table(["streams", "compression", "events", "bare events/s", "serve events/s", "ratio (send phase)",
+                          "ratio (whole command)", "server CPU ratio", "log MB", "rounds' ratios"],
+                         [[r.get("streams"), r.get("compression"), f"{r.get('events', 0):,}",
+                           f"{r.get('bare_events_per_s', 0):,}", f"{r.get('serve_events_per_s', 0):,}",
+                           ratio(r.get("ratio")), ratio(r.get("command_ratio")), ratio(r.get("cpu_ratio")),
+                           r.get("log_mb"), ", ".join(f"{x:.2f}" for x in r.get("round_ratios", []))] for r in fig])
         elif name == "analyze" and isinstance(fig, dict):
             runs = fig.get("runs", [])
             ceil = runs[0]["seconds"] if runs else None

@@ -2,7 +2,8 @@
 one JSON) covers them too: `bench_ingest.py` (gRPC ingest into `lockfleet serve`, per --fsync mode),
 `bench_analyze.py` (`lockfleet analyze` on a generated archive, next to a plain polars scan),
 `bench_edge_mode.py` (bytes on the wire per million events, raw vs edge mode) and
-`bench_instrument.py` (tracing overhead per lock pair, Agent throughput).
+`bench_instrument.py` (tracing overhead per lock pair, Agent throughput), `bench_push.py`
+(`lockfleet push` of one 16M-event file into `serve` next to a bare decoding server).
 
 Each runs as its own subprocess, unchanged, at modest sizes (quick: smaller still); the timed
 figure is the whole script's wall time (generation included: not a rate), and its own figures go
@@ -30,14 +31,16 @@ FULL = {
     "analyze": ["--events", "4000000"],
     "edge_mode": ["--repeats", "500000"],
     "instrument": ["--pairs", "200000", "--repeats", "3", "--events", "500000"],
+    "push": ["--events", "16000000", "--rounds", "3"],
 }
 QUICK = {
     "ingest": ["--quick"],
     "analyze": ["--events", "300000", "--hosts", "4", "--days", "2"],
     "edge_mode": ["--repeats", "50000", "--distinct", "6000"],
     "instrument": ["--quick"],
+    "push": ["--quick"],
 }
-HAS_JSON = {"ingest", "analyze", "instrument"}
+HAS_JSON = {"ingest", "analyze", "instrument", "push"}
 
 
 def _script(benchmark, name: str) -> None:
@@ -67,7 +70,7 @@ def _script(benchmark, name: str) -> None:
             benchmark.extra_info["figures"] = json.loads(out.read_text())
 
 
-@pytest.mark.parametrize("name", ["ingest", "analyze", "edge_mode", "instrument"])
+@pytest.mark.parametrize("name", ["ingest", "analyze", "edge_mode", "instrument", "push"])
 def test_script(benchmark, name):
     benchmark.group = "standalone benches"
     _script(benchmark, name)

@@ -164,8 +164,9 @@ class FailingDisk:
         def fake(fd, *args):
             self.calls += 1
             if self.full.is_set():
-                if what == "_write_all" and args and len(args[0]) > 8:
-                    real(fd, bytes(args[0])[: len(args[0]) // 2])   # a partial write, then the error
+                data = b"".join(args[0]) if args and isinstance(args[0], list) else args[0] if args else b""
+                if what == "_write_all" and len(data) > 8:
+                    real(fd, bytes(data)[: len(data) // 2])   # a partial write, then the error
                 raise OSError(err, "No space left on device" if err == errno.ENOSPC else "Input/output error")
             return real(fd, *args)
 

@@ -38,6 +38,7 @@ from ..engine import Engine
 from ..events import MAX_NAME_BYTES, EventError, Events, normalize
 from ..store import EventLog, LogUnavailable, Record, SnapshotIncompatible
 from ..store.snapshot import section_format
+from ..wire import available_codecs
 from .config import Limits
 from .ratelimit import HostRates
 
@@ -88,6 +89,25 @@ class Ticket:
     events: int = 0
     duplicate: bool = False
     new_alerts: tuple[str, ...] = ()
+
+
+@dataclass
+class Prepared:
+    """A batch between `Gateway.prepare` and `Gateway.apply`."""
+
+    ticket: Ticket
+    host: str
+    stream_id: str
+    seq: int
+    ipc: bytes
+    peer: Peer
+    cost: int = 0                 # its share of the in-flight budget (held from prepare on)
+    table: pa.Table | None = None
+    ev: Events | None = None
+    fp: str = ""
+    classes: set[str] = field(default_factory=set)
+    threads: dict[str, np.ndarray] = field(default_factory=dict)
+    host_rows: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 class Refusal(RefusedError):
@@ -195,6 +215,7 @@ class Gateway:
         self._apply = threading.Lock()          # the ordered section: engine + log order
         self._meta = threading.Lock()           # stream states, for the fast path
         self._streams: dict[tuple[str, str], StreamState] = {}
+        self._preparing: dict[tuple[str, str], int] = {}   # highest seq prepared per stream
         self._schemas: dict[str, str] = {}      # interned fingerprints
         self._classes: set[str] = set()
         self._threads: dict[str, set[int]] = {}
@@ -286,14 +307,36 @@ class Gateway:
 
     def admit(self, host: str, stream_id: str, seq: int, ipc: bytes, peer: Peer = ANYONE) -> Ticket:
         """Admit one batch up to its append to the log; never raises for bad input."""
-        ticket = Ticket(seq=seq, received=time.monotonic())
+        return self.apply(self.prepare(host, stream_id, seq, ipc, peer))
+
+    def prepare(self, host: str, stream_id: str, seq: int, ipc: bytes, peer: Peer = ANYONE) -> Prepared:
+        """The part of admission done outside the ordered section (envelope, decode, validation),
+        so that a stream's next batch is prepared while the one before it is applied; `apply` must
+        follow, in the stream's order. Never raises for bad input."""
+        prep = Prepared(Ticket(seq=seq, received=time.monotonic()), host, stream_id, seq, ipc, peer)
         try:
-            self._admit(ticket, host, stream_id, seq, ipc, peer)
+            self._prepare(prep)
         except Refusal as r:
-            ticket.outcome = self._refuse(host, stream_id, seq, r)
+            prep.ticket.outcome = self._refuse(host, stream_id, seq, r)
+        return prep
+
+    def apply(self, prep: Prepared) -> Ticket:
+        """The ordered part of admission: seq, limits, the engine and the log's append."""
+        ticket = prep.ticket
+        if ticket.outcome is not None or ticket.duplicate:
+            return ticket
+        try:
+            self._apply_prepared(prep)
+        except Refusal as r:
+            self._budget.release(prep.cost)
+            ticket.outcome = self._refuse(prep.host, prep.stream_id, prep.seq, r)
+        except BaseException:
+            self._budget.release(prep.cost)
+            raise
         return ticket
 
-    def _admit(self, ticket: Ticket, host: str, stream_id: str, seq: int, ipc: bytes, peer: Peer) -> None:
+    def _prepare(self, prep: Prepared) -> None:
+        ticket, host, stream_id, seq, ipc, peer = prep.ticket, prep.host, prep.stream_id, prep.seq, prep.ipc, prep.peer
         lim = self.limits
         if not host:
             raise Refusal("INVALID_ARGUMENT", "empty_host", "host is empty: every batch names the host whose events it holds")
@@ -313,8 +356,12 @@ class Gateway:
         if st is not None and seq <= st.seq:
             self._duplicate(ticket, st)
             return
-        expected = (st.seq if st else 0) + 1
-        if seq != expected:
+        # batches of this stream before this one may still be between prepare and apply: a gap past
+        # them is refused here, before decoding; the ordered section checks the seq exactly
+        with self._meta:
+            ahead = self._preparing.get(key, 0)
+        expected = max(st.seq if st else 0, ahead) + 1
+        if seq > expected:
             raise Refusal("FAILED_PRECONDITION", "seq_gap",
                           f"seq {seq} skips ahead: expected seq {expected} next for host {host!r} stream "
                           f"{stream_id!r}; resend from there")
@@ -331,14 +378,18 @@ class Gateway:
         if why:
             raise Refusal("UNAVAILABLE", "log_unavailable" if self._log.error else "shutting_down", why)
         try:
-            self._admit_held(ticket, host, stream_id, seq, ipc, peer, key, cost)
+            self._prepare_held(prep, cost)
         except BaseException:
             self._budget.release(cost)
             raise
+        prep.cost = cost
+        with self._meta:
+            if seq > self._preparing.get(key, 0):
+                self._preparing[key] = seq
 
-    def _admit_held(self, ticket: Ticket, host: str, stream_id: str, seq: int, ipc: bytes, peer: Peer,
-                    key: tuple[str, str], cost: int) -> None:
+    def _prepare_held(self, prep: Prepared, cost: int) -> None:
         lim = self.limits
+        host, seq, ipc, peer = prep.host, prep.seq, prep.ipc, prep.peer
         table = decode(ipc, lim.max_rows, seq)
         check_strings(table, lim.max_string_bytes, seq)
         try:
@@ -346,12 +397,6 @@ class Gateway:
         except EventError as exc:
             raise Refusal("INVALID_ARGUMENT", event_reason(str(exc)), f"batch seq {seq}: {exc}") from None
         fp = fingerprint(table.schema)
-        with self._meta:
-            st = self._streams.get(key)
-        if st is not None and st.schema != fp:
-            raise Refusal("FAILED_PRECONDITION", "schema_changed",
-                          f"batch seq {seq}: the schema changed mid-stream ({schema_change(st.schema, fp)}); "
-                          "a stream keeps one schema: start a new stream_id for the new one")
         if peer.mtls and not peer.relay and ev.host is not None:
             used = {ev.host.values[i] for i in _unique(ev.host.index).tolist() if i >= 0}
             others = sorted(used - {host})
@@ -359,9 +404,17 @@ class Gateway:
                 raise Refusal("PERMISSION_DENIED", "host_not_in_certificate",
                               f"batch seq {seq}: column 'host' names {', '.join(map(repr, others[:3]))}, but this "
                               f"client's certificate is for {host!r} and is not a relay's (OU=lockfleet-relay)")
-        classes = batch_classes(ev)
-        threads = batch_threads(ev, host)
-        host_rows = batch_host_rows(ev, host)
+        prep.table, prep.ev, prep.fp = table, ev, fp
+        prep.classes = batch_classes(ev)
+        prep.threads = batch_threads(ev, host)
+        prep.host_rows = batch_host_rows(ev, host)
+
+    def _apply_prepared(self, prep: Prepared) -> None:
+        lim = self.limits
+        ticket, host, stream_id, seq, ipc, key, cost = (prep.ticket, prep.host, prep.stream_id, prep.seq, prep.ipc,
+                                                        (prep.host, prep.stream_id), prep.cost)
+        table, ev, fp, classes, threads, host_rows = (prep.table, prep.ev, prep.fp, prep.classes, prep.threads,
+                                                      prep.host_rows)
         with self._apply:
             self._unavailable_check()
             with self._meta:
@@ -372,7 +425,12 @@ class Gateway:
                 return
             if seq != (st.seq if st else 0) + 1:
                 raise Refusal("FAILED_PRECONDITION", "seq_gap", f"seq {seq} skips ahead: expected seq "
-                              f"{(st.seq if st else 0) + 1} next for host {host!r} stream {stream_id!r}")
+                              f"{(st.seq if st else 0) + 1} next for host {host!r} stream {stream_id!r}; "
+                              "resend from there")
+            if st is not None and st.schema != fp:
+                raise Refusal("FAILED_PRECONDITION", "schema_changed",
+                              f"batch seq {seq}: the schema changed mid-stream ({schema_change(st.schema, fp)}); "
+                              "a stream keeps one schema: start a new stream_id for the new one")
             new_classes = classes - self._classes
             if len(self._classes) + len(new_classes) > lim.max_lock_classes:
                 raise Refusal("RESOURCE_EXHAUSTED", "lock_class_limit",
@@ -619,9 +677,18 @@ def decode(ipc: bytes, max_rows: int, seq: int = 0) -> pa.Table:
             table = pa.Table.from_batches(batches, schema=reader.schema)
         table.validate(full=True)
     except (pa.ArrowException, OSError, ValueError) as exc:
-        raise Refusal("INVALID_ARGUMENT", "malformed_ipc",
-                      f"{where}arrow_ipc is damaged or truncated ({_one_line(exc)})") from None
+        text = _one_line(exc)
+        if any(k in text.lower() for k in _CODEC_ERRORS):
+            raise Refusal("INVALID_ARGUMENT", "bad_compression",
+                          f"{where}arrow_ipc is compressed with a codec this service does not read, or its "
+                          f"compressed body does not decompress ({text}); it reads uncompressed batches and "
+                          f"Arrow IPC compression {' or '.join(available_codecs()) or '(none)'}") from None
+        raise Refusal("INVALID_ARGUMENT", "malformed_ipc", f"{where}arrow_ipc is damaged or truncated ({text})") from None
     return table
+
+
+# how pyarrow words a compression it cannot undo (an unknown codec, one not built in, a bad body)
+_CODEC_ERRORS = ("codec", "decompress", "compression")
 
 
 def fingerprint(schema: pa.Schema) -> str:

@@ -1,11 +1,13 @@
 """Ingest.Push: one PushAck per PushBatch, in order, after the gateway has made it durable.
 
-Each call has a reader thread that admits batches as they arrive (decode, check, apply, append to
-the log) and queues their tickets; the call's own thread sends the acks in order as the log makes
+Each call has a reader thread that prepares batches as they arrive (decode, check) and an applier
+thread that applies them in order (engine, append to the log) and queues their tickets; the call's own thread sends the acks in order as the log makes
 the batches durable. At most `max_inflight_per_stream` batches are received and not yet acked on
 one call: the reader takes a slot of that window before it reads the next message and the ack
 gives it back, so when the window is full the reader stops reading and gRPC's flow control holds
-the client back. The most ever outstanding is reported to the gateway (`window_peak`).
+the client back. The most ever outstanding is reported to the gateway (`window_peak`). The call's initial metadata
+names the Arrow IPC compression codecs the service reads (`lockfleet.wire`), so that an agent
+compresses its batches only for a service that reads them.
 
 A client that stops reading its acks (while it still holds the call open) would hold a stream
 slot and a thread forever: when one ack has waited `ack_stall` seconds to be taken by the client,
@@ -25,8 +27,9 @@ import grpc
 
 from ..v1 import lockfleet_pb2 as pb
 from ..v1 import lockfleet_pb2_grpc as pb_grpc
+from ..wire import CODECS_METADATA, available_codecs
 from .auth import peer_of
-from .gateway import Gateway, Ticket
+from .gateway import Gateway, Prepared, Ticket
 
 log = logging.getLogger(__name__)
 _END = object()
@@ -43,6 +46,8 @@ class IngestServicer(pb_grpc.IngestServicer):
 
     def Push(self, request_iterator: Iterator[pb.PushBatch], context: grpc.ServicerContext) -> Iterator[pb.PushAck]:
         peer = peer_of(context, self._mtls)
+        # the Arrow IPC compression codecs this service reads, before any ack (see lockfleet.wire)
+        context.send_initial_metadata(((CODECS_METADATA, ",".join(available_codecs())),))
         tickets: queue.Queue[Ticket | object] = queue.Queue()
         window = threading.BoundedSemaphore(self._inflight)
         outstanding = [0]
@@ -78,18 +83,45 @@ class IngestServicer(pb_grpc.IngestServicer):
                         outstanding[0] += 1
                         n = outstanding[0]
                     self._gateway.note_window(n)
-                    ticket = self._gateway.admit(msg.host, msg.stream_id, msg.seq, msg.arrow_ipc, peer)
-                    if msg.dropped_events and ticket.outcome is None:
-                        self._gateway.note_drops(msg.host, msg.stream_id, msg.dropped_events)
-                    tickets.put(ticket)
+                    if staged:
+                        prepared.put((self._gateway.prepare(msg.host, msg.stream_id, msg.seq, msg.arrow_ipc, peer),
+                                      msg.dropped_events))
+                    else:   # a gateway that admits in one step (the cluster's)
+                        prepared.put((self._gateway.admit(msg.host, msg.stream_id, msg.seq, msg.arrow_ipc, peer),
+                                      msg.dropped_events, msg.host, msg.stream_id))
             except grpc.RpcError:
                 pass          # the client went away
             except Exception:
                 log.exception("ingest reader failed")
             finally:
+                prepared.put(_END)
+
+        def apply() -> None:
+            try:
+                while True:
+                    item = prepared.get()
+                    if item is _END:
+                        return
+                    if staged:
+                        prep, dropped = item
+                        ticket, host, sid = self._gateway.apply(prep), prep.host, prep.stream_id
+                    else:
+                        ticket, dropped, host, sid = item
+                    if dropped and ticket.outcome is None:
+                        self._gateway.note_drops(host, sid, dropped)
+                    tickets.put(ticket)
+            except Exception:
+                log.exception("ingest applier failed")
+                done.set()
+            finally:
                 tickets.put(_END)
 
+        # two stages per call: the reader decodes and checks batch i + 1 while the applier applies
+        # batch i (the engine's core runs without the GIL), in the stream's order
+        prepared: queue.Queue[tuple[Prepared, int] | tuple[Ticket, int, str, str] | object] = queue.Queue()
+        staged = hasattr(self._gateway, "prepare")
         threading.Thread(target=read, name="lockfleet-push-reader", daemon=True).start()
+        threading.Thread(target=apply, name="lockfleet-push-applier", daemon=True).start()
         self._gateway.note_call(+1)
         try:
             while True:

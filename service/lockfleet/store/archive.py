@@ -10,8 +10,10 @@ and `irq` 0; `host` always set, to the batch's host where the row names none) pl
 row's place in the log; rows in log order; the day is the UTC day
 of `ts_ns`. A segment's files are written as `.tmp` and renamed, then the segment is recorded as
 archived in `archive/_state.json`; a crash in between only redoes the same files under the same
-names. Compaction runs on its own thread and reads only sealed (immutable) segments, so it never
-blocks ingest. Day partitions older than the retention are deleted (0 keeps everything).
+names. Compaction runs on its own thread, at a lower CPU priority, and reads only sealed (immutable)
+segments, so it never blocks ingest; during a burst of appends it waits until the log has been still
+for half a second, or until four sealed segments are waiting, so that it does not take the CPU the
+burst needs (the log keeps every event meanwhile). Day partitions older than the retention are deleted (0 keeps everything).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -37,6 +40,9 @@ log = logging.getLogger(__name__)
 
 NS_PER_DAY = 86_400 * 10**9
 ROWS_PER_FILE = 1 << 20
+QUIET_SECONDS = 0.5        # archive sealed segments once the log has had no append for this long...
+MAX_BACKLOG = 4            # ...or when this many sealed segments wait (bounds the log on disk)
+ARCHIVER_NICE = 10
 SCHEMA = pa.schema([
     *EVENTS,    # every event column, plain strings, defaults filled in; then where the row came from
     ("stream_id", pa.string()), ("seq", pa.uint64()),
@@ -89,13 +95,18 @@ class Archiver:
 
     def __init__(self, directory: Path, eventlog: EventLog, retention_days: int = 30,
                  decode: Callable[[bytes], pa.Table] | None = None, rows_per_file: int = ROWS_PER_FILE,
-                 interval: float = 60.0) -> None:
+                 interval: float = 60.0, quiet: float = QUIET_SECONDS, max_backlog: int = MAX_BACKLOG) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.log = eventlog
         self.retention_days = retention_days
         self.rows_per_file = rows_per_file
         self.interval = interval
+        self.quiet = quiet
+        self.max_backlog = max_backlog
+        self._seen_lsn = -1
+        self._seen_at = 0.0
+        self.deferred = 0              # passes put off because ingest was busy
         self._decode = decode or _decode
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -150,7 +161,16 @@ class Archiver:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        try:   # below ingest: compaction is background work (Linux: a thread's own nice value)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ARCHIVER_NICE)
+        except (AttributeError, OSError):
+            pass
         while not self._stop.is_set():
+            delay = self._defer()
+            if delay > 0:
+                self.deferred += 1
+                self._stop.wait(delay)
+                continue
             try:
                 self.run_once()
             except Exception as exc:  # keep going: the next seal or tick tries again
@@ -159,6 +179,22 @@ class Archiver:
                 log.exception("archiving failed: %s", exc)
             self._wake.wait(self.interval)
             self._wake.clear()
+
+    def _defer(self) -> float:
+        """Seconds to put compaction off: while batches are being appended (a burst), sealed parts
+        wait until the log has been still for `quiet` seconds, unless `max_backlog` of them are
+        waiting (so a log that never goes quiet is still archived, and its disk use bounded)."""
+        if self.quiet <= 0:
+            return 0.0
+        pending = sum(1 for part in self.log.sealed() if part.seq > self.archived_through)
+        if not pending or pending >= self.max_backlog:
+            return 0.0
+        now = time.monotonic()
+        lsn = self.log.appended_lsn
+        if lsn != self._seen_lsn:
+            self._seen_lsn, self._seen_at = lsn, now
+        still = now - self._seen_at
+        return 0.0 if still >= self.quiet else min(self.quiet - still, self.quiet / 2) + 0.01
 
     def run_once(self, today: date | None = None) -> int:
         """Archive every sealed part not yet archived, then apply retention; returns parts done."""

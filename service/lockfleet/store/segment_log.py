@@ -54,12 +54,18 @@ FSYNC_MODES = ("always", "group", "never")
 
 def encode(record: Record, lsn: int) -> bytes:
     """The record's bytes on disk, frame included."""
+    return b"".join(frame_parts(record, lsn))
+
+
+def frame_parts(record: Record, lsn: int) -> tuple[bytes, bytes]:
+    """The record's bytes on disk as (frame and header, the IPC bytes as they are): written with
+    one writev, so that a batch's bytes are not copied on their way to the file."""
     host, sid = record.host.encode(), record.stream_id.encode()
     if len(host) > 0xFFFF or len(sid) > 0xFFFF:
         raise ValueError("host and stream_id must be at most 65535 bytes")
     head = b"".join((_U64.pack(lsn), _U16.pack(len(host)), host, _U16.pack(len(sid)), sid, _U64.pack(record.seq)))
     crc = zlib.crc32(record.ipc, zlib.crc32(head))
-    return b"".join((_FRAME.pack(len(head) + len(record.ipc), crc), head, record.ipc))
+    return _FRAME.pack(len(head) + len(record.ipc), crc) + head, record.ipc
 
 
 def decode(payload: memoryview | bytes) -> Record:
@@ -98,7 +104,8 @@ class _Pending:
     record: Record
     lsn: int
     on_durable: Callable[[], None] | None
-    frame: bytes = b""
+    frame: tuple[bytes, bytes] = (b"", b"")   # frame_parts(), once encoded
+    size: int = 0
 
 
 @dataclass
@@ -319,9 +326,10 @@ class SegmentLog(EventLog):
         active = self._active
         assert active is not None
         for p in group:
-            if not p.frame:
-                p.frame = encode(p.record, p.lsn)
-            if (active.last_lsn or chunk) and active.size + chunk_bytes + len(p.frame) > self.segment_bytes:
+            if not p.size:
+                p.frame = frame_parts(p.record, p.lsn)
+                p.size = len(p.frame[0]) + len(p.frame[1])
+            if (active.last_lsn or chunk) and active.size + chunk_bytes + p.size > self.segment_bytes:
                 if chunk:
                     self._flush(chunk)
                     chunk, chunk_bytes = [], 0
@@ -329,7 +337,7 @@ class SegmentLog(EventLog):
                 active = self._active
                 assert active is not None
             chunk.append(p)
-            chunk_bytes += len(p.frame)
+            chunk_bytes += p.size
             if self.fsync == "always":
                 self._flush(chunk)
                 chunk, chunk_bytes = [], 0
@@ -339,9 +347,10 @@ class SegmentLog(EventLog):
     def _flush(self, chunk: list[_Pending]) -> None:
         active = self._active
         assert active is not None
-        data = chunk[0].frame if len(chunk) == 1 else b"".join(p.frame for p in chunk)
+        pieces = [b for p in chunk for b in p.frame]
+        size = sum(p.size for p in chunk)
         try:
-            _write_all(self._fd, data)
+            _write_all(self._fd, pieces)
             if self.fsync != "never":
                 t0 = time.perf_counter()
                 _fsync(self._fd)
@@ -356,7 +365,7 @@ class SegmentLog(EventLog):
             raise
         if not active.last_lsn:
             self._active_since = time.monotonic()
-        active.size += len(data)
+        active.size += size
         active.last_lsn = chunk[-1].lsn
         callbacks = []
         with self._cond:
@@ -367,7 +376,7 @@ class SegmentLog(EventLog):
                     callbacks.append(p.on_durable)
             self._durable = chunk[-1].lsn
             self._records += len(chunk)
-            self._bytes += len(data)
+            self._bytes += size
             self._groups += 1
             if self._error:
                 log.warning("the log is writable again after %d failed attempts", self._write_errors)
@@ -487,11 +496,20 @@ class SegmentLog(EventLog):
             self._fd = -1
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+_IOV_MAX = 512
+
+
+def _write_all(fd: int, data: bytes | list[bytes]) -> None:
+    """Write `data` (bytes, or pieces written in order with writev: no copy to join them)."""
+    views = [memoryview(b) for b in ([data] if isinstance(data, bytes) else data) if b]
+    i = 0
+    while i < len(views):
+        n = os.writev(fd, views[i:i + _IOV_MAX])
+        while i < len(views) and n >= len(views[i]):
+            n -= len(views[i])
+            i += 1
+        if n:
+            views[i] = views[i][n:]
 
 
 def _fsync(fd: int) -> None:

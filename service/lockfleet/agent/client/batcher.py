@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from .channel import AgentError
-from .encoding import encode, rows_to_table
-from .event_files import to_ipc
+from .encoding import encode, encode_ipc, rows_to_table
 from .options import AgentOptions
 from .state import StreamState, monotonic
 
@@ -40,6 +39,7 @@ class Prebuilt:
 
     ipc: bytes
     rows: int
+    codec: str = ""               # the Arrow IPC compression `ipc` is written with ("" none)
 
 
 class Batcher:
@@ -267,8 +267,8 @@ class Batcher:
                     first_seen = now if rows else None
                 batches, lost = self.build(chunks)
                 with st.lock:
-                    for ipc, count, prebuilt in batches:
-                        self.sender.enqueue_locked(ipc, count, prebuilt)
+                    for ipc, count, prebuilt, codec in batches:
+                        self.sender.enqueue_locked(ipc, count, prebuilt, codec)
                     if lost:
                         st.settled += lost
                         st.inflight -= lost
@@ -280,11 +280,13 @@ class Batcher:
             log.exception("lockfleet agent %s: the batcher failed", self.stream_id)
             self.fail(AgentError(f"the agent's batcher failed: {type(exc).__name__}: {exc}"))
 
-    def build(self, chunks: list[Any]) -> tuple[list[tuple[bytes, int, bool]], int]:
-        """Chunks -> ((ipc, rows, pre-built?) batches of at most batch_rows rows, pre-built
-        batches whole; the number of events that could not be encoded)."""
-        out: list[tuple[bytes, int, bool]] = []
+    def build(self, chunks: list[Any]) -> tuple[list[tuple[bytes, int, bool, str]], int]:
+        """Chunks -> ((ipc, rows, pre-built?, codec) batches of at most batch_rows rows, pre-built
+        batches whole; the number of events that could not be encoded). Encoded with the codec
+        the sender last chose (see `Sender.codec`)."""
+        out: list[tuple[bytes, int, bool, str]] = []
         group: list[pa.Table] = []
+        codec = self.sender.codec
         lost = 0
 
         def emit() -> None:
@@ -294,12 +296,12 @@ class Batcher:
             group.clear()
             for off in range(0, table.num_rows, self.batch_rows):
                 part = table.slice(off, self.batch_rows)
-                out.append((to_ipc(encode(part)), part.num_rows, False))
+                out.append((encode_ipc(encode(part), codec), part.num_rows, False, codec))
 
         for c in chunks:
             if isinstance(c, Prebuilt):
                 emit()
-                out.append((c.ipc, c.rows, True))
+                out.append((c.ipc, c.rows, True, c.codec))
             elif isinstance(c, pa.Table):
                 group.append(c)
             elif c:

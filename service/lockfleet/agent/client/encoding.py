@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ...events import AGENT_COLUMNS, DEFAULTS, EventError, check_row, normalize, schema
+from ... import wire
 from .event_files import to_ipc
 
 __all__ = ["COLUMNS", "DEFAULTS", "SCHEMA", "WIRE_SCHEMA", "check_row", "conform", "empty_ipc", "encode",
@@ -40,6 +41,12 @@ def encode(table: pa.Table) -> pa.RecordBatch:
             arr = pc.dictionary_encode(arr)
         arrays.append(arr)
     return pa.RecordBatch.from_arrays(arrays, schema=WIRE_SCHEMA)
+
+
+def encode_ipc(batch: pa.RecordBatch, codec: str = "") -> bytes:
+    """A batch as the Arrow IPC stream bytes of `PushBatch.arrow_ipc`, body-compressed with
+    `codec` ("" none; see `lockfleet.wire`)."""
+    return wire.encode(batch, codec) if codec else to_ipc(batch)
 
 
 def conform(data: pa.RecordBatch | pa.Table) -> pa.Table:

@@ -13,6 +13,7 @@ from typing import Any
 
 from ...errors import UsageError
 from ...events import MAX_NAME_BYTES
+from ...wire import COMPRESSION_CHOICES
 from .channel import Connection, read_token
 
 DEFAULT_TARGET = "127.0.0.1:50551"
@@ -40,6 +41,7 @@ class AgentOptions:
     window: int = WINDOW
     retry_for: float | None = None
     on_refused: str = "skip"
+    compression: str = "auto"
     on_ack: Callable[[int, Any], None] | None = None
     quiet: bool = False
 
@@ -50,7 +52,7 @@ class AgentOptions:
              tls_cert: str | Path | None = None, tls_key: str | Path | None = None, server_name: str = "",
              batch_rows: int = BATCH_ROWS, batch_interval: float = BATCH_INTERVAL,
              max_buffered_events: int = MAX_BUFFERED, overflow: str = "block", window: int = WINDOW,
-             retry_for: float | None = None, on_refused: str = "skip",
+             retry_for: float | None = None, on_refused: str = "skip", compression: str = "auto",
              on_ack: Callable[[int, Any], None] | None = None, quiet: bool = False) -> AgentOptions:
         """The Agent's arguments, checked (ValueError, AgentError for an unreadable token file):
         `target` HOST:PORT (default: $LOCKFLEET_TARGET, else 127.0.0.1:50551) or a `Connection`,
@@ -61,6 +63,8 @@ class AgentOptions:
             raise ValueError(f"overflow must be one of {', '.join(OVERFLOW)}, not {overflow!r}")
         if on_refused not in ON_REFUSED:
             raise ValueError(f"on_refused must be one of {', '.join(ON_REFUSED)}, not {on_refused!r}")
+        if compression not in COMPRESSION_CHOICES:
+            raise ValueError(f"compression must be one of {', '.join(COMPRESSION_CHOICES)}, not {compression!r}")
         if batch_rows < 1 or max_buffered_events < 1 or window < 1 or first_seq < 1:
             raise ValueError("batch_rows, max_buffered_events, window and first_seq must be >= 1")
         if token_file:
@@ -83,4 +87,4 @@ class AgentOptions:
         return cls(connection=connection, host=host, stream_id=stream_id, first_seq=int(first_seq),
                    batch_rows=int(batch_rows), batch_interval=float(batch_interval),
                    max_buffered_events=int(max_buffered_events), overflow=overflow, window=int(window),
-                   retry_for=retry_for, on_refused=on_refused, on_ack=on_ack, quiet=quiet)
+                   retry_for=retry_for, on_refused=on_refused, compression=compression, on_ack=on_ack, quiet=quiet)

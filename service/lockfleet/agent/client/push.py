@@ -14,6 +14,8 @@ duplicates, so nothing is applied twice.
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -54,40 +56,109 @@ def push_batches(target: str | Connection, host: str, stream_id: str,
 
 
 def push_streams(target: str | Connection, host: str, streams: Iterable[Stream], window: int = WINDOW,
-                 retry_for: float = 0.0, on_ack: Callable[[str, int, pb.PushAck], None] | None = None) -> PushResult:
+                 retry_for: float = 0.0, on_ack: Callable[[str, int, pb.PushAck], None] | None = None,
+                 parallel: int = 1, compression: str = "auto") -> PushResult:
     """Push every stream's batches for `host`; return when all are acked.
 
+    With `parallel` N > 1, each stream is cut into N streams by thread (see `split_by_thread`) sent
+    side by side on N Push calls. `compression` is the Agent's (see `lockfleet.wire`).
     Raises Unreachable when the service cannot be reached (for longer than `retry_for` seconds),
     Refused when it refuses a batch. `on_ack(stream_id, seq, ack)` sees every successful ack.
     """
+    if parallel < 1:
+        raise ValueError(f"parallel must be >= 1, not {parallel}")
     conn = as_connection(target)
     result = PushResult()
     for s in streams:
         if not s.batches:
             continue
-        callback = None if on_ack is None else (lambda seq, ack, sid=s.stream_id: on_ack(sid, seq, ack))
-        agent = Agent(conn, host, stream_id=s.stream_id, first_seq=s.first_seq, window=window, retry_for=retry_for,
-                      on_refused="fail", on_ack=callback, max_buffered_events=MAX_BUFFERED_EVENTS, quiet=True)
+        parts = [s] if parallel == 1 else split_by_thread(s, parallel)
+        acked = [0] * len(parts)              # batches acked per part (the pacing of several parts)
+        paced = threading.Condition()
+        agents = []
+
+        def callback(k: int, sid: str, seq: int, ack: pb.PushAck) -> None:
+            with paced:
+                acked[k] += 1
+                paced.notify_all()
+            if on_ack is not None:
+                on_ack(sid, seq, ack)
+
         try:
-            for batch in s.batches:
-                agent.send_batch(batch)
-            agent.close()
+            for k, p in enumerate(parts):
+                agents.append(Agent(conn, host, stream_id=p.stream_id, first_seq=p.first_seq, window=window,
+                                    retry_for=retry_for, on_refused="fail", compression=compression,
+                                    on_ack=functools.partial(callback, k, p.stream_id),
+                                    max_buffered_events=MAX_BUFFERED_EVENTS, quiet=True))
+            for a in agents:
+                a.connect()          # learns the service's codecs before the batches are encoded
+            # round i of every part goes out once round i - window of every part is acked (applied):
+            # the parts advance together (see split_by_thread on order)
+            for i in range(max(len(p.batches) for p in parts)):
+                if len(parts) > 1:
+                    with paced:
+                        while min(acked) < i - window:
+                            for a in agents:
+                                if a.stats()["failed"]:
+                                    a.flush(timeout=0)     # raises its error
+                            paced.wait(0.2)
+                for a, p in zip(agents, parts):
+                    if i < len(p.batches):
+                        a.send_batch(p.batches[i])
+            for a in agents:
+                a.close()
         except Refused as exc:
-            agent.abort()
+            for a in agents:
+                a.abort()
             if s.label:
                 raise Refused(exc.code, f"{s.label}: {exc}", exc.reason) from None
             raise
         except BaseException:
-            agent.abort()
+            for a in agents:
+                a.abort()
             raise
         finally:
-            st = agent.stats()
-            result.batches += st["acked_batches"]
-            result.duplicates += st["duplicate_batches"]
-            result.events += st["applied_events"]
-            result.new_alerts.extend(st["new_alerts"])
-            result.retries += st["reconnects"]
+            for a in agents:
+                st = a.stats()
+                result.batches += st["acked_batches"]
+                result.duplicates += st["duplicate_batches"]
+                result.events += st["applied_events"]
+                result.new_alerts.extend(st["new_alerts"])
+                result.retries += st["reconnects"]
     return result
 
 
-__all__ = ["AgentError", "PushResult", "Stream", "WINDOW", "push_batches", "push_streams"]
+def split_by_thread(stream: Stream, n: int) -> list[Stream]:
+    """One stream of event batches as `n` streams, by thread: every row of thread `tid` goes to
+    stream `tid mod n`, in its order, so each thread's events reach the service in order (what
+    lockdep's per-task held-lock state needs). Events of different threads of the host may be
+    applied in another order than the file's, within a bound: `push_streams` sends part i of
+    each source batch only once part i - window of every stream is acknowledged, so two events
+    more than `window` source batches apart are applied in the file's order. Findings are the
+    same; which dependency of a cycle counts as its inversion (the alert id) can differ only when
+    its two sides came from different threads less than that apart.
+
+    Stream ids are `<id>/<k>of<n>`: pushing the same file again with the same `n` applies
+    nothing twice. Batches given as IPC bytes are decoded first; empty parts are kept (as empty
+    batches of the same schema), so that every part has the same number of sequence numbers."""
+    import numpy as np
+
+    parts: list[list[pa.RecordBatch]] = [[] for _ in range(n)]
+    for b in stream.batches:
+        if isinstance(b, (bytes, bytearray)):
+            with pa.ipc.open_stream(pa.py_buffer(b)) as reader:
+                b = reader.read_all()
+        if isinstance(b, pa.Table):
+            b = pa.RecordBatch.from_arrays([c.combine_chunks() for c in b.columns], schema=b.schema)
+        if b.num_rows == 0:
+            for p in parts:
+                p.append(b)
+            continue
+        key = np.asarray(b.column("tid").to_numpy(zero_copy_only=False), dtype=np.int64) % n
+        for k in range(n):
+            parts[k].append(b.filter(pa.array(key == k)))
+    return [Stream(f"{stream.stream_id}/{k + 1}of{n}", parts[k], label=stream.label, first_seq=stream.first_seq)
+            for k in range(n)]
+
+
+__all__ = ["AgentError", "PushResult", "Stream", "WINDOW", "push_batches", "push_streams", "split_by_thread"]

@@ -54,8 +54,7 @@ from ...events import EventError
 from ...v1 import lockfleet_pb2 as pb
 from .batcher import AgentClosed, Batcher, Prebuilt
 from .channel import AgentError, Connection
-from .encoding import COLUMNS, DEFAULTS, check_row, conform
-from .event_files import to_ipc
+from .encoding import COLUMNS, DEFAULTS, check_row, conform, encode_ipc
 from .options import BATCH_INTERVAL, BATCH_ROWS, MAX_BUFFERED, WINDOW, AgentOptions
 from .sender import Sender
 from .state import THREAD_PREFIX, StreamState, Thread, get_native_id, monotonic, time_ns
@@ -80,6 +79,8 @@ class Agent:
     gives them may resume a stream: the service acks what it already has as duplicates).
     `on_ack(seq, ack)` sees each acked batch (on the Agent's sender thread). `quiet` logs
     outages and failures at DEBUG (for callers that report the raised errors themselves).
+    `compression` ("auto", "none", "lz4", "zstd"; see `lockfleet.wire`): batches go out with
+    Arrow IPC compression when the service says it reads it (auto: LZ4 if offered).
     """
 
     def __init__(self, target: str | Connection | None = None, host: str | None = None, *,
@@ -88,13 +89,13 @@ class Agent:
                  tls_cert: str | Path | None = None, tls_key: str | Path | None = None, server_name: str = "",
                  batch_rows: int = BATCH_ROWS, batch_interval: float = BATCH_INTERVAL,
                  max_buffered_events: int = MAX_BUFFERED, overflow: str = "block", window: int = WINDOW,
-                 retry_for: float | None = None, on_refused: str = "skip",
+                 retry_for: float | None = None, on_refused: str = "skip", compression: str = "auto",
                  on_ack: Callable[[int, pb.PushAck], None] | None = None, quiet: bool = False) -> None:
         self.options = options = AgentOptions.make(
             target, host, stream_id=stream_id, first_seq=first_seq, token=token, token_file=token_file,
             tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, server_name=server_name, batch_rows=batch_rows,
             batch_interval=batch_interval, max_buffered_events=max_buffered_events, overflow=overflow,
-            window=window, retry_for=retry_for, on_refused=on_refused, on_ack=on_ack, quiet=quiet)
+            window=window, retry_for=retry_for, on_refused=on_refused, compression=compression, on_ack=on_ack, quiet=quiet)
         self.connection = options.connection
         self.host = options.host
         self.stream_id = options.stream_id
@@ -171,8 +172,9 @@ class Agent:
             rows = batch.num_rows
             if isinstance(batch, pa.Table):
                 batch = pa.RecordBatch.from_arrays([c.combine_chunks() for c in batch.columns], schema=batch.schema)
-            ipc = to_ipc(batch)
-        self.batcher.put_many(Prebuilt(ipc, rows), rows, kind="batches")
+            codec = self.sender.codec    # known once a call has read the service's codecs (see connect)
+            ipc = encode_ipc(batch, codec)
+        self.batcher.put_many(Prebuilt(ipc, rows, "" if isinstance(batch, bytes) else codec), rows, kind="batches")
 
     # -- flush and close --------------------------------------------------------------------
 
@@ -199,6 +201,15 @@ class Agent:
                         break
                     st.send_cond.wait(left)
                 made = self.sender.call is not None and not st.open_early
+                # and its headers (the codecs the service reads), so that batches given next are
+                # encoded for them; an older service sends none before its first ack
+                headers_by = min(deadline, monotonic() + 0.25)
+                while made and self.sender.call is not None and not self.sender.call.headers \
+                        and self.sender.offers_codecs:
+                    left = headers_by - monotonic()
+                    if left <= 0:
+                        break
+                    st.send_cond.wait(left)
         finally:
             if saved_counter is not None:
                 threading._counter = saved_counter  # type: ignore[attr-defined]

@@ -19,10 +19,11 @@ import grpc
 
 from ...v1 import lockfleet_pb2 as pb
 from ...v1 import lockfleet_pb2_grpc as pb_grpc
+from ...wire import CODECS_METADATA, choose_codec, parse_codecs, reencode
 from .channel import AgentError, Refused, Unreachable, from_rpc_error, open_channel
 from .encoding import empty_ipc
 from .options import AgentOptions
-from .state import StreamState, monotonic
+from .state import THREAD_PREFIX, StreamState, Thread, monotonic
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Batch:
     rows: int
     prebuilt: bool = False        # given whole to send_batch
     placeholder: bool = False     # the empty stand-in for a refused batch
+    codec: str = ""               # the Arrow IPC compression `ipc` is written with ("" none)
 
 
 class _Call:
@@ -47,6 +49,7 @@ class _Call:
     def __init__(self) -> None:
         self.ended = False
         self.grpc_call: Any = None
+        self.headers = False      # the service's initial metadata (its codecs) was read
 
 
 class Sender:
@@ -70,10 +73,13 @@ class Sender:
         self.unacked: deque[Batch] = deque()
         self.next_seq = options.first_seq
         self.call: _Call | None = None
+        self.compression = options.compression
+        self.codec = ""                  # what the service last offered and we chose (read unlocked)
+        self.offers_codecs = True        # False: it sent no codec list (an older service)
 
-    def enqueue_locked(self, ipc: bytes, rows: int, prebuilt: bool) -> None:
+    def enqueue_locked(self, ipc: bytes, rows: int, prebuilt: bool, codec: str = "") -> None:
         """Under the lock: one more batch to send, with the next sequence number."""
-        self.unacked.append(Batch(self.next_seq, ipc, rows, prebuilt))
+        self.unacked.append(Batch(self.next_seq, ipc, rows, prebuilt, codec=codec))
         self.next_seq += 1
         self.state.batches_cut += 1
 
@@ -152,6 +158,7 @@ class Sender:
                 st.calls += 1
             call = pb_grpc.IngestStub(channel).Push(self._requests(state, start), metadata=self.connection.metadata)
             state.grpc_call = call
+            self._read_codecs(state, call)
             with st.lock:
                 st.open_early = False
                 st.send_cond.notify_all()
@@ -196,6 +203,7 @@ class Sender:
         """The request stream of one call: unacked batches from `seq` on, at most `window` of
         them unacknowledged; runs on a thread of gRPC's."""
         st = self.state
+        waited_headers = 0.0
         while True:
             with st.lock:
                 while True:
@@ -210,11 +218,45 @@ class Sender:
                             seq, i = first, 0
                         if i < len(self.unacked) and i < self.window:
                             b = self.unacked[i]
-                            break
+                            if state.headers or not self.offers_codecs or self.compression == "none":
+                                break
+                            # the call's headers name the codecs: wait briefly for them
+                            if waited_headers >= 0.25:
+                                break
+                            waited_headers += 0.05
+                            st.send_cond.wait(0.05)
+                            continue
                     st.send_cond.wait(0.5)
+            codec = self.codec
+            if codec != b.codec and b.rows and not b.placeholder:
+                ipc = reencode(b.ipc, codec) if codec else b.ipc
+                b.ipc, b.codec = ipc, codec      # kept so: a resend does not compress it again
             yield pb.PushBatch(host=self.host, stream_id=self.stream_id, seq=b.seq, arrow_ipc=b.ipc,
                                dropped_events=st.dropped)
             seq += 1
+
+    def _read_codecs(self, state: _Call, call: Any) -> None:
+        """Read the call's initial metadata (the codecs the service reads) on a thread of its own:
+        an older service sends its headers only with its first ack."""
+        if self.compression == "none":
+            state.headers = True
+            return
+        st = self.state
+
+        def read() -> None:
+            try:
+                metadata = call.initial_metadata() or ()
+            except Exception:  # noqa: BLE001 - the call failed: the ack loop reports it
+                return
+            offered = parse_codecs(metadata)
+            known = any(k == CODECS_METADATA for k, _v in metadata)
+            with st.lock:
+                self.offers_codecs = known
+                self.codec = choose_codec(self.compression, offered)
+                state.headers = True
+                st.send_cond.notify_all()
+
+        Thread(target=read, name=f"{THREAD_PREFIX}-headers", daemon=True).start()
 
     def _take_ack(self, ack: pb.PushAck) -> tuple[AgentError, bool, bool] | None:
         """Apply one ack; None when it was a success, else (error, fatal, reconnect at once)."""
