@@ -1,4 +1,4 @@
-"""Baselines, run in the same process and the same run as the engine (issue 4).
+"""Baselines, run in the same process and the same run as the engine.
 
 Every baseline is time-boxed: it stops after `budget_s` seconds of its own work and reports the
 rate over what it did, with `partial=True` and how far it got. A partial rate is a rate over a

@@ -6,7 +6,7 @@
     .venv/bin/python benchmarks/bench_analyze.py --keep DIR           # keep (or reuse) the archive
 
 1. Generates an archive in the service's layout (`archive/day=YYYY-MM-DD/part-<seg>-<n>.parquet`,
-   zstd, the CONTRACT columns plus stream_id and seq) with numpy and pyarrow, vectorised: a
+   zstd, the columns of docs/contract.md section 2 plus stream_id and seq) with numpy and pyarrow, vectorised: a
    kernel-like layered lock graph (classes in layers, code paths that take locks layer by layer,
    Zipf-skewed so that paths repeat, some reads and trylocks), several hosts with several threads
    each, spread over several day partitions, and one planted cross-host cycle.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The cluster at fleet scale (issue 16): many simulated edge-mode hosts through two gateways.
+"""The cluster at fleet scale: many simulated edge-mode hosts through two gateways.
 
     .venv/bin/python benchmarks/bench_cluster.py                       # 10,000 hosts, 3 NATS nodes
     .venv/bin/python benchmarks/bench_cluster.py --hosts 1000 --nodes 1

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Bytes on the wire per million lock events: raw events vs edge mode (issue 7 part 2).
+"""Bytes on the wire per million lock events: raw events vs edge mode.
 
     .venv/bin/python benchmarks/bench_edge_mode.py                 # W1-like: 30k new edges, then 2M repeat events
     .venv/bin/python benchmarks/bench_edge_mode.py --repeats 250000 --flush-every 4

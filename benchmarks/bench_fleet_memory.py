@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The authority's engine memory per host, with the host sketch and bounded tables vs. without
-(issue 16 item 6): the same edge-mode fleet fed to one Engine, in this build and in a build of an
+(the host sketch's memory bound): the same edge-mode fleet fed to one Engine, in this build and in a build of an
 earlier commit (the "pre-change worktree": checked out in a temporary git worktree and built
 there), each size in a process of its own.
 

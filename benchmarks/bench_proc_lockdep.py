@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """`lockfleet proc-lockdep` over a kernel CI fleet's dumps: 50,000 classes, 300,000 dependencies,
-100 dumps (issue 15: target under 10 s on this machine).
+100 dumps (target: under 10 s on this machine).
 
     .venv/bin/python benchmarks/bench_proc_lockdep.py                    # the issue's sizes
     .venv/bin/python benchmarks/bench_proc_lockdep.py --classes 5000 --deps 30000 --dumps 10

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The scale run of issue 16, one command (`make bench-scale`, not part of `make test`):
+"""The scale run of the cluster at fleet scale, one command (`make bench-scale`, not part of `make test`):
 
     .venv/bin/python benchmarks/bench_scale.py --out benchmarks/results/scale-<commit>.json
 

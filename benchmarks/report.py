@@ -26,7 +26,7 @@ from pathlib import Path
 
 ENGINE = "lockfleet engine"
 RX = "rustworkx check_cycle"
-W1C_TARGET = 1.5e6          # edges/s: the plain C Pearce-Kelly's rate (issue 11)
+W1C_TARGET = 1.5e6          # edges/s: the plain C Pearce-Kelly's rate
 W5_TARGET = 1.0e6           # edges/s
 REPEAT_NS_TARGET = 20.0     # ns/event, 64 threads interleaved
 W2C_TIME_RATIO = 1.5        # W2c time / W2 time
@@ -363,10 +363,10 @@ def mib(x) -> str:
 
 
 def scale_section(doc: dict, source: str = "") -> list[str]:
-    """The scale run of issue 16 (`make bench-scale`, bench_scale.py's JSON): the cluster at each
+    """The scale run (`make bench-scale`, bench_scale.py's JSON): the cluster at each
     size, then the engine's memory per host with the sketch vs. the baseline build."""
     la = lambda v: " ".join(f"{x:.1f}" for x in v) if v else "?"
-    out = ["## The cluster at fleet scale (issue 16): `make bench-scale`", "",
+    out = ["## The cluster at fleet scale: `make bench-scale`", "",
            f"From `{source}` (commit `{doc.get('commit', '?')}`, started {doc.get('started_utc', '?')} UTC, "
            f"nproc {doc.get('nproc', '?')}, load average {la(doc.get('loadavg_start'))} at start, "
            f"{la(doc.get('loadavg_end'))} at end). Every role a real process on this shared machine: "
@@ -491,7 +491,7 @@ def render(doc: dict, source: str = "", other: str = "", scale: dict | None = No
         "side by side in this run) are the figures to trust.",
         f"- **Command**: `{lf.get('command', '?')}` ({lf.get('wall_s', '?')} s wall, {lf.get('cpu_s', '?')} s CPU)",
         "",
-        "## Targets (issue 11)",
+        "## Targets",
         "",
         "Engine figure, the baseline measured in the same run, their ratio, the target, and whether it is "
         "met (on wall-clock time; \"NO (yes on CPU time)\" when only the CPU-time figure meets it).",

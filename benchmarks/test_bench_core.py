@@ -1,4 +1,4 @@
-"""pytest-benchmark suites: the engine and its baselines on the same streams, one run (issue 11).
+"""pytest-benchmark suites: the engine and its baselines on the same streams, one run.
 
     make bench          # every suite in benchmarks/, full sizes, JSON + RESULTS.md
     make bench-quick    # the same at small sizes (BENCH_QUICK=1), a smoke check

@@ -1,4 +1,4 @@
-"""pytest-benchmark: fleet-sized W2 and W2c, all 2M new edges each (issue 11 targets: W2c's time
+"""pytest-benchmark: fleet-sized W2 and W2c, all 2M new edges each (targets: W2c's time
 within 1.5x of W2's in the same run; no 64k-row batch of W2c over 20x the median batch; W2c's
 core memory within 128 B per edge + 256 B per class, witnesses included).
 

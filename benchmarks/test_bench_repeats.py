@@ -1,4 +1,4 @@
-"""pytest-benchmark: W1's repeat path (issue 11 target: <= 20 ns per event with 64 threads
+"""pytest-benchmark: W1's repeat path (target: <= 20 ns per event with 64 threads
 interleaved in a batch), next to the same repeats from 4 threads one edge after another, and a
 Python `set` probed once per observation (pre-converted pairs, outside the timer).
 

@@ -1,4 +1,4 @@
-"""Seeded workload generators for the lockfleet benchmarks (issue 4).
+"""Seeded workload generators for the lockfleet benchmarks.
 
 Every workload is a stream of lock-order dependency edges ``u -> v`` between lock classes, split
 into phases (``new``: distinct edges the engine has not seen; ``repeats``: edges it already knows).

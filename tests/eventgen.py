@@ -1,4 +1,4 @@
-"""Build lock-event batches (CONTRACT.md section 2) for tests, the way lockdep's selftests read.
+"""Build lock-event batches (docs/contract.md section 2) for tests, the way lockdep's selftests read.
 
     s = Stream()
     t1, t2 = s.thread(host="h1"), s.thread(host="h2")

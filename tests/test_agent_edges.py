@@ -1,4 +1,4 @@
-"""Edge mode (issue 7 part 2): a local engine per host, shipping only what is new as synthetic
+"""Edge mode: a local engine per host, shipping only what is new as synthetic
 events, makes the central engine find the same dependencies (with kinds) and the same alerts as
 the raw events would."""
 

@@ -1,4 +1,4 @@
-"""`lockfleet dmesg` reads kernel reports back exactly as they were printed (issue 12).
+"""`lockfleet dmesg` reads kernel reports back exactly as they were printed.
 
 Each log shape has a report written here in the kernel's format (kernel/locking/lockdep.c's
 print_* functions, as the real reports of the shared corpus show them): output of another task

@@ -162,7 +162,7 @@ def test_depth_limit_is_a_setting():
 
 def test_count_column_says_how_many_acquisitions_a_row_stands_for():
     """A uint64 `count` (edge-mode agents) multiplies a row; 0 makes the dependency uncounted;
-    a `count` column of another type is an unknown column and ignored (CONTRACT section 2)."""
+    a `count` column of another type is an unknown column and ignored (docs/contract.md section 2)."""
     def batch(count):
         cols = {"ts_ns": pa.array([1, 2, 3, 4], pa.int64()), "tid": pa.array([1] * 4, pa.int64()),
                 "op": pa.array([0, 0, 1, 1], pa.uint8()), "lock": pa.array(["A", "B", "B", "A"])}

@@ -1,4 +1,4 @@
-"""The event schema (CONTRACT section 2): what is accepted, and how refusals name column and row."""
+"""The event schema (docs/contract.md section 2): what is accepted, and how refusals name column and row."""
 
 import numpy as np
 import pyarrow as pa

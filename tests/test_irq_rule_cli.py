@@ -1,5 +1,5 @@
 """The irq rule for read locks as a command-line option: `lockfleet analyze --irq-rule`, and a
-snapshot that keeps the rule it was taken under (docs/semantics.md, issue 12 rule 2)."""
+snapshot that keeps the rule it was taken under (docs/semantics.md)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ helpers themselves.
   (host, batch) pairs a service would apply, in its apply order;
 - `service_run(records)`: what the service raises for them (an Engine fed record by record);
 - `write_archive(...)`: a Parquet archive exactly in the service's layout
-  (`archive/day=YYYY-MM-DD/part-<segment-seq>-<n>.parquet`, zstd, the CONTRACT columns with the host
+  (`archive/day=YYYY-MM-DD/part-<segment-seq>-<n>.parquet`, zstd, the columns of docs/contract.md section 2 with the host
   always filled, plus stream_id and seq, rows in apply order, parts cut anywhere);
 - `write_data_dir(...)`: a service data dir: the log written with the service's own SegmentLog,
   its first segments compacted into the archive, the rest left in the log.

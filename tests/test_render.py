@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import SHARED_DIR, needs_shared, require
 
-from lockfleet.findings.model import EXCLUSIVE, KINDS, RECURSIVE_READ, SHARED, Alert, Link, Occurrence, Usage
+from lockfleet.events import EXCLUSIVE, RECURSIVE_READ, SHARED
+from lockfleet.findings.model import KINDS, Alert, Link, Occurrence, Usage
 from lockfleet.findings.render import render
 
 SEED = SHARED_DIR / "seed" / "lkml-bpf-deadlock-report.txt"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import struct
 from dataclasses import asdict, dataclass, field
 
@@ -19,10 +18,10 @@ import pyarrow as pa
 
 from ._core import Core
 from ._names import Names
-from .events import Events, dictionary_key, normalize
+from .events import USAGE_BITS, Events, class_name, dictionary_key, normalize, split_class
 from .findings.model import Alert, Link, Occurrence, Usage, Witness
 
-log = logging.getLogger("lockfleet.engine")
+log = logging.getLogger(__name__)
 
 _F_KIND = {1: "circular", 2: "recursive", 3: "bad_unlock", 4: "irq_inversion", 5: "inconsistent_state"}
 _F_WITNESS = 6
@@ -30,9 +29,6 @@ _EDGE_KINDS = ("EN", "ER", "SN", "SR")
 # the kinds of a dependency's kind bits, for every value of the bits
 _KINDS_OF = tuple(tuple(k for i, k in enumerate(_EDGE_KINDS) if (bits >> i) & 1) for bits in range(16))
 _IRQ = ("HARDIRQ", "SOFTIRQ")
-_USAGE_NAMES = ("IN-HARDIRQ-W", "IN-HARDIRQ-R", "HARDIRQ-ON-W", "HARDIRQ-ON-R",
-                "IN-SOFTIRQ-W", "IN-SOFTIRQ-R", "SOFTIRQ-ON-W", "SOFTIRQ-ON-R")
-_SUBCLASS_NAME = re.compile(r"^(.*)/([0-7])$")
 DEFAULT_HOST = "localhost"
 _SNAPSHOT_MAGIC = b"LFENG003"
 
@@ -227,7 +223,7 @@ class Engine:
         for k in range(len(names), self._core.class_count()):
             name_id, sub, _usage = self._core.class_info(k)
             name = self._locks.name(name_id)
-            names.append(f"{name}/{sub}" if sub else name)
+            names.append(class_name(name, sub))
         return names[c]
 
     def _edge_names(self, e: int) -> tuple[str, str]:
@@ -280,7 +276,7 @@ class Engine:
             classes = [r.cls]
         if r.bits:
             owners = (r.safe_cls if r.kind == "irq_inversion" else r.cls, r.cls)
-            usages = tuple(Usage(lock=self._class_name(c), usage=_USAGE_NAMES[bit],
+            usages = tuple(Usage(lock=self._class_name(c), usage=USAGE_BITS[bit],
                                  first=self._occurrence(core.class_usage_occ(c, bit)))
                            for c, bit in zip(owners, r.bits) if core.class_usage_occ(c, bit) >= 0)
         hosts = set(r.hosts)
@@ -396,11 +392,11 @@ class Engine:
             c = self._core.find_class(name_id, 0)
             if c >= 0:
                 return c
-        m = _SUBCLASS_NAME.match(name)
-        if m:
-            name_id = self._locks.find(m.group(1))
+        base, sub = split_class(name)
+        if sub:
+            name_id = self._locks.find(base)
             if name_id >= 0:
-                return self._core.find_class(name_id, int(m.group(2)))
+                return self._core.find_class(name_id, sub)
         return -1
 
     def _path(self, a: str, b: str) -> list[int] | None:
@@ -470,7 +466,7 @@ class Engine:
         if c < 0:
             return None
         found = []
-        for bit, usage in enumerate(_USAGE_NAMES):
+        for bit, usage in enumerate(USAGE_BITS):
             o = self._core.class_usage_occ(c, bit)
             if o >= 0:
                 found.append(Usage(lock=self._class_name(c), usage=usage, first=self._occurrence(o)))

@@ -1,4 +1,10 @@
-"""The lock-event schema (CONTRACT section 2): validation and normalisation of one Arrow batch.
+"""The lock-event schema (docs/contract.md section 2), its one home in the code.
+
+What an event is: the op codes, modes and irq flags (`Op`, `Mode`, `Irq`), the columns and their
+Arrow types (`SCHEMA`, and `schema()` for the subsets and encodings senders write), the value
+limits, lockdep's `name/N` class names (`split_class`), and the two checks made against them:
+`normalize(batch)` for an Arrow batch and `check_row(...)` for one event given as Python values.
+Nothing else in the package defines any of these (tests/test_schema_home.py keeps it so).
 
 `normalize(batch)` checks a batch whole (a refused batch raises `EventError` naming the column and
 row, and nothing of it may be applied) and returns `Events`: flat numpy views of the columns, with
@@ -8,7 +14,11 @@ batch, never once per row.
 
 from __future__ import annotations
 
+import operator
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import IntEnum, IntFlag
 from functools import cached_property
 from typing import Any
 
@@ -16,28 +26,150 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lockfleet import _columns
+from . import _columns
+from .errors import InputError
 
-ACQUIRE, RELEASE, TRY_ACQUIRE = 0, 1, 2
-EXCLUSIVE, SHARED, RECURSIVE_READ = 0, 1, 2
-MAX_SUBCLASS = 7  # lockdep's MAX_LOCKDEP_SUBCLASSES is 8
 
-REQUIRED = ("ts_ns", "tid", "op", "lock")
-_INT_COLUMNS = {"ts_ns": pa.int64(), "tid": pa.int64(), "op": pa.uint8(), "mode": pa.uint8(),
-                "subclass": pa.uint8(), "instance": pa.uint64(), "irq": pa.uint8()}
-_STRING_COLUMNS = ("lock", "site", "task", "host")
-# column -> (largest value, what the values mean)
-_RANGES = {
-    "op": (2, "is not an operation (0 acquire, 1 release, 2 try_acquire)"),
-    "mode": (2, "is not a mode (0 exclusive, 1 shared read, 2 recursive read)"),
-    "subclass": (MAX_SUBCLASS, f"is not a subclass (0..{MAX_SUBCLASS}, as lockdep's MAX_LOCKDEP_SUBCLASSES)"),
-    "irq": (15, "is not an irq mask (bits 1 hardirq, 2 softirq, 4 hardirqs off, 8 softirqs off)"),
+class Op(IntEnum):
+    """The `op` column."""
+
+    ACQUIRE = 0
+    RELEASE = 1
+    TRY_ACQUIRE = 2      # a trylock that succeeded: pushed, but no dependency into it
+
+
+class Mode(IntEnum):
+    """The `mode` column."""
+
+    EXCLUSIVE = 0        # write
+    SHARED = 1           # non-recursive read
+    RECURSIVE_READ = 2
+
+
+class Irq(IntFlag):
+    """The `irq` column's bits; 0 is process context with irqs enabled."""
+
+    HARDIRQ = 1          # in hard-irq context
+    SOFTIRQ = 2          # in soft-irq context
+    HARDIRQS_OFF = 4     # hard irqs disabled
+    SOFTIRQS_OFF = 8     # soft irqs disabled
+
+
+# The same values as plain ints, for rows, numpy, polars and Arrow (an enum member costs more per
+# row where millions are built, and some libraries treat enums specially).
+ACQUIRE, RELEASE, TRY_ACQUIRE = Op.ACQUIRE.value, Op.RELEASE.value, Op.TRY_ACQUIRE.value
+EXCLUSIVE, SHARED, RECURSIVE_READ = Mode.EXCLUSIVE.value, Mode.SHARED.value, Mode.RECURSIVE_READ.value
+HARDIRQ, SOFTIRQ = Irq.HARDIRQ.value, Irq.SOFTIRQ.value
+HARDIRQS_OFF, SOFTIRQS_OFF = Irq.HARDIRQS_OFF.value, Irq.SOFTIRQS_OFF.value
+IRQ_CONTEXT = HARDIRQ | SOFTIRQ              # an acquisition's context: `irq & IRQ_CONTEXT`
+IRQS_OFF = HARDIRQS_OFF | SOFTIRQS_OFF       # both disabled: the acquisition marks no irq usage
+IN_HARDIRQ = HARDIRQ | HARDIRQS_OFF          # in a hard-irq handler (hard irqs are off there)
+IN_SOFTIRQ = SOFTIRQ | IRQS_OFF              # in a soft-irq handler, as lockdep sees one
+IRQ_MAX = HARDIRQ | SOFTIRQ | HARDIRQS_OFF | SOFTIRQS_OFF
+
+# lockdep's irq usage bits of a class, in the core's order (bit i of a usage mask is USAGE_BITS[i])
+USAGE_BITS = ("IN-HARDIRQ-W", "IN-HARDIRQ-R", "HARDIRQ-ON-W", "HARDIRQ-ON-R",
+              "IN-SOFTIRQ-W", "IN-SOFTIRQ-R", "SOFTIRQ-ON-W", "SOFTIRQ-ON-R")
+# usage bit -> the `irq` mask of an acquisition that marks it and no other bit of its state (the
+# `-R` bits with a read mode); SOFTIRQ-ON also marks HARDIRQ-ON, as in lockdep (docs/semantics.md)
+USAGE_IRQ = {
+    "IN-HARDIRQ-W": HARDIRQ | IRQS_OFF, "IN-HARDIRQ-R": HARDIRQ | IRQS_OFF,
+    "HARDIRQ-ON-W": SOFTIRQS_OFF, "HARDIRQ-ON-R": SOFTIRQS_OFF,
+    "IN-SOFTIRQ-W": SOFTIRQ | IRQS_OFF, "IN-SOFTIRQ-R": SOFTIRQ | IRQS_OFF,
+    "SOFTIRQ-ON-W": 0, "SOFTIRQ-ON-R": 0,
 }
 
+MAX_SUBCLASS = 7        # lockdep's MAX_LOCKDEP_SUBCLASSES is 8
+MAX_NAME_BYTES = 255    # a host name or stream id, in UTF-8
 
-class EventError(ValueError):
-    """A batch of events that does not follow the schema; the message names the column and row."""
+# -- the columns --------------------------------------------------------------------------------
 
+COLUMNS = ("ts_ns", "tid", "op", "lock", "mode", "subclass", "instance", "irq", "site", "task", "host")
+AGENT_COLUMNS = COLUMNS[:-1]      # what one host's agent sends: its stream names the host
+REQUIRED = ("ts_ns", "tid", "op", "lock")
+DEFAULTS = {"mode": 0, "subclass": 0, "instance": 0, "irq": 0, "site": None, "task": None}  # optional, absent
+COUNT = "count"   # edge mode's extension (docs/semantics.md): acquisitions a row stands for, uint64
+_TYPES = {"ts_ns": pa.int64(), "tid": pa.int64(), "op": pa.uint8(), "lock": pa.string(), "mode": pa.uint8(),
+          "subclass": pa.uint8(), "instance": pa.uint64(), "irq": pa.uint8(), "site": pa.string(),
+          "task": pa.string(), "host": pa.string(), COUNT: pa.uint64()}
+_INT_COLUMNS = {col: _TYPES[col] for col in COLUMNS if pa.types.is_integer(_TYPES[col])}
+_STRING_COLUMNS = tuple(col for col in COLUMNS if pa.types.is_string(_TYPES[col]))
+DICTIONARY = pa.dictionary(pa.int32(), pa.string())   # how senders encode a string column
+
+
+def schema(columns: Iterable[str] = COLUMNS, *, dictionary: bool = False) -> pa.Schema:
+    """The event schema with `columns` (in the order given; `count` may be among them), the string
+    columns plain utf8 or, with `dictionary`, dictionary-encoded as senders write them."""
+    return pa.schema([pa.field(col, DICTIONARY if dictionary and col in _STRING_COLUMNS else _TYPES[col])
+                      for col in columns])
+
+
+SCHEMA = schema()
+
+
+# -- values -------------------------------------------------------------------------------------
+
+_I64 = (-(1 << 63), (1 << 63) - 1)
+# column -> (smallest, largest value, what the values mean): the one table of value limits
+LIMITS: dict[str, tuple[int, int, str]] = {
+    "ts_ns": (*_I64, "ns since the Unix epoch"),
+    "tid": (*_I64, "a thread id"),
+    "op": (0, max(Op).value, "is not an operation (0 acquire, 1 release, 2 try_acquire)"),
+    "mode": (0, max(Mode).value, "is not a mode (0 exclusive, 1 shared read, 2 recursive read)"),
+    "subclass": (0, MAX_SUBCLASS, f"is not a subclass (0..{MAX_SUBCLASS}, as lockdep's MAX_LOCKDEP_SUBCLASSES)"),
+    "instance": (0, (1 << 64) - 1, "a lock instance address"),
+    "irq": (0, IRQ_MAX, "is not an irq mask (bits 1 hardirq, 2 softirq, 4 hardirqs off, 8 softirqs off)"),
+}
+# the limits narrower than the column's Arrow type: the ones a batch's values are checked against
+_RANGES = {col: (top, meaning) for col, (_, top, meaning) in LIMITS.items()
+           if top < (1 << (_INT_COLUMNS[col].bit_width - pa.types.is_signed_integer(_INT_COLUMNS[col]))) - 1}
+
+_CLASS_NAME = re.compile(r"^(.+)/([1-7])$")
+
+
+def split_class(name: str) -> tuple[str, int]:
+    """A class name as lockdep prints it -> (lock name, subclass): `name/N` is subclass N (1..7;
+    lockdep prints no `/0`), any other name is itself with subclass 0."""
+    m = _CLASS_NAME.match(name)
+    return (m.group(1), int(m.group(2))) if m else (name, 0)
+
+
+def class_name(name: str, subclass: int) -> str:
+    """(lock name, subclass) -> the class name lockdep prints (`__print_lock_name`)."""
+    return f"{name}/{subclass}" if subclass else name
+
+
+# the int fields of one row, in the order normalize checks them, with their limits
+_ROW_INTS = tuple((col, LIMITS[col][0], LIMITS[col][1]) for col in _INT_COLUMNS)
+
+
+class EventError(InputError):
+    """Events that do not follow the schema; the message names the column and row (or field)."""
+
+
+def check_row(ts_ns: Any, tid: Any, op: Any, lock: Any, mode: Any = 0, subclass: Any = 0, instance: Any = 0,
+              irq: Any = 0, site: Any = None, task: Any = None) -> tuple[Any, ...]:
+    """One event given as Python values, checked as a batch is (EventError names the field);
+    returns the values in AGENT_COLUMNS order, ints as plain ints. The fields are checked in the
+    order `normalize` checks the columns, so both name the same one first."""
+    values = []
+    for (name, low, high), value in zip(_ROW_INTS, (ts_ns, tid, op, mode, subclass, instance, irq)):
+        try:
+            v = operator.index(value)
+        except TypeError:
+            raise EventError(f"{name} must be an int, not {value!r}") from None
+        if not low <= v <= high:
+            raise EventError(f"{name} must be in {low}..{high}, not {v}")
+        values.append(v)
+    if not isinstance(lock, str) or not lock:
+        raise EventError(f"lock must be a non-empty str, not {lock!r}")
+    for name, value in (("site", site), ("task", task)):
+        if value is not None and not isinstance(value, str):
+            raise EventError(f"{name} must be a str or None, not {value!r}")
+    return (values[0], values[1], values[2], lock, values[3], values[4], values[5], values[6], site, task)
+
+
+# -- batches ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Strings:
@@ -99,10 +231,10 @@ def normalize(batch: pa.RecordBatch | pa.Table, row_offset: int = 0) -> Events:
         else:
             strings[col] = None
     count = None
-    if "count" in names and batch.schema.field("count").type == pa.uint64():
+    if COUNT in names and batch.schema.field(COUNT).type == _TYPES[COUNT]:
         # an extension for edge-mode agents: a uint64 `count` says how many acquisitions the row
         # stands for; a `count` column of any other type is an unknown column, and ignored
-        count = pc.fill_null(batch.column("count"), 1).to_numpy(zero_copy_only=False)
+        count = pc.fill_null(batch.column(COUNT), 1).to_numpy(zero_copy_only=False)
     return Events(n=n, ts_ns=cols["ts_ns"], tid=cols["tid"], op=cols["op"], lock=strings["lock"],
                   mode=cols["mode"], subclass=cols["subclass"], instance=cols["instance"],
                   irq=cols["irq"], count=count, site=strings["site"], task=strings["task"],

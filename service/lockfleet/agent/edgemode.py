@@ -1,4 +1,4 @@
-"""Edge mode (issue 7 part 2): run the core on the host and ship only what is new.
+"""Edge mode: run the core on the host and ship only what is new.
 
 A kernel takes millions of locks a second; no fleet can ship every event. An `EdgeAgent` takes
 the same events as an `Agent` (`acquire`, `release`, `record`, or `ingest(batch)`), feeds them to
@@ -55,7 +55,6 @@ Exporting after every event reproduces the raw alerts exactly (tests/test_agent_
 from __future__ import annotations
 
 import _thread
-import re
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -66,43 +65,34 @@ import numpy as np
 import pyarrow as pa
 
 from ..engine import Engine
-from ..events import EventError
+from ..events import (
+    ACQUIRE,
+    AGENT_COLUMNS,
+    COUNT,
+    DEFAULTS,
+    EXCLUSIVE,
+    IRQS_OFF,
+    RECURSIVE_READ,
+    RELEASE,
+    TRY_ACQUIRE,
+    USAGE_IRQ,
+    EventError,
+    schema,
+    split_class,
+)
 from .client.sdk import Agent
-
-ACQUIRE, RELEASE, TRY_ACQUIRE = 0, 1, 2
-HARDIRQ, SOFTIRQ, HARDIRQS_OFF, SOFTIRQS_OFF = 1, 2, 4, 8
-IRQS_OFF = HARDIRQS_OFF | SOFTIRQS_OFF  # marks no irq usage: dependencies only
 
 SYNTHETIC_TID_BASE = 1 << 62
 SYNTHETIC_TID_POOL = 1024
 FLUSH_INTERVAL = 1.0
 LOCAL_BATCH_ROWS = 65536
 
-# usage bit -> the irq mask that sets that bit (and, for SOFTIRQ-ON, HARDIRQ-ON too, as lockdep)
-USAGE_IRQ = {
-    "IN-HARDIRQ-W": HARDIRQ | IRQS_OFF, "IN-HARDIRQ-R": HARDIRQ | IRQS_OFF,
-    "HARDIRQ-ON-W": SOFTIRQS_OFF, "HARDIRQ-ON-R": SOFTIRQS_OFF,
-    "IN-SOFTIRQ-W": SOFTIRQ | IRQS_OFF, "IN-SOFTIRQ-R": SOFTIRQ | IRQS_OFF,
-    "SOFTIRQ-ON-W": 0, "SOFTIRQ-ON-R": 0,
-}
 _KIND_BITS = {"EN": 1, "ER": 2, "SN": 4, "SR": 8}
-_SUBCLASS_NAME = re.compile(r"^(.*)/([0-7])$")
-_DICT = pa.dictionary(pa.int32(), pa.string())
 
 # One schema for every shipment (a stream keeps one schema): the Agent's wire columns plus `count`.
-EDGE_SCHEMA = pa.schema([
-    ("ts_ns", pa.int64()), ("tid", pa.int64()), ("op", pa.uint8()), ("lock", _DICT),
-    ("mode", pa.uint8()), ("subclass", pa.uint8()), ("instance", pa.uint64()), ("irq", pa.uint8()),
-    ("site", _DICT), ("task", _DICT), ("count", pa.uint64()),
-])
-_PLAIN = {"lock": pa.string(), "site": pa.string(), "task": pa.string()}
-_LOCAL_SCHEMA = pa.schema([
-    ("ts_ns", pa.int64()), ("tid", pa.int64()), ("op", pa.uint8()), ("lock", pa.string()),
-    ("mode", pa.uint8()), ("subclass", pa.uint8()), ("instance", pa.uint64()), ("irq", pa.uint8()),
-    ("site", pa.string()), ("task", pa.string()),
-])
-_COLUMNS = tuple(_LOCAL_SCHEMA.names)
-_DEFAULTS = {"mode": 0, "subclass": 0, "instance": 0, "irq": 0, "site": None, "task": None}
+EDGE_SCHEMA = schema((*AGENT_COLUMNS, COUNT), dictionary=True)
+_LOCAL_SCHEMA = schema(AGENT_COLUMNS)
+_COLUMNS = AGENT_COLUMNS
 
 
 @dataclass
@@ -129,12 +119,6 @@ class ExportState:
         t = SYNTHETIC_TID_BASE + self.next_tid % SYNTHETIC_TID_POOL
         self.next_tid += 1
         return t
-
-
-def split_class(name: str) -> tuple[str, int]:
-    """A class name as the engine prints it -> (lock name, subclass)."""
-    m = _SUBCLASS_NAME.match(name)
-    return (m.group(1), int(m.group(2))) if m else (name, 0)
 
 
 class _Rows:
@@ -164,8 +148,8 @@ class _Rows:
         arrays = []
         for f in EDGE_SCHEMA:
             vals = self.cols[f.name]
-            if f.name in _PLAIN:
-                arrays.append(pa.array(vals, pa.string()).dictionary_encode())
+            if pa.types.is_dictionary(f.type):
+                arrays.append(pa.array(vals, f.type.value_type).dictionary_encode())
             else:
                 arrays.append(pa.array(vals, f.type))
         return pa.RecordBatch.from_arrays(arrays, schema=EDGE_SCHEMA)
@@ -175,7 +159,7 @@ def _pair(rows: _Rows, state: ExportState, link: Any, kind: str, ts: int, count:
     """One synthetic thread making `link` with `kind`."""
     h, t = link.first_held, link.first_taken
     held_mode = 0 if kind[0] == "E" else (h.mode or 1)
-    taken_mode = 2 if kind[1] == "R" else (t.mode if t.mode != 2 else 0)
+    taken_mode = RECURSIVE_READ if kind[1] == "R" else (t.mode if t.mode != RECURSIVE_READ else EXCLUSIVE)
     tid = state.tid()
     rows.add(ts, tid, TRY_ACQUIRE if h.trylock else ACQUIRE, link.held, held_mode, h.instance, site=h.site,
              task=t.task)
@@ -185,7 +169,7 @@ def _pair(rows: _Rows, state: ExportState, link: Any, kind: str, ts: int, count:
 
 
 def _first_kind(link: Any) -> str:
-    return ("E" if link.first_held.mode == 0 else "S") + ("R" if link.first_taken.mode == 2 else "N")
+    return ("E" if link.first_held.mode == EXCLUSIVE else "S") + ("R" if link.first_taken.mode == RECURSIVE_READ else "N")
 
 
 def export_new(engine: Engine, state: ExportState) -> pa.RecordBatch | None:
@@ -344,7 +328,7 @@ class EdgeAgent:
                     raise EventError(f"unknown field(s) {', '.join(sorted(unknown))}")
                 out.append((r.get("ts_ns") if r.get("ts_ns") is not None else time.time_ns(),
                             r.get("tid") if r.get("tid") is not None else threading.get_native_id(),
-                            r["op"], r["lock"], *(r.get(k, _DEFAULTS[k]) for k in _COLUMNS[4:])))
+                            r["op"], r["lock"], *(r.get(k, DEFAULTS[k]) for k in _COLUMNS[4:])))
             else:
                 if len(r) != len(_COLUMNS):
                     raise EventError(f"a tuple row has {len(_COLUMNS)} fields ({', '.join(_COLUMNS)})")
@@ -357,7 +341,7 @@ class EdgeAgent:
         return len(out)
 
     def ingest(self, batch: pa.RecordBatch | pa.Table) -> int:
-        """A batch of events (any schema of CONTRACT section 2, without a non-null `host`)."""
+        """A batch of events (any schema of docs/contract.md section 2, without a non-null `host`)."""
         table = pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch) else batch
         table = _host_free(table)
         with self._lock:

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+from ..errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 _OBJECTS = ("rq", "sb", "inode", "dev", "sk", "mm", "q", "ctx", "tty", "zone", "bdev", "pmu", "map", "prog",
             "cgrp", "net", "file", "page", "wq", "desc", "hctx", "dentry", "css", "event", "kn")

@@ -1,6 +1,7 @@
 """What every command of `lockfleet` shares: the exit statuses, the one-line error a command
-reports (`CliError`), the one table from error to exit status (`exit_status`), argument types,
-help formatters and the engine's `--irq-rule` option.
+reports (`CliError`), argument types, help formatters, `--version` and the engine's `--irq-rule`
+option. The exit statuses, `CliError` and the one table from error to exit status (`exit_status`)
+are `lockfleet.errors`', re-exported here for the commands.
 
 Exit status: 0 on success, 2 on bad usage or bad input (a one-line reason on stderr), 1 on any
 other failure (the service unreachable, a refused push, a service that cannot start).
@@ -14,42 +15,10 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+from .. import __version__
+from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError, LockfleetError, exit_status
 
-
-class CliError(Exception):
-    """A failure to report in one line, with its exit status."""
-
-    def __init__(self, message: str, status: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def exit_status(exc: BaseException) -> int | None:
-    """The one table from error to exit status: 2 for bad usage or bad input, 1 for any other
-    failure, None for an exception that is not one of lockfleet's errors (a bug: let it show).
-
-    Imports lazily, so that `lockfleet --help` does not load gRPC, the engine or the cluster."""
-    from ..agent import AgentError, FileError, Refused
-    from ..agent.kernel.class_names import RulesError
-    from ..server import ServiceError, UsageError
-
-    if isinstance(exc, CliError):
-        return exc.status
-    if isinstance(exc, Refused):            # the service refused a batch: bad input, or not allowed
-        return EXIT_USAGE if exc.code == "INVALID_ARGUMENT" else EXIT_FAILURE
-    if isinstance(exc, (FileError, RulesError, UsageError)):
-        return EXIT_USAGE
-    if isinstance(exc, (AgentError, ServiceError)):
-        return EXIT_FAILURE
-    from ..cluster.bus import BusError
-    from ..cluster.roles import UsageError as RoleUsageError
-
-    if isinstance(exc, RoleUsageError):
-        return EXIT_USAGE
-    if isinstance(exc, BusError):
-        return EXIT_FAILURE
-    return None
+__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "CliError", "LockfleetError", "exit_status"]
 
 
 def reported(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -62,11 +31,8 @@ def reported(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
             return fn(args)
         except CliError:
             raise
-        except Exception as exc:
-            status = exit_status(exc)
-            if status is None:
-                raise
-            raise CliError(str(exc), status) from None
+        except LockfleetError as exc:        # any other exception is a bug: let it show
+            raise CliError(str(exc), exit_status(exc)) from None
 
     return wrapped
 
@@ -115,6 +81,11 @@ class UnhyphenatedFormatter(argparse.HelpFormatter):
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         return textwrap.fill(self._whitespace_matcher.sub(" ", text).strip(), width, initial_indent=indent,
                              subsequent_indent=indent, break_on_hyphens=False)
+
+
+def add_version_option(parser: argparse.ArgumentParser) -> None:
+    """`--version`: prints `PROG VERSION` (lockfleet.__version__, the one version string) and exits 0."""
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
 
 def add_irq_rule_option(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Any
 
-from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, add_irq_rule_option, exit_status
+from .common import EXIT_OK, EXIT_USAGE, LockfleetError, add_irq_rule_option, exit_status
 from .connection import DEFAULT_TARGET, add_connection_options, connection
 
 
@@ -53,12 +53,9 @@ def main_dmesg(paths: list[str], json_out: bool, push_target: str | Any = None, 
         print(summary(logs, alerts, len(incomplete)))
         return EXIT_OK
     except Exception as exc:
-        from ..agent import AgentError
-
-        status = exit_status(exc) or EXIT_FAILURE
-        text = " ".join(str(exc).split()) if isinstance(exc, AgentError) else f"{type(exc).__name__}: {exc}"
+        text = " ".join(str(exc).split()) if isinstance(exc, LockfleetError) else f"{type(exc).__name__}: {exc}"
         print(f"lockfleet dmesg: {text}", file=sys.stderr)
-        return status
+        return exit_status(exc)
 
 
 def _push(logs: list[Any], norm: Any, target: str | Any, host: str | None, json_out: bool) -> int:
@@ -154,12 +151,9 @@ def run_proc_lockdep(args: argparse.Namespace) -> int:
         print(summary(m, len(found) - hidden, hidden, args.all, sum(1 for f in found if f.cross_witnesses)))
         return EXIT_OK
     except Exception as exc:
-        from ..agent import AgentError
-
-        status = exit_status(exc) or EXIT_FAILURE
-        text = " ".join(str(exc).split()) if isinstance(exc, AgentError) else f"{type(exc).__name__}: {exc}"
+        text = " ".join(str(exc).split()) if isinstance(exc, LockfleetError) else f"{type(exc).__name__}: {exc}"
         warn(text)
-        return status
+        return exit_status(exc)
 
 
 def register_proc_lockdep(subparsers: Any) -> None:

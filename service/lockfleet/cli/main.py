@@ -1,7 +1,8 @@
 """The `lockfleet` parser, its dispatch and the console script.
 
 Each command family registers its sub-commands (`register(sub)`), each setting `func` (parsed
-arguments -> exit status); a `CliError` becomes its one-line reason on stderr and its status."""
+arguments -> exit status); any of lockfleet's errors (a `CliError` among them) becomes its one-line reason on stderr and the
+status `lockfleet.errors.exit_status` gives it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from . import cluster, demo, kernel_logs, offline, push, queries, serve, simulate, suppressions, trace
-from .common import EXIT_FAILURE, CliError
+from .common import LockfleetError, add_version_option, exit_status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The kernel's lockdep, fleet-wide: agents stream lock events from many hosts into one "
                     "service, which keeps one lock-dependency graph and reports deadlocks no single host saw.",
         epilog="Exit status: 0 success, 2 bad usage or bad input, 1 any other failure.")
+    add_version_option(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     serve.register(sub)
     push.register(sub)
@@ -47,14 +49,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status: int = args.func(args)
         return status
-    except CliError as exc:
-        print(f"lockfleet {args.command}: {exc}", file=sys.stderr)
-        return exc.status
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # e.g. `lockfleet alerts | head`: stop quietly
+    except LockfleetError as exc:      # a CliError or any of lockfleet's errors: one line, its status
+        print(f"lockfleet {args.command}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return exit_status(exc)
+    except KeyboardInterrupt as exc:
+        return exit_status(exc)
+    except BrokenPipeError as exc:  # e.g. `lockfleet alerts | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILURE
+        return exit_status(exc)
 
 
 def run() -> None:
@@ -65,7 +67,7 @@ def run() -> None:
     try:
         code = main()
     except SystemExit as exc:          # argparse's usage errors and --help
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        code = exit_status(exc)
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:

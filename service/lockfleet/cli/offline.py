@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..offline.scan import Selection
 
-from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UnhyphenatedFormatter, add_irq_rule_option
+from .common import EXIT_FAILURE, EXIT_OK, LockfleetError, UnhyphenatedFormatter, add_irq_rule_option, exit_status
 
 Command = Callable[[argparse.Namespace], int]
 
 _PATHS_HELP = (
     "A PATH is a service data dir (its Parquet archive, then the log segments not yet compacted, so "
     "nothing the service acknowledged is missed), an archive dir (day=YYYY-MM-DD/part-<seg>-<n>.parquet), "
-    "a dir of log segments, a dir of event files, or an event file (Parquet or Arrow IPC, in the CONTRACT "
+    "a dir of log segments, a dir of event files, or an event file (Parquet or Arrow IPC, in the event "
     "schema). ORDER: the engine applies rows in order and which cycle a closing dependency reports can "
     "depend on it, so a service archive is applied in the service's own log order (part files by segment "
     "seq then n, rows in file order, then the log segments), which gives exactly the service's alerts and "
@@ -140,13 +140,11 @@ def _progress(args: argparse.Namespace) -> bool:
 def _guard(command: str) -> Callable[[Command], Command]:
     def wrap(fn: Command) -> Command:
         def run(args: argparse.Namespace) -> int:
-            from ..offline.scan import ScanError
-
             try:
                 return fn(args)
-            except ScanError as exc:
+            except LockfleetError as exc:    # a ScanError (bad path or file) is 2
                 print(f"lockfleet {command}: {exc}", file=sys.stderr)
-                return EXIT_USAGE
+                return exit_status(exc)
             except BrokenPipeError:
                 raise
             except OSError as exc:

@@ -17,6 +17,7 @@ def register(subparsers: Any) -> None:
     from ..agent.native.preload import CLASS_MODES, CLOCKS, RING_EVENTS, RINGS
     from ..agent.native.trace import POLL_MS
 
+
     p: argparse.ArgumentParser = subparsers.add_parser(
         "trace", help="run a native program with its pthread locks traced; stream the events or write a file",
         description="Run PROGRAM with lockfleet's pthread interposer preloaded (LD_PRELOAD; also in the processes "

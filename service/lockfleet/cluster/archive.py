@@ -31,7 +31,7 @@ from ..store.archive import NS_PER_DAY, _day, archive_table
 from ..store.atomic import write_atomic
 from . import bus
 
-log = logging.getLogger("lockfleet.cluster.archive")
+log = logging.getLogger(__name__)
 STATE = "_bus_state.json"
 ROUND = 4096          # messages at most per round
 

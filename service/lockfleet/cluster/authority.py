@@ -33,7 +33,7 @@ from ..findings.model import Alert
 from ..server.gateway import Outcome
 from . import bus
 
-log = logging.getLogger("lockfleet.cluster.authority")
+log = logging.getLogger(__name__)
 FETCH = 256
 TRANSIENT = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 WRONG_LAST_SEQUENCE = 10071

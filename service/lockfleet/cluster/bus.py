@@ -35,6 +35,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ..errors import OperationalError
+
 EVENTS, DERIVED, ALERTS = "LF_EVENTS", "LF_DERIVED", "LF_ALERTS"
 LEASES = "LF_LEASES"
 DEFAULT_PARTITIONS = 8
@@ -46,7 +48,7 @@ EXPECT_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
 T = TypeVar("T")
 
 
-class BusError(RuntimeError):
+class BusError(OperationalError, RuntimeError):
     """The bus cannot be reached or refuses what lockfleet needs of it."""
 
 

@@ -22,13 +22,14 @@ from typing import TextIO
 import pyarrow as pa
 
 from ..demo import CYCLE, HOSTS, seed_scenario
+from ..errors import OperationalError
 from .harness import Cluster, HarnessError
 from .natsd import NatsUnavailable
 
 BATCH_ROWS = 500
 
 
-class DemoError(RuntimeError):
+class DemoError(OperationalError, RuntimeError):
     pass
 
 

@@ -1,5 +1,5 @@
 """Derivation of one partition: the raw batches of its hosts, in bus order, in; what each host's
-engine learnt from each batch (edge mode's synthetic rows, `agent.edges.export_new`) out.
+engine learnt from each batch (edge mode's synthetic rows, `agent.edgemode.export_new`) out.
 
 Each host has its own local Engine and ExportState, exactly as an EdgeAgent on that host would,
 and a counter of the derived messages it produced (1, 2, 3, ...). Everything here is a pure
@@ -29,7 +29,7 @@ from ..events import EventError
 from ..server.gateway import Refusal, decode
 from . import bus
 
-log = logging.getLogger("lockfleet.cluster.worker")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,7 +51,7 @@ class HostState:
 
 
 def is_edge_shipment(table: pa.Table) -> bool:
-    """A batch an EdgeAgent shipped (`agent.edges`): already only what its host learnt, in the
+    """A batch an EdgeAgent shipped (`agent.edgemode`): already only what its host learnt, in the
     form the authority merges; it is forwarded as it is, without a local engine."""
     if table.schema.names != EDGE_SCHEMA.names or not table.num_rows:
         return False

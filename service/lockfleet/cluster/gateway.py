@@ -1,7 +1,7 @@
 """A stateless gateway: `lockfleet serve --bus nats://...`.
 
 It takes IngestService.Push streams exactly as the single-process service does (same servicer, same
-acks), checks each batch the same way (envelope, Arrow IPC decode, CONTRACT section 2, one schema
+acks), checks each batch the same way (envelope, Arrow IPC decode, docs/contract.md section 2, one schema
 per stream), and publishes it to JetStream on the subject of its host's partition
 (`bus.event_subject`). The ack goes back only once JetStream has acknowledged the message, that
 is once the stream holds it with its replicas (R3 in a three-node cluster); a batch the bus did
@@ -33,11 +33,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
-from ..events import EventError, normalize
+from ..events import MAX_NAME_BYTES, EventError, normalize
 from ..server.config import Limits
 from ..server.gateway import (
     ANYONE,
-    MAX_NAME_BYTES,
     Outcome,
     Peer,
     Refusal,
@@ -51,7 +50,7 @@ from ..server.gateway import (
 )
 from . import bus
 
-log = logging.getLogger("lockfleet.cluster.gateway")
+log = logging.getLogger(__name__)
 PUBLISH_TIMEOUT = 5.0
 
 

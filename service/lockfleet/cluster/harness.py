@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import OperationalError
 from . import bus
 from .natsd import NatsCluster, _free_port
 
 
-class HarnessError(RuntimeError):
+class HarnessError(OperationalError, RuntimeError):
     pass
 
 

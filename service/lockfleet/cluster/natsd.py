@@ -12,10 +12,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from ..errors import OperationalError
+
 MAX_PAYLOAD = 8 << 20
 
 
-class NatsUnavailable(RuntimeError):
+class NatsUnavailable(OperationalError, RuntimeError):
     """No nats-server on PATH, or it does not start."""
 
 

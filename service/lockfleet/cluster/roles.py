@@ -13,14 +13,11 @@ from concurrent import futures
 from typing import Any
 
 from ..address import is_loopback, join_hostport, parse_hostport
+from ..errors import UsageError
 from ..server.config import Limits, ServeConfig
 from . import bus
 
-log = logging.getLogger("lockfleet.cluster")
-
-
-class UsageError(ValueError):
-    pass
+log = logging.getLogger(__name__)
 
 
 def _until_signal(stop: Callable[[], None]) -> threading.Event:

@@ -31,7 +31,7 @@ from typing import Any
 from . import bus
 from .derive import Derived, Partition
 
-log = logging.getLogger("lockfleet.cluster.worker")
+log = logging.getLogger(__name__)
 FETCH = 64
 
 

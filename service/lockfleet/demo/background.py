@@ -10,10 +10,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-ACQUIRE, RELEASE, TRY_ACQUIRE = 0, 1, 2
-EXCLUSIVE, SHARED, RECURSIVE_READ = 0, 1, 2
-IRQS_OFF = 4 | 8          # hard and soft irqs disabled (spin_lock_irqsave)
-IN_HARDIRQ = 1 | 4        # in a hard-irq handler (irqs are off there)
+from ..events import ACQUIRE, EXCLUSIVE, IN_HARDIRQ, IRQS_OFF, RECURSIVE_READ, RELEASE, SHARED, TRY_ACQUIRE
 
 
 @dataclass(frozen=True)

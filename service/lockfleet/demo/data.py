@@ -1,5 +1,5 @@
 """The demo fleet's events: per host, background traffic with that host's part of the seed
-scenario in it, as Arrow tables in the schema of CONTRACT section 2."""
+scenario in it, as Arrow tables in the schema of docs/contract.md section 2 (as an agent sends them)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,14 @@ import random
 
 import pyarrow as pa
 
+from ..events import AGENT_COLUMNS, RELEASE, schema
 from .background import Row, background
 from .scenario import HOSTS, INSTANCES, TASKS, site
 
 BASE_NS = 1_551_366_460_000_000_000   # 2019-02-28 15:07:40 UTC, the day of the report
 DEFAULT_EVENTS = 3000                 # background events per host
 
-SCHEMA = pa.schema([
-    ("ts_ns", pa.int64()), ("tid", pa.int64()), ("op", pa.uint8()),
-    ("lock", pa.dictionary(pa.int32(), pa.utf8())), ("mode", pa.uint8()), ("subclass", pa.uint8()),
-    ("instance", pa.uint64()), ("irq", pa.uint8()),
-    ("site", pa.dictionary(pa.int32(), pa.utf8())), ("task", pa.dictionary(pa.int32(), pa.utf8())),
-])
+SCHEMA = schema(AGENT_COLUMNS, dictionary=True)
 
 
 def seed_scenario(seed: int = 0, events: int = DEFAULT_EVENTS) -> dict[str, pa.Table]:
@@ -30,7 +26,7 @@ def seed_scenario(seed: int = 0, events: int = DEFAULT_EVENTS) -> dict[str, pa.T
         sessions = list(background(rng, events))
         at = 0
         for task in (t for t in TASKS if t.host == host):  # in TASKS order: boot before hotplug
-            rows = [Row(task.tid, task.name, s.op, s.lock, mode=s.mode, site=site(s.lock, s.where) if s.op != 1 else "",
+            rows = [Row(task.tid, task.name, s.op, s.lock, mode=s.mode, site=site(s.lock, s.where) if s.op != RELEASE else "",
                         instance=INSTANCES.get(s.lock, 0)) for s in task.steps]
             at = len(sessions) if host == HOSTS[-1] else rng.randrange(at, len(sessions) + 1)
             sessions.insert(at, rows)

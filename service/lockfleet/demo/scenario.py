@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ACQUIRE, RELEASE = 0, 1
-EXCLUSIVE, SHARED = 0, 1
+from ..events import ACQUIRE, EXCLUSIVE, RELEASE, SHARED
 
 HOSTS = ("boot-0", "perf-1", "perf-2", "bpf-3")
 # the cycle in lockdep's order: locks[i] held while locks[i+1] is taken, the last while the first is

@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# Lock modes, as in the `mode` column.
-EXCLUSIVE, SHARED, RECURSIVE_READ = 0, 1, 2
+from ..events import EXCLUSIVE, RECURSIVE_READ, SHARED  # lock modes, as in the `mode` column
+
+__all__ = ["EXCLUSIVE", "RECURSIVE_READ", "SHARED", "Link", "Occurrence", "Printed", "Usage", "Witness"]
 
 
 @dataclass(frozen=True)

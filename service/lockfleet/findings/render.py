@@ -24,18 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from importlib import metadata
 from typing import TYPE_CHECKING
 
-from .evidence import EXCLUSIVE, Link, Occurrence, Printed
+from .. import __version__ as _VERSION
+from ..events import EXCLUSIVE, HARDIRQ, HARDIRQS_OFF, SOFTIRQ, SOFTIRQS_OFF
+from .evidence import Link, Occurrence, Printed
 
 if TYPE_CHECKING:  # the model imports this module to give Alert its render()
     from .model import Alert
-
-try:
-    _VERSION = metadata.version("lockfleet")
-except metadata.PackageNotFoundError:  # running from a source tree that was never installed
-    _VERSION = "unknown"
 
 UNKNOWN = "<unknown>"
 _CPU1 = " " * 31  # the column where print_*_scenario starts its CPU1 entries
@@ -153,9 +149,9 @@ def _held_list(a: Alert, held: Sequence[Occurrence], task: str) -> list[str]:
 
 def _irq_context(irq: int) -> str:
     """The kernel's `[HC..:SC..:HE..:SE..]`, rebuilt from the event's irq mask."""
-    hc, sc = irq & 1, (irq >> 1) & 1
-    he = 0 if irq & (1 | 4) else 1
-    se = 0 if irq & (2 | 8) else 1
+    hc, sc = int(bool(irq & HARDIRQ)), int(bool(irq & SOFTIRQ))
+    he = 0 if irq & (HARDIRQ | HARDIRQS_OFF) else 1
+    se = 0 if irq & (SOFTIRQ | SOFTIRQS_OFF) else 1
     return f"[HC{hc}[{hc}]:SC{sc}[{sc}]:HE{he}:SE{se}]"
 
 

@@ -44,11 +44,11 @@ import polars as pl
 import pyarrow as pa
 
 from ..engine import Engine
+from ..events import RELEASE
 from ..findings.model import Link
 from .scan import Plan, Selection, Source, read_log_segment
 
 LOCK = pl.Categorical
-RELEASE = 1
 TIMELINE_BUCKETS = 120
 PARTITION_ROWS = 5_000_000
 

@@ -18,7 +18,7 @@ from .aggregates import Aggregates, compute
 from .progress import Progress
 from .scan import CHUNK_ROWS, Plan, ScanError, Selection, Source, chunks, plan
 
-log = logging.getLogger("lockfleet.offline")
+log = logging.getLogger(__name__)
 
 
 @dataclass

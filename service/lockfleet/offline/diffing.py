@@ -9,12 +9,11 @@ from pathlib import Path
 
 import polars as pl
 
+from ..events import RELEASE
 from ..findings.model import Alert
 from .aggregates import class_name, edges_frame, events_frame
 from .analysis import Analysis, analyze
 from .scan import Selection
-
-RELEASE = 1
 
 
 @dataclass

@@ -16,7 +16,7 @@ A PATH is one of:
 - a log dir (`seg-*.log` files): its records in log order;
 - any other dir: the event files below it (`.parquet`, `.arrow`, `.arrows`, `.ipc`, `.feather`),
   sorted by path;
-- a file: Parquet or Arrow IPC (file or stream format) in the CONTRACT schema, or a log segment.
+- a file: Parquet or Arrow IPC (file or stream format) in the schema of docs/contract.md section 2, or a log segment.
 
 An event file that is not a service archive part is one host's stream applied in row order; its
 rows' host is their `host` column where present and not null, else the file's host: a `host=NAME`
@@ -41,6 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..errors import InputError
 from ..store import segment_log
 
 CHUNK_ROWS = 65536
@@ -55,7 +56,7 @@ _PARQUET_MAGIC = b"PAR1"
 _ARROW_FILE_MAGIC = b"ARROW1"
 
 
-class ScanError(ValueError):
+class ScanError(InputError):
     """A PATH that is missing, unreadable, or not lock events; the message names it."""
 
 

@@ -124,9 +124,6 @@ class Outbox:
     def published(self, finding_id: str) -> Published | None:
         return self._published.get(finding_id)
 
-    def published_ids(self) -> list[str]:
-        return list(self._published)
-
     def change(self, alert: Alert) -> tuple[str, list[str], list[str]] | None:
         """What publishing `alert` now would say: (event, new hosts, new kinds), or None if nothing
         a person cares about changed since its last publication (new hosts, new dependency kinds,

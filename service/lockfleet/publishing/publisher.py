@@ -34,16 +34,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import OperationalError
 from ..findings.model import Alert
 from ..store.jsonfiles import JsonLines
 from .outbox import GREW, NEW, Cursors, Outbox
 from .sinks import Sink, SinkRejected
 from .suppress import Blessed, Suppressions, effective
 
-log = logging.getLogger("lockfleet.publish")
+log = logging.getLogger(__name__)
 
 
-class NotReady(Exception):
+class NotReady(OperationalError):
     """The source cannot give a durable view right now (e.g. the log is unavailable); try later."""
 
 

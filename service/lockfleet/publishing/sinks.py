@@ -31,9 +31,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ..errors import OperationalError
 from ..store.jsonfiles import JsonLines
 
-log = logging.getLogger("lockfleet.publish")
+log = logging.getLogger(__name__)
 
 HTTP_TIMEOUT = 10.0
 ALERTNAMES = {
@@ -54,7 +55,7 @@ SEVERITY = {"bad_unlock": "warning"}   # every other kind can deadlock: critical
 USER_AGENT = "lockfleet"
 
 
-class SinkError(Exception):
+class SinkError(OperationalError):
     """The sink did not acknowledge a publication (the message says why)."""
 
 

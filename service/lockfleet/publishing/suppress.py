@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import InputError
 from ..findings.model import Alert, dependencies
 from ..store.jsonfiles import read_json, write_json_atomic
 
@@ -44,7 +45,7 @@ class Suppression:
         return asdict(self)
 
 
-class SuppressionError(ValueError):
+class SuppressionError(InputError):
     """A suppression that cannot be recorded (empty id or reason), or a malformed blessed file."""
 
 

@@ -34,6 +34,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ..address import is_loopback, join_hostport, parse_hostport
 from ..engine import Engine
+from ..errors import OperationalError, UsageError
 from ..findings.model import KINDS
 from ..store import (
     Archiver,
@@ -57,23 +58,14 @@ from .metrics import DELAY_BUCKETS, MetricsServer, Registry
 from .publishing import Publishing
 from .query_service import QueryServicer
 
-log = logging.getLogger("lockfleet.server")
+log = logging.getLogger(__name__)
 
 SERVICES = tuple(pb.DESCRIPTOR.services_by_name[name].full_name for name in ("IngestService", "QueryService"))
 SNAPSHOTS_KEPT = 2
 MAX_METADATA_BYTES = 16 * 1024     # request headers (tokens, user agent): more is refused by the transport
 
 
-def engine_snapshots() -> bool:
-    """Whether the engine can capture and restore its whole state."""
-    return callable(getattr(Engine, "snapshot", None)) and callable(getattr(Engine, "restore", None))
-
-
-class UsageError(ValueError):
-    """The service was asked for something it will not do (bad address, TLS files, token file)."""
-
-
-class ServiceError(RuntimeError):
+class ServiceError(OperationalError, RuntimeError):
     """The service could not start (data dir in use, port taken, damaged log)."""
 
 
@@ -437,12 +429,7 @@ class Service:
     def _restore(self) -> None:
         gw, snapdir = self._gateway, self.data_dir / "snapshots"
         assert gw is not None
-        lsn = 0
-        problems: list[str] = []
-        if engine_snapshots():
-            lsn, _, problems = load_newest(snapdir, gw.restore)
-        elif snapshot_files(snapdir):
-            problems = [f"this engine cannot restore the snapshots in {snapdir}"]
+        lsn, _, problems = load_newest(snapdir, gw.restore)
         if not lsn:
             self._check_log_reaches_back(problems)
         try:
@@ -495,7 +482,7 @@ class Service:
     def snapshot(self, timeout: float = 60.0) -> int:
         """Write a snapshot of the current state; returns its LSN (0 when none was written)."""
         gw, lg = self._gateway, self._log
-        if gw is None or lg is None or not engine_snapshots():
+        if gw is None or lg is None:
             return 0
         with self._snapshot_lock:
             t0 = time.monotonic()

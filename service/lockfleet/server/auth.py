@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 
+from ..errors import InputError
 from .gateway import ANYONE, Peer
 
 ROLES = ("ingest", "query", "admin")
@@ -35,7 +36,7 @@ ADMIN_METHODS = frozenset({"/lockfleet.v1.QueryService/Suppress", "/lockfleet.v1
 _GRANTS = {"ingest": ("ingest",), "query": ("query", "admin"), "admin": ("admin",)}
 
 
-class TokenFileError(ValueError):
+class TokenFileError(InputError):
     """The token file is missing or malformed (the message names the line)."""
 
 

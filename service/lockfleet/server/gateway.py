@@ -2,11 +2,11 @@
 
 For each batch, on the thread reading its stream: check the envelope (host, stream id, seq, size,
 whose host it may speak for), decode the Arrow IPC bytes (row count first, then full validation),
-check the schema against the stream's earlier batches and the events against the schema (CONTRACT
-section 2), then, in one ordered section for the whole service: check the seq against the stream's
-high-water mark (a resent batch is a duplicate, a skipped one is refused), the fleet-wide limits,
-apply the batch with `Engine.ingest`, and append it to the event log. The log's order is therefore
-the engine's order, and replaying it rebuilds the same state. The ack waits until the log says the
+check the schema against the stream's earlier batches and the events against the schema
+(docs/contract.md section 2), then, in one ordered section for the whole service: check the seq
+against the stream's high-water mark (a resent batch is a duplicate, a skipped one is refused), the
+fleet-wide limits, apply the batch with `Engine.ingest`, and append it to the event log. The log's
+order is therefore the engine's order, and replaying it rebuilds the same state. The ack waits until the log says the
 record is durable (group commit: many batches share one fsync). A duplicate's ack waits until the
 batch it repeats is durable.
 
@@ -34,16 +34,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..engine import Engine
-from ..events import EventError, Events, normalize
+from ..errors import RefusedError
+from ..events import MAX_NAME_BYTES, EventError, Events, normalize
 from ..store import EventLog, LogUnavailable, Record, SnapshotIncompatible
 from ..store.snapshot import section_format
 from ..wire import available_codecs
 from .config import Limits
 from .ratelimit import HostRates
 
-log = logging.getLogger("lockfleet.server")
+log = logging.getLogger(__name__)
 T = TypeVar("T")
-MAX_NAME_BYTES = 255        # host and stream_id
 SNAPSHOT_VERSION = 1
 
 
@@ -110,7 +110,7 @@ class Prepared:
     host_rows: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
-class Refusal(Exception):
+class Refusal(RefusedError):
     def __init__(self, code: str, reason: str, error: str) -> None:
         super().__init__(error)
         self.code, self.reason, self.error = code, reason, error

@@ -31,7 +31,7 @@ from ..wire import CODECS_METADATA, available_codecs
 from .auth import peer_of
 from .gateway import Gateway, Prepared, Ticket
 
-log = logging.getLogger("lockfleet.server")
+log = logging.getLogger(__name__)
 
 
 class _End:

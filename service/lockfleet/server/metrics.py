@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 
 prometheus_client.disable_created_metrics()
 
-log = logging.getLogger("lockfleet.server")
+log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # publication delay: from the batch that raised a finding being applied to its publication

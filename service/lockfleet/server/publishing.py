@@ -24,7 +24,7 @@ from ..store.jsonfiles import JsonLines
 from .config import ServeConfig
 from .gateway import Gateway
 
-log = logging.getLogger("lockfleet.publish")
+log = logging.getLogger(__name__)
 
 DURABLE_WAIT = 5.0
 

@@ -32,7 +32,7 @@ from . import graphview
 from .gateway import Gateway
 from .publishing import Publishing
 
-log = logging.getLogger("lockfleet.server")
+log = logging.getLogger(__name__)
 EXPORT_ROWS = 8192
 MAX_EXPORT_ROWS = 1 << 20
 WATCH_POLL = 1.0

@@ -4,7 +4,7 @@ Layout (what `lockfleet analyze` reads):
 
     <data-dir>/archive/day=YYYY-MM-DD/part-<segment seq, 8 digits>-<n>.parquet
 
-one row per event with the columns of CONTRACT section 2 (defaults filled in: `mode`, `subclass`
+one row per event with the columns of docs/contract.md section 2 (defaults filled in: `mode`, `subclass`
 and `irq` 0; `host` always set, to the batch's host where the row names none) plus `stream_id`
 (string) and `seq` (uint64) of the batch it came from, `lsn` (uint64) and `row` (uint32): the
 row's place in the log; rows in log order; the day is the UTC day
@@ -33,9 +33,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..events import SCHEMA as EVENTS
 from .eventlog import EventLog, LogCorrupt, SealedPart
 
-log = logging.getLogger("lockfleet.store")
+log = logging.getLogger(__name__)
 
 NS_PER_DAY = 86_400 * 10**9
 ROWS_PER_FILE = 1 << 20
@@ -43,9 +44,7 @@ QUIET_SECONDS = 0.5        # archive sealed segments once the log has had no app
 MAX_BACKLOG = 4            # ...or when this many sealed segments wait (bounds the log on disk)
 ARCHIVER_NICE = 10
 SCHEMA = pa.schema([
-    ("ts_ns", pa.int64()), ("tid", pa.int64()), ("op", pa.uint8()), ("lock", pa.string()),
-    ("mode", pa.uint8()), ("subclass", pa.uint8()), ("instance", pa.uint64()), ("irq", pa.uint8()),
-    ("site", pa.string()), ("task", pa.string()), ("host", pa.string()),
+    *EVENTS,    # every event column, plain strings, defaults filled in; then where the row came from
     ("stream_id", pa.string()), ("seq", pa.uint64()),
     # the row's place in the log (record lsn, row within the batch): a segment whose rows fall on
     # two days is split across two day partitions, and these put it back in apply order

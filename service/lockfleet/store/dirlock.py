@@ -7,8 +7,10 @@ import fcntl
 import os
 from pathlib import Path
 
+from ..errors import OperationalError
 
-class DataDirLocked(RuntimeError):
+
+class DataDirLocked(OperationalError, RuntimeError):
     """Another process holds the data dir."""
 
 

@@ -20,12 +20,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import OperationalError
 
-class LogCorrupt(RuntimeError):
+
+class LogCorrupt(OperationalError, RuntimeError):
     """The log is damaged somewhere other than its tail, or does not reach back far enough."""
 
 
-class LogUnavailable(RuntimeError):
+class LogUnavailable(OperationalError, RuntimeError):
     """The log cannot be written right now (disk full, I/O error, closed); the reason is the message."""
 
 

@@ -13,16 +13,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..errors import OperationalError
 from .atomic import fsync_dir, write_atomic
 
-log = logging.getLogger("lockfleet.store")
+log = logging.getLogger(__name__)
 
 
-class JsonLinesCorrupt(RuntimeError):
+class JsonLinesCorrupt(OperationalError, RuntimeError):
     """A JSON-lines file is damaged somewhere other than its last line."""
 
 
@@ -116,13 +116,3 @@ class JsonLines:
             os.close(self._fd)
             self._fd = -1
 
-
-def read_json_lines(path: Path) -> Iterator[dict[str, Any]]:
-    """The complete records of a JSON-lines file (a torn last line skipped), without opening it for writing."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return
-    for line in data.split(b"\n")[:-1]:
-        if line.strip():
-            yield json.loads(line)

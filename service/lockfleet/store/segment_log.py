@@ -37,7 +37,7 @@ from pathlib import Path
 from .atomic import fsync_dir
 from .eventlog import EventLog, LogCorrupt, LogUnavailable, Record, SealedPart
 
-log = logging.getLogger("lockfleet.store")
+log = logging.getLogger(__name__)
 
 MAGIC = b"LFSEG002"
 _HEADER = struct.Struct("<8sQ")   # magic, first lsn

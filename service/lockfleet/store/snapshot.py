@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from ..errors import OperationalError
 from .atomic import write_atomic
 
-log = logging.getLogger("lockfleet.store")
+log = logging.getLogger(__name__)
 
 MAGIC = b"LFSNAP01"
 _U16 = struct.Struct("<H")
@@ -35,11 +36,11 @@ _U64 = struct.Struct("<Q")
 T = TypeVar("T")
 
 
-class SnapshotCorrupt(ValueError):
+class SnapshotCorrupt(OperationalError, ValueError):
     """The snapshot file is not whole."""
 
 
-class SnapshotIncompatible(ValueError):
+class SnapshotIncompatible(OperationalError, ValueError):
     """The snapshot file is whole, but a section is in a format this build does not read (written by
     an older or newer lockfleet, with no migration from it)."""
 

@@ -24,7 +24,7 @@ from .state import StreamState, monotonic
 if TYPE_CHECKING:
     from .sender import Sender
 
-log = logging.getLogger("lockfleet.agent")
+log = logging.getLogger(__name__)
 
 DROP_WARN_EVERY = 10.0
 

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import grpc
 
+from ...errors import OperationalError, RefusedError
+
 MAX_MESSAGE_BYTES = 256 << 20
 
 
-class AgentError(Exception):
+class AgentError(OperationalError):
     """A client-side failure with a one-line reason."""
 
 
@@ -19,7 +21,7 @@ class Unreachable(AgentError):
     """The service could not be reached (or went away)."""
 
 
-class Refused(AgentError):
+class Refused(AgentError, RefusedError):
     """The service refused a request; `code` is the gRPC status code name."""
 
     def __init__(self, code: str, message: str, reason: str = "") -> None:

@@ -4,50 +4,23 @@ service checks them), Arrow tables of the Agent's plain `SCHEMA`, and batches of
 
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ... import wire
-from ...events import EventError, normalize
+from ...events import AGENT_COLUMNS, DEFAULTS, EventError, check_row, normalize, schema
 from .event_files import to_ipc
 
-# One row of the buffer: the columns of SCHEMA, in its order.
-COLUMNS = ("ts_ns", "tid", "op", "lock", "mode", "subclass", "instance", "irq", "site", "task")
-SCHEMA = pa.schema([("ts_ns", pa.int64()), ("tid", pa.int64()), ("op", pa.uint8()), ("lock", pa.string()),
-                    ("mode", pa.uint8()), ("subclass", pa.uint8()), ("instance", pa.uint64()), ("irq", pa.uint8()),
-                    ("site", pa.string()), ("task", pa.string())])
+__all__ = ["COLUMNS", "DEFAULTS", "SCHEMA", "WIRE_SCHEMA", "check_row", "conform", "empty_ipc", "encode",
+           "rows_to_table"]
+
+# One row of the buffer: the columns of SCHEMA, in its order (lockfleet.events' Agent columns).
+COLUMNS = AGENT_COLUMNS
+SCHEMA = schema(COLUMNS)
 _STRUCT = pa.struct(list(SCHEMA))
-_DICT = pa.dictionary(pa.int32(), pa.string())
-WIRE_SCHEMA = pa.schema([pa.field(f.name, _DICT if f.name in ("lock", "site", "task") else f.type) for f in SCHEMA])
-DEFAULTS = {"mode": 0, "subclass": 0, "instance": 0, "irq": 0, "site": None, "task": None}
-
-
-def check_row(ts_ns: Any, tid: Any, op: Any, lock: Any, mode: Any = 0, subclass: Any = 0, instance: Any = 0,
-               irq: Any = 0, site: Any = None, task: Any = None) -> tuple[Any, ...]:
-    """One event's values, checked as the service would check them (EventError names the field)."""
-    if not isinstance(lock, str) or not lock:
-        raise EventError(f"lock must be a non-empty str, not {lock!r}")
-    values = []
-    for name, value, (low, high) in zip(COLUMNS[:3] + COLUMNS[4:8], (ts_ns, tid, op, mode, subclass, instance, irq),
-                                        _RANGE):
-        try:
-            v = operator.index(value)
-        except TypeError:
-            raise EventError(f"{name} must be an int, not {value!r}") from None
-        if not low <= v <= high:
-            raise EventError(f"{name} must be in {low}..{high}, not {v}")
-        values.append(v)
-    for name, value in (("site", site), ("task", task)):
-        if value is not None and not isinstance(value, str):
-            raise EventError(f"{name} must be a str or None, not {value!r}")
-    return (values[0], values[1], values[2], lock, values[3], values[4], values[5], values[6], site, task)
-
-
-_I64 = (-(1 << 63), (1 << 63) - 1)
-_RANGE = (_I64, _I64, (0, 2), (0, 2), (0, 7), (0, (1 << 64) - 1), (0, 15))
+WIRE_SCHEMA = schema(COLUMNS, dictionary=True)
 
 
 def rows_to_table(rows: list[tuple[Any, ...]]) -> pa.Table:

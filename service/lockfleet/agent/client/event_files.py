@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ...errors import InputError
 from ...events import EventError, normalize
 
 BATCH_ROWS = 65536
@@ -17,7 +18,7 @@ _PARQUET_MAGIC = b"PAR1"
 _ARROW_FILE_MAGIC = b"ARROW1"
 
 
-class FileError(ValueError):
+class FileError(InputError):
     """The file is missing, unreadable, not Parquet/Arrow, or not lock events."""
 
 

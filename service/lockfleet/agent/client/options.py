@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...errors import UsageError
+from ...events import MAX_NAME_BYTES
 from ...wire import COMPRESSION_CHOICES
 from .channel import Connection, read_token
 
@@ -80,8 +82,8 @@ class AgentOptions:
             raise ValueError("tls_cert and tls_key go together")
         host = host or os.environ.get("LOCKFLEET_HOST") or socket.gethostname()
         stream_id = stream_id or f"{host}/{uuid.uuid4().hex[:16]}"
-        if not host or len(host.encode()) > 255 or not stream_id or len(stream_id.encode()) > 255:
-            raise ValueError("host and stream_id must be 1..255 bytes")
+        if not (0 < len(host.encode()) <= MAX_NAME_BYTES and 0 < len(stream_id.encode()) <= MAX_NAME_BYTES):
+            raise UsageError(f"host and stream_id must be 1..{MAX_NAME_BYTES} bytes")
         return cls(connection=connection, host=host, stream_id=stream_id, first_seq=int(first_seq),
                    batch_rows=int(batch_rows), batch_interval=float(batch_interval),
                    max_buffered_events=int(max_buffered_events), overflow=overflow, window=int(window),

@@ -59,7 +59,7 @@ from .options import BATCH_INTERVAL, BATCH_ROWS, MAX_BUFFERED, WINDOW, AgentOpti
 from .sender import Sender
 from .state import THREAD_PREFIX, StreamState, Thread, get_native_id, monotonic, time_ns
 
-log = logging.getLogger("lockfleet.agent")
+log = logging.getLogger(__name__)
 
 __all__ = ["Agent", "AgentClosed", "AgentOptions"]
 
@@ -130,7 +130,7 @@ class Agent:
 
     def record(self, rows: Iterable[Mapping[str, Any] | tuple[Any, ...]] | pa.RecordBatch | pa.Table) -> int:
         """Record many events at once: a pyarrow RecordBatch or Table with the event columns
-        (CONTRACT section 2; no `host` column: an Agent speaks for one host), or an iterable of
+        (docs/contract.md section 2; no `host` column: an Agent speaks for one host), or an iterable of
         dicts with the keys of `COLUMNS` (ts_ns and tid default as in `acquire`), or of tuples in
         the order of `COLUMNS`. Checked whole first (EventError naming the column and row).
         Returns how many were taken (0 when dropped)."""
@@ -160,7 +160,7 @@ class Agent:
         return self.batcher.put_many(out, len(out)) if out else 0
 
     def send_batch(self, batch: pa.RecordBatch | pa.Table | bytes) -> None:
-        """Send one pre-built batch of events (any schema of CONTRACT section 2, or its Arrow IPC
+        """Send one pre-built batch of events (any schema of docs/contract.md section 2, or its Arrow IPC
         stream bytes) whole, as one sequence number (an empty one too): what `lockfleet push`
         does with a file's batches. A stream keeps one schema, so an Agent that sends batches
         records no events."""

@@ -25,7 +25,7 @@ from .encoding import empty_ipc
 from .options import AgentOptions
 from .state import THREAD_PREFIX, StreamState, Thread, monotonic
 
-log = logging.getLogger("lockfleet.agent")
+log = logging.getLogger(__name__)
 
 BACKOFF_MIN, BACKOFF_MAX = 0.05, 1.0
 RETRY_ACK_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED")

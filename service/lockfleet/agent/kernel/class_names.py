@@ -19,11 +19,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-MAX_SUBCLASS = 7  # lockdep's MAX_LOCKDEP_SUBCLASSES is 8
-_SUBCLASS = re.compile(r"^(.+)/([0-7])$")
+from ...errors import InputError
+from ...events import class_name, split_class
 
 
-class RulesError(ValueError):
+class RulesError(InputError):
     """A rules file that cannot be read or holds a bad line; the message names file and line."""
 
 
@@ -40,12 +40,6 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule(re.compile(r"#\d+$"), ""),                    # per-boot name_version: `&lo->lo_ctl_mutex#2`
     Rule(re.compile(r"^&\(&(.+)\)->rlock$"), r"&\1"),  # pre-5.x spinlock: `&(&zone->lock)->rlock`
 )
-
-
-def split_subclass(printed: str) -> tuple[str, int]:
-    """`name/N` -> (name, N) for N in 1..7; any other name -> (name, 0)."""
-    m = _SUBCLASS.match(printed)
-    return (m.group(1), int(m.group(2))) if m else (printed, 0)
 
 
 def parse_rules(text: str, origin: str = "rules") -> list[Rule]:
@@ -94,7 +88,7 @@ class Normalizer:
     def __call__(self, printed: str) -> tuple[str, int]:
         hit = self._cache.get(printed)
         if hit is None:
-            name, sub = split_subclass(printed.strip())
+            name, sub = split_class(printed.strip())
             for rule in self.rules:
                 try:
                     name = rule.apply(name)
@@ -105,5 +99,4 @@ class Normalizer:
 
     def printed(self, printed: str) -> str:
         """The normalised class as lockdep (and the engine's alerts) print it: `name` or `name/N`."""
-        name, sub = self(printed)
-        return f"{name}/{sub}" if sub else name
+        return class_name(*self(printed))

@@ -17,7 +17,7 @@ prefixes (`Jan  1 00:00:00 host kernel: `, ISO dates, `dmesg -x` levels) or noth
 reader does not know are skipped, and a truncated report gives what it holds. Nothing raises on
 any text.
 
-Each report becomes lock events (CONTRACT section 2) that make the real `lockfleet.Engine` find
+Each report becomes lock events (docs/contract.md section 2) that make the real `lockfleet.Engine` find
 what lockdep found: per dependency one synthetic thread (acquire held, acquire taken, release
 both) whose `site` is the report's stack for it, with modes from rlock/usage/stack evidence and
 irqs marked off (no usage bits); irq reports add the acquisitions that set the conflicting usage
@@ -37,12 +37,25 @@ from typing import Any
 import pyarrow as pa
 
 from ...engine import IRQ_RULE_DEFAULT, Engine
+from ...errors import InputError
+from ...events import (
+    ACQUIRE,
+    EXCLUSIVE,
+    HARDIRQ,
+    HARDIRQS_OFF,
+    IRQS_OFF,
+    RECURSIVE_READ,
+    RELEASE,
+    SCHEMA,
+    SHARED,
+    SOFTIRQ,
+    SOFTIRQS_OFF,
+    TRY_ACQUIRE,
+    USAGE_IRQ,
+)
 from ...findings.model import Alert, Link, Occurrence, Printed, Usage, finding_id
 from .class_names import Normalizer
 
-ACQUIRE, RELEASE, TRY_ACQUIRE = 0, 1, 2
-HARDIRQ, SOFTIRQ, HARDIRQS_OFF, SOFTIRQS_OFF = 1, 2, 4, 8
-IRQS_OFF = HARDIRQS_OFF | SOFTIRQS_OFF  # marks no irq usage: dependencies only
 MAX_LINE = 4096
 
 # ---------------------------------------------------------------------------------- line prefixes
@@ -708,7 +721,7 @@ def circular_edges(r: Report) -> list[Edge]:
     # so a read its stack made look recursive was a plain read
     for i, edge in enumerate(edges):
         nxt = edges[(i + 1) % len(edges)]
-        if edge.taken_mode == 2 and nxt.held.name == edge.taken.name and nxt.held_mode:
+        if edge.taken_mode == RECURSIVE_READ and nxt.held.name == edge.taken.name and nxt.held_mode:
             edges[i] = Edge(edge.held, edge.taken, edge.frames, edge.held_mode, 1, edge.ts_ns)
     return edges
 
@@ -756,14 +769,6 @@ def irq_path(r: Report) -> list[Edge]:
     return _connect(head, r.safe, r.held, ts) + [new] + _connect(tail, r.acquire, r.unsafe, ts)
 
 
-_USAGE_BITS = {  # usage bit -> (irq mask that sets that bit and no other, mode)
-    "IN-HARDIRQ-W": (HARDIRQ | IRQS_OFF, 0), "IN-HARDIRQ-R": (HARDIRQ | IRQS_OFF, 1),
-    "HARDIRQ-ON-W": (SOFTIRQS_OFF, 0), "HARDIRQ-ON-R": (SOFTIRQS_OFF, 1),
-    "IN-SOFTIRQ-W": (SOFTIRQ | IRQS_OFF, 0), "IN-SOFTIRQ-R": (SOFTIRQ | IRQS_OFF, 1),
-    "SOFTIRQ-ON-W": (0, 0), "SOFTIRQ-ON-R": (0, 1),  # softirqs on implies hardirqs on, as in lockdep
-}
-
-
 def _marks(irq: int, mode: int) -> set[str]:
     """The usage bits an acquisition marks (docs/semantics.md, lockdep's mark_usage)."""
     rw = "R" if mode else "W"
@@ -775,7 +780,7 @@ def _marks(irq: int, mode: int) -> set[str]:
 
 
 def _usage(lock: Lock, bit: str, frames: list[str], ts_ns: int, context: int | None = None) -> Script:
-    irq, mode = _USAGE_BITS[bit]
+    irq, mode = USAGE_IRQ[bit], SHARED if bit.endswith("-R") else EXCLUSIVE
     if context is not None and bit in _marks(context, mode):
         irq = context  # the context the report shows, when it sets that bit
     return Script(ts_ns, (Acq(ACQUIRE, lock.name, mode, irq, "\n".join(frames) or lock.site, lock.instance),
@@ -821,7 +826,7 @@ def report_scripts(r: Report) -> list[Script]:
                             *(Acq(RELEASE, lk.name, instance=lk.instance) for lk in reversed(ctx))))]
     if r.kind == "inconsistent_state" and r.acquire is not None:
         a, b = r.transition
-        if a in _USAGE_BITS and b in _USAGE_BITS:
+        if a in USAGE_IRQ and b in USAGE_IRQ:
             return [_usage(r.acquire, a, r.safe_frames, ts), _usage(r.acquire, b, [], ts, r.irq)]
     if r.kind == "irq_inversion":
         if r.safe is not None and r.unsafe is not None:
@@ -834,7 +839,7 @@ def report_scripts(r: Report) -> list[Script]:
 # ---------------------------------------------------------------------------------- each report's own finding
 
 def _kind_of(held_mode: int, taken_mode: int) -> str:
-    return ("E" if held_mode == 0 else "S") + ("R" if taken_mode == 2 else "N")
+    return ("E" if held_mode == EXCLUSIVE else "S") + ("R" if taken_mode == RECURSIVE_READ else "N")
 
 
 def _link(e: Edge, r: Report, norm: Normalizer, task: str = "") -> Link:
@@ -929,13 +934,6 @@ def _merge(a: Alert, b: Alert) -> Alert:
                    first_ts_ns=min(a.first_ts_ns, b.first_ts_ns))
 
 
-EVENT_SCHEMA = pa.schema([
-    ("ts_ns", pa.int64()), ("tid", pa.int64()), ("op", pa.uint8()), ("lock", pa.string()),
-    ("mode", pa.uint8()), ("subclass", pa.uint8()), ("instance", pa.uint64()), ("irq", pa.uint8()),
-    ("site", pa.string()), ("task", pa.string()), ("host", pa.string()),
-])
-
-
 def _utf8(s: str) -> str:
     return s if s.isascii() else s.encode("utf-8", "replace").decode("utf-8")
 
@@ -943,7 +941,7 @@ def _utf8(s: str) -> str:
 def to_batch(reports: list[Report], normalizer: Normalizer | None = None, host: str = "localhost") -> pa.RecordBatch:
     """Every report's synthetic threads as one batch of lock events (tids 1, 2, ... in order)."""
     norm = normalizer or Normalizer()
-    cols: dict[str, list[Any]] = {f.name: [] for f in EVENT_SCHEMA}
+    cols: dict[str, list[Any]] = {f.name: [] for f in SCHEMA}
     tid = 0
     for r in reports:
         for script in report_scripts(r):
@@ -966,12 +964,12 @@ def to_batch(reports: list[Report], normalizer: Normalizer | None = None, host: 
                 cols["site"].append(_utf8(a.site))
                 cols["task"].append(_utf8(r.task) if script.own else "")
                 cols["host"].append(_utf8(r.host or host))
-    return pa.RecordBatch.from_pydict(cols, schema=EVENT_SCHEMA)
+    return pa.RecordBatch.from_pydict(cols, schema=SCHEMA)
 
 
 # ---------------------------------------------------------------------------------- the command
 
-class DmesgError(Exception):
+class DmesgError(InputError):
     """Bad input, said in one line."""
 
 

@@ -39,6 +39,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ...errors import InputError
+
 MAX_LINE = 8192          # lockdep names are KSYM_NAME_LEN (512) at most; longer is not the kernel's
 BAD_LINES_SHOWN = 3      # line numbers quoted in the message about unreadable lines
 
@@ -49,7 +51,7 @@ CLASSES_HEADER = "all lock classes:"
 CHAINS_HEADER = "all lock chains:"
 
 
-class DumpError(ValueError):
+class DumpError(InputError):
     """A file that is not a /proc/lockdep dump (or cannot be read), said in one line."""
 
 

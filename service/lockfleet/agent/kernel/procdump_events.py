@@ -1,11 +1,11 @@
-"""A /proc/lockdep dump as lock events (CONTRACT section 2) that make the engine learn the same graph.
+"""A /proc/lockdep dump as lock events (docs/contract.md section 2) that make the engine learn the same graph.
 
 The engine learns from events, so a dump becomes synthetic threads, as `dmesg.py` and edge mode
 (`edges.py`) build them:
 
 - each irq usage bit a class's usage characters show (`{-.+.}`: IN-HARDIRQ-W, SOFTIRQ-ON-W, ...):
   one acquire and one release of that class with the `irq` mask that sets exactly that bit
-  (`edges.USAGE_IRQ`) and mode 0 for a write bit, 1 for a read bit;
+  (`events.USAGE_IRQ`) and mode 0 for a write bit, 1 for a read bit;
 - each class H with dependencies `H -> T` (` -> [key] T` lines under H, and those lockdep_chains
   shows and /proc/lockdep hides, see below): one synthetic thread acquires H, then acquires and
   releases each T in turn, then releases H, with irqs off (so it marks no usage bit). `site` is
@@ -38,21 +38,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..edgemode import USAGE_IRQ
-from .class_names import Normalizer, split_subclass
+from ...events import ACQUIRE, IRQS_OFF, RELEASE, USAGE_BITS, USAGE_IRQ, schema, split_class
+from .class_names import Normalizer
 from .procdump import Dump
 
-ACQUIRE, RELEASE = 0, 1
-IRQS_OFF = 4 | 8
 SYNTHETIC_TID_BASE = 1 << 60
-USAGE_BITS = ("IN-HARDIRQ-W", "IN-HARDIRQ-R", "HARDIRQ-ON-W", "HARDIRQ-ON-R",
-              "IN-SOFTIRQ-W", "IN-SOFTIRQ-R", "SOFTIRQ-ON-W", "SOFTIRQ-ON-R")
 _STATES = ("HARDIRQ", "SOFTIRQ")      # the first two states of get_usage_chars (reclaim_fs ignored)
-_DICT = pa.dictionary(pa.int32(), pa.string())
-EVENT_SCHEMA = pa.schema([
-    ("ts_ns", pa.int64()), ("tid", pa.int64()), ("op", pa.uint8()), ("lock", _DICT), ("mode", pa.uint8()),
-    ("subclass", pa.uint8()), ("irq", pa.uint8()), ("site", _DICT),
-])
+EVENT_SCHEMA = schema(("ts_ns", "tid", "op", "lock", "mode", "subclass", "irq", "site"), dictionary=True)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -336,7 +328,7 @@ def _sites(src: np.ndarray, lines: np.ndarray, sources: list[str]) -> pa.Array:
 def _split(names: list[str]) -> tuple[list[str], np.ndarray]:
     base, subs = [], np.zeros(len(names), np.uint8)
     for i, n in enumerate(names):
-        b, s = split_subclass(n)
+        b, s = split_class(n)
         base.append(b)
         subs[i] = s
     return base, subs

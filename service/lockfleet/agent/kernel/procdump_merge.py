@@ -23,12 +23,12 @@ import numpy as np
 import pyarrow as pa
 
 from ...engine import Engine
+from ...errors import EXIT_OK
 from ...findings.model import Alert
 from .class_names import Normalizer
 from .procdump import Dump
 from .procdump_events import ClassTable, Graph, conflicts, dump_graph, graph_events
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 PUSH_DEPS_PER_BATCH = 16384        # 4 rows each: batches of at most 64k rows
 KINDS_NOTE = "kinds unknown: reported as if exclusive"
 _PROG = "lockfleet proc-lockdep"

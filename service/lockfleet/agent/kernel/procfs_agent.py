@@ -32,14 +32,15 @@ from typing import Any
 
 import numpy as np
 
+from ... import __version__
+from ...errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from ...store.atomic import write_atomic
 from .class_names import Normalizer, RulesError
 from .procdump import Dump, parse_chains, parse_lockdep
 from .procdump_events import USAGE_BITS, Graph, dump_graph, graph_events, mask_bits
 
-log = logging.getLogger("lockfleet.procfs")
+log = logging.getLogger(__name__)
 DEFAULT_TARGET = "127.0.0.1:50551"
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEPS_PER_BATCH = 16384
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "service's ack. Logs one line per round on stderr.",
         epilog="Exit status: 0 after SIGTERM/SIGINT or --once, 2 bad usage or unreadable /proc files, "
                "1 the service refused or stayed unreachable.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--target", default=DEFAULT_TARGET, metavar="HOST:PORT",
                    help=f"address of the lockfleet service (default: {DEFAULT_TARGET})")
     p.add_argument("--host", default=None, metavar="NAME", help="this machine's name (default: the hostname)")

@@ -1,6 +1,6 @@
 """The sidecar's side of the pthread interposer (native/lockfleet_preload.c): the shared memory
 that traced processes write their lock events into, drained into Arrow batches of the event
-schema (CONTRACT section 2).
+schema (docs/contract.md section 2).
 
     buf = TraceBuffer()                          # shared memory, laid out; buf.env() for the program
     proc = subprocess.Popen(argv, env={**os.environ, **buf.env()})
@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ...errors import OperationalError
+from ...events import schema
 from .elfsym import ElfSymbols
 
 LIBRARY_NAME = "liblockfleet_preload.so"
@@ -63,12 +65,10 @@ CLASS_MODES = ("auto", "site")
 CLOCKS = ("tick", "precise")
 TICK_US = 1000
 
-_DICT = pa.dictionary(pa.int32(), pa.string())
-SCHEMA = pa.schema([("ts_ns", pa.int64()), ("tid", pa.int64()), ("op", pa.uint8()), ("lock", _DICT),
-                    ("mode", pa.uint8()), ("instance", pa.uint64()), ("site", _DICT), ("task", _DICT)])
+SCHEMA = schema(("ts_ns", "tid", "op", "lock", "mode", "instance", "site", "task"), dictionary=True)
 
 
-class PreloadError(RuntimeError):
+class PreloadError(OperationalError, RuntimeError):
     """The interposer library is missing or the shared memory cannot be made."""
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ...errors import UsageError
 from ..client.channel import AgentError
 from ..client.sdk import Agent
 from .preload import TraceBuffer
@@ -97,7 +98,7 @@ class AgentSink:
         return text
 
 
-class ProgramError(Exception):
+class ProgramError(UsageError):
     """The program cannot be started."""
 
 

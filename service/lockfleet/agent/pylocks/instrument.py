@@ -48,11 +48,12 @@ import threading
 from time import time_ns as _time_ns
 from typing import Any
 
+from ...events import ACQUIRE, RELEASE, TRY_ACQUIRE
 from ..client.channel import AgentError
 from ..client.sdk import Agent
 from ..client.state import THREAD_PREFIX
 
-log = logging.getLogger("lockfleet.agent")
+log = logging.getLogger(__name__)
 
 _getframe = sys._getframe
 _get_native_id = threading.get_native_id
@@ -66,7 +67,6 @@ _OrigCondition: Any = threading.Condition
 _OrigSemaphore: Any = threading.Semaphore
 _OrigBoundedSemaphore: Any = threading.BoundedSemaphore
 _THREADING_FILE = threading.Condition.wait.__code__.co_filename
-ACQUIRE, RELEASE, TRYLOCK = 0, 1, 2      # lockfleet.events' op codes, as the Agent's rows carry them
 
 
 class LockClass:
@@ -283,7 +283,7 @@ class TracedLock:
                 return False
             if not k.signal:
                 self._lf_holder = info
-                if tr.put((_time_ns(), info[0], ACQUIRE if blocking else TRYLOCK, k.name, 0, k.subclass, id(self), 0,
+                if tr.put((_time_ns(), info[0], ACQUIRE if blocking else TRY_ACQUIRE, k.name, 0, k.subclass, id(self), 0,
                            _site(_getframe(1)) if tr.sites else None, info[1])) is None:
                     _dead()
             return True
@@ -419,7 +419,7 @@ class TracedRLock:
             if not lock.acquire(blocking, timeout):
                 return False
             self._lf_holder = info
-            if tr.put((_time_ns(), info[0], ACQUIRE if blocking else TRYLOCK, k.name, 0, k.subclass, id(self), 0,
+            if tr.put((_time_ns(), info[0], ACQUIRE if blocking else TRY_ACQUIRE, k.name, 0, k.subclass, id(self), 0,
                        _site(_getframe(1)) if tr.sites else None, info[1])) is None:
                 _dead()
             return True
@@ -622,7 +622,7 @@ class _SemaphoreTrace:
                 return False
             if not k.signal:
                 self._lf_holder = info
-                _emit(ACQUIRE if blocking else TRYLOCK, k, k.subclass, self, info,
+                _emit(ACQUIRE if blocking else TRY_ACQUIRE, k, k.subclass, self, info,
                       _site(_getframe(1)) if tr.sites else None)
             return True
         h = self._lf_holder
@@ -813,12 +813,6 @@ def uninstrument(close: bool = True, timeout: float | None = 30.0) -> dict[str, 
     if close and tr.owns_agent:
         tr.agent.close(timeout)
     return tr.agent.stats()
-
-
-def instrumented_agent() -> Agent | None:
-    """The Agent locks are traced into, if instrument() is on."""
-    tr = _tracer
-    return tr.agent if tr is not None else None
 
 
 def _close_at_exit(agent: Agent, timeout: float | None, pid: int) -> None:

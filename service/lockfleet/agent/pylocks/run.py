@@ -20,6 +20,7 @@ import runpy
 import sys
 from typing import Any
 
+from ... import __version__
 from ..client.channel import AgentError
 from ..client.options import BATCH_INTERVAL, BATCH_ROWS, DEFAULT_TARGET, MAX_BUFFERED
 from ..client.sdk import Agent
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--close-timeout", type=float, default=10.0, metavar="S",
                    help="at exit, wait this long for the last acks (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no summary line at exit")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     g = p.add_argument_group("connection security")
     g.add_argument("--token", default=os.environ.get("LOCKFLEET_TOKEN", ""),
                    help="the ingest bearer token (default: $LOCKFLEET_TOKEN)")

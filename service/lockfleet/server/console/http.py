@@ -27,11 +27,12 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from ...errors import LockfleetError
 from ...publishing.suppress import SuppressionError
 from ..auth import Tokens
 from .views import ConsoleViews, NotFound
 
-log = logging.getLogger("lockfleet.console")
+log = logging.getLogger(__name__)
 
 COOKIE = "lockfleet_token"
 CSRF_HEADER = "X-Lockfleet-Console"
@@ -57,7 +58,7 @@ def _int(q: dict[str, list[str]], key: str, default: int = 0) -> int:
         raise ValueError(f"query parameter {key!r}: not an integer: {raw!r}") from None
 
 
-class _HttpError(Exception):
+class _HttpError(LockfleetError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status

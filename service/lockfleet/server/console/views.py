@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ...errors import UsageError
 from ...findings.dot import dot_available, finding_dot, svg
 from ...findings.layout import neighbourhood_svg
 from ...findings.model import KINDS, Alert, Link, matches
@@ -17,7 +18,7 @@ from ..gateway import Gateway
 from ..publishing import Publishing
 
 
-class NotFound(LookupError):
+class NotFound(UsageError, LookupError):
     """No such finding, lock or suppression."""
 
 
