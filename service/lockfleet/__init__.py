@@ -13,7 +13,6 @@ __version__ = "0.1.0"   # the one version string: pyproject.toml and every --ver
 
 from .errors import LockfleetError, OperationalError, UsageError
 from .events import EventError
-from .findings.model import Alert, Link, Occurrence, Usage
 
 if TYPE_CHECKING:
     from .engine import Engine
